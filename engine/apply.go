@@ -1,0 +1,239 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"nksrun/engine/module"
+	"nksrun/engine/runbook"
+	"nksrun/inventory"
+)
+
+// Report is the outcome of an apply.
+type Report struct {
+	Started  time.Time      `json:"started"`
+	Finished time.Time      `json:"finished"`
+	Targets  []TargetResult `json:"targets"`
+}
+
+// TargetResult is what apply did on one target.
+type TargetResult struct {
+	Runbook string        `json:"runbook"`
+	Kind    string        `json:"kind"`
+	Name    string        `json:"name"`
+	Address string        `json:"address,omitempty"`
+	Status  string        `json:"status"`
+	Reason  string        `json:"reason,omitempty"`
+	Steps   []StepResult  `json:"steps,omitempty"`
+	Verify  []CheckResult `json:"verify,omitempty"`
+}
+
+// StepResult is one applied step.
+type StepResult struct {
+	ID       string               `json:"id"`
+	Module   string               `json:"module"`
+	Action   module.Action        `json:"action"`
+	Changed  bool                 `json:"changed"`
+	Summary  string               `json:"summary,omitempty"`
+	Error    string               `json:"error,omitempty"`
+	Findings []module.FindingInfo `json:"findings,omitempty"`
+}
+
+// CheckResult is one verify condition after apply.
+type CheckResult struct {
+	Message string `json:"message"`
+	OK      bool   `json:"ok"`
+	Error   string `json:"error,omitempty"`
+}
+
+// Failed reports whether any target failed, was unreachable, stale or not run.
+func (r *Report) Failed() bool {
+	for _, t := range r.Targets {
+		switch t.Status {
+		case StatusFailed, StatusUnreachable, StatusStale, StatusNotRun:
+			return true
+		}
+	}
+	return false
+}
+
+// Apply performs exactly what p says. Runbooks are re-read from the plan
+// itself (not from disk), so a saved plan applies what was reviewed.
+func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
+	rep := &Report{Started: e.o.Now().UTC()}
+	e.emit(Event{Type: EventRunStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
+	for i := range p.Runbooks {
+		rp := &p.Runbooks[i]
+		rb, err := runbook.Parse(rp.Path, []byte(rp.Source), e.o.Registry)
+		if err != nil {
+			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
+		}
+		e.registerSecrets(rb, rp.Params)
+		results := make([]TargetResult, len(rp.Targets))
+		fails := &failures{limit: e.o.MaxFailures}
+		forEach(ctx, len(rp.Targets), e.o.Forks, func(j int) {
+			tp := &rp.Targets[j]
+			if fails.exceeded() {
+				results[j] = TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
+				return
+			}
+			results[j] = e.applyTarget(ctx, rb, rp, tp)
+			switch results[j].Status {
+			case StatusFailed, StatusUnreachable, StatusStale:
+				fails.add()
+			}
+			e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: results[j].Status, Message: results[j].Reason})
+		})
+		rep.Targets = append(rep.Targets, results...)
+	}
+	rep.Finished = e.o.Now().UTC()
+	return rep, nil
+}
+
+func hostOf(tp *TargetPlan, facts map[string]any) inventory.Host {
+	return inventory.Host{Name: tp.Name, Address: tp.Address, User: tp.User, Port: tp.Port, Labels: tp.Labels, Facts: facts}
+}
+
+// nodeFacts finds the inventory facts of a planned node (a saved plan may be
+// applied with a fresh inventory; the planned address/user still win).
+func (e *Engine) nodeFacts(name string) map[string]any {
+	for _, h := range e.o.Hosts {
+		if h.Name == name {
+			return h.Facts
+		}
+	}
+	return map[string]any{"name": name}
+}
+
+func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan) TargetResult {
+	res := TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusOK}
+	switch tp.Status {
+	case StatusSkipped, StatusNotRun:
+		res.Status, res.Reason = tp.Status, tp.Reason
+		return res
+	case StatusFailed, StatusUnreachable:
+		res.Status, res.Reason = tp.Status, "at plan time: "+tp.Reason
+		return res
+	}
+	var node *module.Node
+	if tp.Kind == TargetNode {
+		h := hostOf(tp, e.nodeFacts(tp.Name))
+		runner, err := e.connect(ctx, h)
+		if err != nil {
+			res.Status, res.Reason = StatusUnreachable, err.Error()
+			return res
+		}
+		node = &module.Node{Name: tp.Name, Address: tp.Address, Facts: h.Facts, Runner: runner}
+	} else if e.o.Cluster == nil {
+		res.Status, res.Reason = StatusFailed, "no cluster configured (--kubeconfig)"
+		return res
+	}
+	t := e.target(rb, node)
+	stepsEnv := map[string]any{}
+	for _, sp := range tp.Steps {
+		sr := StepResult{ID: sp.ID, Module: sp.Module, Action: sp.Action, Summary: sp.Summary, Findings: sp.Findings}
+		if sp.Action != module.Change && sp.Action != module.Unknown {
+			res.Steps = append(res.Steps, sr)
+			stepsEnv[sp.ID] = registered(sp.Planned, false)
+			continue
+		}
+		applied, err := e.applyStep(ctx, t, sp)
+		if err != nil {
+			sr.Error = e.o.Secrets.Redact(err.Error())
+			res.Steps = append(res.Steps, sr)
+			res.Status = StatusFailed
+			switch {
+			case errors.Is(err, module.ErrStale), errors.Is(err, module.ErrConflict):
+				res.Status = StatusStale
+			case isTransport(err):
+				res.Status = StatusUnreachable
+			}
+			res.Reason = fmt.Sprintf("step %s (%s): %s", sp.ID, sp.Module, sr.Error)
+			return res
+		}
+		sr.Changed = applied.Changed
+		if applied.Summary != "" {
+			sr.Summary = applied.Summary
+		}
+		if applied.Changed {
+			res.Status = StatusChanged
+			e.emit(Event{Type: EventChange, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Step: sp.ID, Module: sp.Module, Message: sr.Summary})
+		}
+		res.Steps = append(res.Steps, sr)
+		r := registered(sp.Planned, applied.Changed)
+		maps.Copy(r, applied.Outputs)
+		stepsEnv[sp.ID] = r
+	}
+	e.verify(ctx, rb, rp, tp, t, stepsEnv, &res)
+	return res
+}
+
+func (e *Engine) applyStep(ctx context.Context, t module.Target, sp StepPlan) (module.Applied, error) {
+	mod, err := e.instance(sp.Module)
+	if err != nil {
+		return module.Applied{}, err
+	}
+	params := mod.NewParams()
+	if len(sp.Params) > 0 {
+		if err := json.Unmarshal(sp.Params, params); err != nil {
+			return module.Applied{}, fmt.Errorf("params in plan: %w", err)
+		}
+	}
+	return mod.Apply(ctx, t, module.Step{ID: sp.ID, Params: params}, sp.Planned)
+}
+
+// verify re-reads facts and evaluates the runbook's verify conditions for
+// this target's scope.
+func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan, t module.Target, stepsEnv map[string]any, res *TargetResult) {
+	var checks []*runbook.Check
+	for i := range rb.Verify {
+		c := &rb.Verify[i]
+		on := c.On
+		if on == "" {
+			on = TargetNode
+			if !rb.HasScope(module.ScopeNode) {
+				on = TargetCluster
+			}
+		}
+		if on == tp.Kind {
+			checks = append(checks, c)
+		}
+	}
+	if len(checks) == 0 {
+		return
+	}
+	k8sFacts, err := e.k8sFacts(ctx, rb)
+	if err != nil {
+		res.Status, res.Reason = StatusFailed, "verify: "+err.Error()
+		return
+	}
+	env := map[string]any{
+		runbook.EnvParams: rp.Params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: e.clusterEnv(ctx),
+		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: k8sFacts, runbook.EnvSteps: stepsEnv,
+	}
+	if t.Node != nil {
+		env[runbook.EnvNode] = t.Node.Facts
+		host, _, err := gatherNode(ctx, t.Node.Runner, rb, nil, k8sFacts)
+		if err != nil {
+			res.Status, res.Reason = StatusFailed, "verify: gathering facts: "+err.Error()
+			return
+		}
+		env[runbook.EnvHost] = host
+	}
+	for _, c := range checks {
+		ok, err := c.That.EvalBool(env)
+		cr := CheckResult{Message: c.Message, OK: ok && err == nil}
+		if err != nil {
+			cr.Error = e.o.Secrets.Redact(err.Error())
+		}
+		res.Verify = append(res.Verify, cr)
+		if !cr.OK {
+			res.Status = StatusFailed
+			res.Reason = "verify failed: " + c.Message
+		}
+	}
+}

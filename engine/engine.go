@@ -1,0 +1,216 @@
+// Package engine plans and applies runbooks: runbook → inventory → facts →
+// plan → (review) → apply → verify → report. Plan is read-only and plain
+// data; apply takes a plan (fresh or saved) and changes only what it says.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"nksrun/engine/module"
+	"nksrun/engine/runbook"
+	"nksrun/inventory"
+)
+
+// Connector opens the one SSH connection a run keeps per host.
+type Connector interface {
+	Connect(ctx context.Context, h inventory.Host) (module.Runner, error)
+}
+
+// Options configure an Engine.
+type Options struct {
+	Registry  module.Registry
+	Connector Connector        // nil: node steps fail with "no SSH configured"
+	Cluster   *module.Cluster  // nil: cluster steps and k8s facts fail clearly
+	Hosts     []inventory.Host // inventory after --limit
+	// Forks bounds how many nodes are worked on at once.
+	Forks int
+	// IncludeNotReady plans NotReady nodes too (they are skipped by default).
+	IncludeNotReady bool
+	// MaxFailures stops starting new targets once this many have failed or
+	// were unreachable (0 = no limit).
+	MaxFailures int
+	Secrets     *Secrets
+	// Observer receives progress events (may be nil). Called concurrently.
+	Observer func(Event)
+	Version  string
+	Now      func() time.Time
+}
+
+// Engine runs plans and applies. One Engine is one run: it keeps one
+// connection per host and one instance per module.
+type Engine struct {
+	o         Options
+	mu        sync.Mutex
+	conns     map[string]*connEntry
+	instances map[string]module.Module
+	clusterMu sync.Mutex
+	clusterEv map[string]any
+}
+
+type connEntry struct {
+	once   sync.Once
+	runner module.Runner
+	err    error
+}
+
+// New makes an Engine.
+func New(o Options) *Engine {
+	if o.Forks <= 0 {
+		o.Forks = 256
+	}
+	if o.Secrets == nil {
+		o.Secrets = &Secrets{}
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Engine{o: o, conns: map[string]*connEntry{}, instances: map[string]module.Module{}}
+}
+
+// Close closes every connection the run opened.
+func (e *Engine) Close() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, c := range e.conns {
+		if cl, ok := c.runner.(io.Closer); ok && cl != nil {
+			_ = cl.Close()
+		}
+	}
+	e.conns = map[string]*connEntry{}
+}
+
+func (e *Engine) emit(ev Event) {
+	if e.o.Observer != nil {
+		ev.Time = e.o.Now()
+		ev.Message = e.o.Secrets.Redact(ev.Message)
+		e.o.Observer(ev)
+	}
+}
+
+func (e *Engine) instance(name string) (module.Module, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if m, ok := e.instances[name]; ok {
+		return m, nil
+	}
+	f, ok := e.o.Registry[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown module %q", name)
+	}
+	m := f()
+	e.instances[name] = m
+	return m, nil
+}
+
+func (e *Engine) connect(ctx context.Context, h inventory.Host) (module.Runner, error) {
+	if e.o.Connector == nil {
+		return nil, errors.New("no SSH transport configured")
+	}
+	e.mu.Lock()
+	c, ok := e.conns[h.Name]
+	if !ok {
+		c = &connEntry{}
+		e.conns[h.Name] = c
+	}
+	e.mu.Unlock()
+	c.once.Do(func() { c.runner, c.err = e.o.Connector.Connect(ctx, h) })
+	return c.runner, c.err
+}
+
+// clusterEnv is the cluster.* environment, computed once per run.
+func (e *Engine) clusterEnv(ctx context.Context) map[string]any {
+	e.clusterMu.Lock()
+	defer e.clusterMu.Unlock()
+	if e.clusterEv != nil {
+		return e.clusterEv
+	}
+	env := map[string]any{"version": "", "nodes": []any{}, "connected": e.o.Cluster != nil}
+	nodes := make([]any, 0, len(e.o.Hosts))
+	for _, h := range e.o.Hosts {
+		nodes = append(nodes, h.Facts)
+	}
+	env["nodes"] = nodes
+	if e.o.Cluster != nil && e.o.Cluster.Clientset != nil {
+		if v, err := e.o.Cluster.Clientset.Discovery().ServerVersion(); err == nil {
+			env["version"] = v.GitVersion
+		}
+	}
+	e.clusterEv = env
+	return env
+}
+
+// failures counts failed targets for MaxFailures.
+type failures struct {
+	mu    sync.Mutex
+	n     int
+	limit int
+}
+
+func (f *failures) add() {
+	f.mu.Lock()
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *failures) exceeded() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.limit > 0 && f.n >= f.limit
+}
+
+// forEach runs fn for each index with at most forks at once.
+func forEach(ctx context.Context, n, forks int, fn func(i int)) {
+	sem := make(chan struct{}, forks)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			// Remaining targets still get a result (canceled), never a gap.
+			sem <- struct{}{}
+		}
+		wg.Add(1)
+		go func(i int) {
+			defer func() { <-sem; wg.Done() }()
+			fn(i)
+		}(i)
+	}
+	wg.Wait()
+}
+
+// stepParamsJSON is how evaluated params travel in a plan.
+func stepParamsJSON(p any) (json.RawMessage, error) {
+	b, err := json.Marshal(p)
+	return b, err
+}
+
+func (e *Engine) target(rb *runbook.Runbook, node *module.Node) module.Target {
+	name := "cluster"
+	if node != nil {
+		name = node.Name
+	}
+	return module.Target{
+		Node:       node,
+		Cluster:    e.o.Cluster,
+		RunbookDir: rb.Dir,
+		Secrets:    e.o.Secrets,
+		Log: func(format string, args ...any) {
+			e.emit(Event{Type: EventProgress, Runbook: rb.Name, Target: name, Message: fmt.Sprintf(format, args...)})
+		},
+	}
+}
+
+// registerSecrets adds a runbook's secret params to the redactor.
+func (e *Engine) registerSecrets(rb *runbook.Runbook, params map[string]any) {
+	for _, name := range rb.SecretParams() {
+		if s, ok := params[name].(string); ok {
+			e.o.Secrets.AddSecret(s)
+		}
+	}
+}

@@ -1,0 +1,198 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"nksrun/engine/module"
+	"nksrun/engine/runbook"
+)
+
+// builtinProbes are the host.* facts, read over SSH in the same round trip
+// as everything else a node needs.
+var builtinProbes = []module.Probe{
+	{Key: "host.bootID", Command: "cat /proc/sys/kernel/random/boot_id"},
+	{Key: "host.cmdline", Command: "cat /proc/cmdline"},
+	{Key: "host.kernel", Command: "uname -r"},
+	{Key: "host.os", Command: ". /etc/os-release 2>/dev/null && echo \"$ID\""},
+}
+
+// runProbes runs every probe of a node in one exec (as root: probes only
+// read) and splits the output. Each probe's output is framed by a random
+// boundary line, so no file content can forge a frame.
+func runProbes(ctx context.Context, r module.Runner, probes []module.Probe) (map[string]module.ProbeResult, error) {
+	out := make(map[string]module.ProbeResult, len(probes))
+	if len(probes) == 0 {
+		return out, nil
+	}
+	var nonce [12]byte
+	_, _ = rand.Read(nonce[:])
+	boundary := "--nksrun-" + hex.EncodeToString(nonce[:])
+	var script strings.Builder
+	for i, p := range probes {
+		cmd := p.Command
+		fmt.Fprintf(&script, "printf '%%s\\n' '%s %d'\n( %s\n) </dev/null 2>/dev/null\nprintf '\\n%s rc=%%d\\n' $?\n", boundary, i, cmd, boundary)
+	}
+	res, err := r.Run(ctx, script.String(), module.RunOpts{Sudo: true})
+	if err != nil {
+		return nil, err
+	}
+	if res.ExitCode != 0 && len(res.Stdout) == 0 {
+		return nil, fmt.Errorf("gathering facts: exit %d: %s", res.ExitCode, firstLine(res.Stderr))
+	}
+	data := res.Stdout
+	for i, p := range probes {
+		start := []byte(fmt.Sprintf("%s %d\n", boundary, i))
+		j := bytes.Index(data, start)
+		if j < 0 {
+			return nil, fmt.Errorf("gathering facts: output of %q is missing (exit %d): %s", p.Command, res.ExitCode, firstLine(res.Stderr))
+		}
+		data = data[j+len(start):]
+		end := []byte("\n" + boundary + " rc=")
+		k := bytes.Index(data, end)
+		if k < 0 {
+			return nil, fmt.Errorf("gathering facts: output of %q is truncated", p.Command)
+		}
+		body := data[:k]
+		rest := data[k+len(end):]
+		nl := bytes.IndexByte(rest, '\n')
+		if nl < 0 {
+			nl = len(rest)
+		}
+		rc, _ := strconv.Atoi(string(rest[:nl]))
+		out[p.Key] = module.ProbeResult{Output: body, ExitCode: rc}
+		data = rest[nl:]
+	}
+	return out, nil
+}
+
+func firstLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// hostFacts turns the built-in probe results into the host.* map.
+func hostFacts(res map[string]module.ProbeResult) map[string]any {
+	h := map[string]any{}
+	for _, p := range builtinProbes {
+		name := strings.TrimPrefix(p.Key, "host.")
+		if r, ok := res[p.Key]; ok && r.ExitCode == 0 {
+			h[name] = strings.TrimSpace(string(r.Output))
+		} else {
+			h[name] = ""
+		}
+	}
+	return h
+}
+
+// factProbes are the declared command facts of a runbook, as probes.
+func factProbes(rb *runbook.Runbook) []module.Probe {
+	var out []module.Probe
+	for _, name := range sortedKeys(rb.Facts) {
+		f := rb.Facts[name]
+		if f.Command == "" {
+			continue
+		}
+		cmd := f.Command
+		if !f.Sudo {
+			// Probes run as root in one exec; a fact that asked not to be
+			// root runs as the login user.
+			cmd = fmt.Sprintf("sudo -n -u \"${SUDO_USER:-$(id -un)}\" -- sh -c %s", shellQuote(f.Command))
+		}
+		out = append(out, module.Probe{Key: "fact." + name, Command: cmd})
+	}
+	return out
+}
+
+// parseFact converts a command fact's output as its `parse` says. A command
+// that exits non-zero yields nil (except parse: exitcode, which yields the code).
+func parseFact(name string, f runbook.Fact, r module.ProbeResult) (any, error) {
+	if f.Parse == "exitcode" {
+		return r.ExitCode, nil
+	}
+	if r.ExitCode != 0 {
+		return nil, nil
+	}
+	text := string(r.Output)
+	switch f.Parse {
+	case "", "text":
+		return strings.TrimSpace(text), nil
+	case "lines":
+		lines := []any{}
+		for _, l := range strings.Split(text, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				lines = append(lines, l)
+			}
+		}
+		return lines, nil
+	case "int":
+		n, err := strconv.Atoi(strings.TrimSpace(text))
+		if err != nil {
+			return nil, fmt.Errorf("fact %s: %q is not an integer", name, strings.TrimSpace(text))
+		}
+		return n, nil
+	case "json":
+		var v any
+		if err := json.Unmarshal(r.Output, &v); err != nil {
+			return nil, fmt.Errorf("fact %s: output is not JSON: %v", name, err)
+		}
+		return v, nil
+	case "kv":
+		m := map[string]any{}
+		for _, l := range strings.Split(text, "\n") {
+			k, v, ok := strings.Cut(l, "=")
+			if ok {
+				m[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"`)
+			}
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("fact %s: unknown parser %q", name, f.Parse)
+}
+
+// shellQuote quotes s for sh as one word.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// gatherNode runs the built-in probes, the runbook's command facts and extra
+// (step) probes in one round trip. It returns host.* facts and fills facts
+// with the parsed command facts.
+func gatherNode(ctx context.Context, r module.Runner, rb *runbook.Runbook, extra []module.Probe, facts map[string]any) (map[string]any, map[string]module.ProbeResult, error) {
+	probes := append(append(append([]module.Probe{}, builtinProbes...), factProbes(rb)...), extra...)
+	results, err := runProbes(ctx, r, probes)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range sortedKeys(rb.Facts) {
+		f := rb.Facts[name]
+		if f.Command == "" {
+			continue
+		}
+		v, err := parseFact(name, f, results["fact."+name])
+		if err != nil {
+			return nil, nil, err
+		}
+		facts[name] = v
+	}
+	return hostFacts(results), results, nil
+}

@@ -1,0 +1,237 @@
+package runbook
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/file"
+	"github.com/expr-lang/expr/vm"
+	"go.yaml.in/yaml/v3"
+)
+
+// Expr is an expr-lang expression written in a runbook, with its position.
+type Expr struct {
+	Source  string
+	Pos     Pos
+	node    *yaml.Node
+	program *vm.Program
+	// Uses is the set of top-level names the expression reads (params, node,
+	// host, facts, cluster, steps). The engine uses it to gather everything a
+	// node needs in one round trip.
+	Uses map[string]bool
+}
+
+// IsSet reports whether the expression was written in the runbook.
+func (e Expr) IsSet() bool { return e.Source != "" }
+
+// Environment names. They are documented in the README ("Expressions").
+const (
+	EnvParams  = "params"
+	EnvNode    = "node"
+	EnvHost    = "host"
+	EnvFacts   = "facts"
+	EnvCluster = "cluster"
+	EnvSteps   = "steps"
+)
+
+// Which names an expression may use depends on when it is evaluated.
+var (
+	// Node skip rules run before nksrun connects: only free facts.
+	envBeforeConnect = []string{EnvParams, EnvNode, EnvCluster}
+	// Conditions, parameters and verify checks run with everything.
+	envFull = []string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvSteps}
+)
+
+// functions are the helpers available in every expression.
+var functions = []expr.Option{
+	expr.Function("versionCompare", func(p ...any) (any, error) {
+		return VersionCompare(p[0].(string), p[1].(string)), nil
+	}, new(func(string, string) int)),
+	expr.Function("versionAtLeast", func(p ...any) (any, error) {
+		return VersionCompare(p[0].(string), p[1].(string)) >= 0, nil
+	}, new(func(string, string) bool)),
+	expr.Function("versionMajor", func(p ...any) (any, error) {
+		return versionPart(p[0].(string), 0), nil
+	}, new(func(string) int)),
+	expr.Function("versionMinor", func(p ...any) (any, error) {
+		return versionPart(p[0].(string), 1), nil
+	}, new(func(string) int)),
+	expr.Function("sha256", func(p ...any) (any, error) {
+		sum := sha256.Sum256([]byte(p[0].(string)))
+		return hex.EncodeToString(sum[:]), nil
+	}, new(func(string) string)),
+	expr.Function("hasWord", func(p ...any) (any, error) {
+		for _, w := range strings.Fields(p[0].(string)) {
+			if w == p[1].(string) {
+				return true, nil
+			}
+		}
+		return false, nil
+	}, new(func(string, string) bool)),
+	expr.Function("imageTag", func(p ...any) (any, error) {
+		_, tag, _ := SplitImage(p[0].(string))
+		return tag, nil
+	}, new(func(string) string)),
+	expr.Function("imageRepo", func(p ...any) (any, error) {
+		repo, _, _ := SplitImage(p[0].(string))
+		return repo, nil
+	}, new(func(string) string)),
+	expr.Function("matches", func(p ...any) (any, error) {
+		re, err := regexp.Compile(p[1].(string))
+		if err != nil {
+			return nil, err
+		}
+		return re.MatchString(p[0].(string)), nil
+	}, new(func(string, string) bool)),
+}
+
+// compile compiles e for the given environment names. asBool requires a
+// condition to be boolean.
+func compileExpr(e *Expr, names []string, asBool bool) *Error {
+	env := make(map[string]any, len(names))
+	for _, n := range names {
+		env[n] = map[string]any{}
+	}
+	opts := append([]expr.Option{expr.Env(env)}, functions...)
+	if asBool {
+		opts = append(opts, expr.AsBool())
+	}
+	prog, err := expr.Compile(e.Source, opts...)
+	if err != nil {
+		return e.errorAt(err, names)
+	}
+	e.program = prog
+	e.Uses = map[string]bool{}
+	node := prog.Node()
+	ast.Walk(&node, identCollector(e.Uses))
+	return nil
+}
+
+type identCollector map[string]bool
+
+func (c identCollector) Visit(n *ast.Node) {
+	if id, ok := (*n).(*ast.IdentifierNode); ok {
+		c[id.Value] = true
+	}
+}
+
+// errorAt converts an expr compile error into a runbook position: the
+// expression's own line/column are offset by where the scalar starts.
+func (e *Expr) errorAt(err error, names []string) *Error {
+	pos := e.Pos
+	msg := err.Error()
+	var fe *file.Error
+	if errors.As(err, &fe) {
+		msg = fe.Message
+		if e.node != nil && (e.node.Style&(yaml.LiteralStyle|yaml.FoldedStyle)) != 0 {
+			pos.Line += fe.Line // block scalars start on the next line
+			pos.Col = e.node.Column + 2 + fe.Column
+		} else {
+			pos.Line += fe.Line - 1
+			quote := 0
+			if e.node != nil && (e.node.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle)) != 0 {
+				quote = 1
+			}
+			pos.Col += quote + fe.Column
+		}
+		if strings.HasPrefix(msg, "unknown name ") {
+			msg += fmt.Sprintf(" (available here: %s)", strings.Join(names, ", "))
+		}
+	}
+	return &Error{Pos: pos, Msg: "expression: " + msg}
+}
+
+// Eval evaluates a compiled expression against env.
+func (e *Expr) Eval(env map[string]any) (any, error) {
+	if e.program == nil {
+		return nil, fmt.Errorf("%s: expression not compiled", e.Pos)
+	}
+	v, err := expr.Run(e.program, env)
+	if err != nil {
+		return nil, fmt.Errorf("%s: evaluating %q: %w", e.Pos, e.Source, err)
+	}
+	return v, nil
+}
+
+// EvalBool evaluates a condition. An unset condition is true.
+func (e *Expr) EvalBool(env map[string]any) (bool, error) {
+	if !e.IsSet() {
+		return true, nil
+	}
+	v, err := e.Eval(env)
+	if err != nil {
+		return false, err
+	}
+	b, ok := v.(bool)
+	if !ok {
+		return false, fmt.Errorf("%s: condition %q is %T, not a boolean", e.Pos, e.Source, v)
+	}
+	return b, nil
+}
+
+// VersionCompare compares dotted versions numerically, ignoring a leading
+// "v" and anything after the numeric parts ("3.10.0-1160.el7" is 3.10.0,
+// "v1.24.3+k3s1" is 1.24.3). It returns -1, 0 or 1.
+func VersionCompare(a, b string) int {
+	pa, pb := versionParts(a), versionParts(b)
+	for i := 0; i < max(len(pa), len(pb)); i++ {
+		var x, y int
+		if i < len(pa) {
+			x = pa[i]
+		}
+		if i < len(pb) {
+			y = pb[i]
+		}
+		if x != y {
+			if x < y {
+				return -1
+			}
+			return 1
+		}
+	}
+	return 0
+}
+
+func versionParts(v string) []int {
+	v = strings.TrimPrefix(strings.TrimSpace(v), "v")
+	if i := strings.IndexAny(v, "-+_ "); i >= 0 {
+		v = v[:i]
+	}
+	var parts []int
+	for _, s := range strings.Split(v, ".") {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			break
+		}
+		parts = append(parts, n)
+	}
+	return parts
+}
+
+func versionPart(v string, i int) int {
+	p := versionParts(v)
+	if i < len(p) {
+		return p[i]
+	}
+	return 0
+}
+
+// SplitImage splits an image reference into repository, tag and digest:
+// "reg:5000/a/b:v1@sha256:..." → ("reg:5000/a/b", "v1", "sha256:...").
+func SplitImage(image string) (repo, tag, digest string) {
+	repo = image
+	if i := strings.Index(repo, "@"); i >= 0 {
+		repo, digest = repo[:i], repo[i+1:]
+	}
+	if i := strings.LastIndex(repo, ":"); i >= 0 && !strings.Contains(repo[i+1:], "/") {
+		repo, tag = repo[:i], repo[i+1:]
+	}
+	return repo, tag, digest
+}

@@ -1,0 +1,535 @@
+// Package runbook loads and validates runbook YAML. Every mistake a loader
+// can see (unknown keys, wrong types, missing fields, expressions that do not
+// compile, unknown modules or module parameters) is reported as
+// file:line:col before any host is contacted.
+package runbook
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+
+	"nksrun/engine/module"
+)
+
+// Runbook is one loaded, validated runbook.
+type Runbook struct {
+	Path   string `yaml:"-"`
+	Dir    string `yaml:"-"`
+	Source []byte `yaml:"-"`
+	// Hash is the sha256 of Source; saved plans carry it.
+	Hash string `yaml:"-"`
+
+	Name        string           `yaml:"name" nks:"required"`
+	Title       string           `yaml:"title" nks:"required"`
+	Section     string           `yaml:"section" nks:"required"`
+	Description string           `yaml:"description"`
+	Params      map[string]Param `yaml:"params"`
+	Nodes       NodeSelect       `yaml:"nodes"`
+	Facts       map[string]Fact  `yaml:"facts"`
+	Steps       []Step           `yaml:"steps" nks:"required"`
+	Verify      []Check          `yaml:"verify"`
+}
+
+// Param is a typed runbook parameter, set with --set name=value.
+type Param struct {
+	Type        string `yaml:"type" nks:"required"` // string | int | bool | list | map
+	Default     any    `yaml:"default"`
+	Description string `yaml:"description" nks:"required"`
+	// Secret values are redacted from every plan, log and error.
+	Secret   bool `yaml:"secret"`
+	Required bool `yaml:"required"`
+}
+
+// NodeSelect narrows the nodes a runbook's node steps run on. Skip rules are
+// checked before nksrun connects, so they may only use params, node and cluster.
+type NodeSelect struct {
+	Skip []SkipRule `yaml:"skip"`
+}
+
+// SkipRule skips a node, showing Reason, when If holds.
+type SkipRule struct {
+	If     Expr   `yaml:"if" nks:"required"`
+	Reason string `yaml:"reason" nks:"required"`
+}
+
+// Fact is a declared fact: a command on each node with a parser, or a
+// Kubernetes object lookup done once per run.
+type Fact struct {
+	Command string   `yaml:"command"`
+	Sudo    bool     `yaml:"sudo"`
+	Parse   string   `yaml:"parse"` // text (default) | lines | int | json | kv | exitcode
+	K8s     *K8sFact `yaml:"k8s"`
+}
+
+// K8sFact looks Kubernetes objects up. With Name it yields one object (or
+// nil); without, a list.
+type K8sFact struct {
+	APIVersion    string `yaml:"apiVersion" nks:"required"`
+	Kind          string `yaml:"kind" nks:"required"`
+	Namespace     string `yaml:"namespace"`
+	Name          string `yaml:"name"`
+	LabelSelector string `yaml:"labelSelector"`
+	FieldSelector string `yaml:"fieldSelector"`
+	// Events adds each object's events as `_events` (list of messages), for
+	// pods whose pull failures are explained there.
+	Events bool `yaml:"events"`
+}
+
+// Step is one module invocation.
+type Step struct {
+	ID     string    `yaml:"id" nks:"required"`
+	Name   string    `yaml:"name"`
+	Module string    `yaml:"module" nks:"required"`
+	On     string    `yaml:"on"` // node | cluster, for modules that run on either
+	When   Expr      `yaml:"when"`
+	With   yaml.Node `yaml:"with"`
+	Pos    Pos       `yaml:"-"`
+
+	scope module.Scope
+	exprs map[*yaml.Node]*Expr
+}
+
+// Scope is where the step runs.
+func (s *Step) Scope() module.Scope { return s.scope }
+
+// Uses is every top-level name read by the step's condition and parameters.
+func (s *Step) Uses() map[string]bool {
+	u := map[string]bool{}
+	for k := range s.When.Uses {
+		u[k] = true
+	}
+	for _, e := range s.exprs {
+		for k := range e.Uses {
+			u[k] = true
+		}
+	}
+	return u
+}
+
+// Check is a verify condition evaluated after apply.
+type Check struct {
+	That    Expr   `yaml:"that" nks:"required"`
+	Message string `yaml:"message" nks:"required"`
+	On      string `yaml:"on"` // node (default when the runbook has node steps) | cluster
+}
+
+var (
+	nameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	idRE   = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+)
+
+var parsers = map[string]bool{"": true, "text": true, "lines": true, "int": true, "json": true, "kv": true, "exitcode": true}
+
+// Load reads, decodes and validates a runbook file against the module registry.
+func Load(path string, reg module.Registry) (*Runbook, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading runbook: %w", err)
+	}
+	return Parse(path, src, reg)
+}
+
+// Parse is Load for a runbook already in memory (saved plans embed theirs).
+func Parse(path string, src []byte, reg module.Registry) (*Runbook, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(src))
+	if err := dec.Decode(&doc); err != nil {
+		// yaml.v3 reports syntax errors by line only; column 1 is the best
+		// position it allows.
+		return nil, Errors{{Pos: Pos{File: path, Line: yamlErrLine(err), Col: 1}, Msg: "yaml: " + cleanYAMLError(err)}}
+	}
+	if len(doc.Content) == 0 {
+		return nil, Errors{{Pos: Pos{File: path, Line: 1, Col: 1}, Msg: "empty runbook"}}
+	}
+	d := &decoder{file: path}
+	rb := &Runbook{Path: path, Dir: filepath.Dir(path), Source: src}
+	sum := sha256.Sum256(src)
+	rb.Hash = hex.EncodeToString(sum[:])
+	root := doc.Content[0]
+	d.decode(root, reflectValue(rb))
+	if len(d.errs) == 0 {
+		v := validator{d: d, rb: rb, reg: reg}
+		v.validate(root)
+	}
+	if len(d.errs) > 0 {
+		return nil, d.errs.sorted()
+	}
+	return rb, nil
+}
+
+var lineRE = regexp.MustCompile(`line (\d+)`)
+
+func yamlErrLine(err error) int {
+	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 1
+}
+
+type validator struct {
+	d   *decoder
+	rb  *Runbook
+	reg module.Registry
+}
+
+// keyNode finds the value node of key in a mapping (for positions).
+func keyNode(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return m
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return m
+}
+
+func (v *validator) errAt(p Pos, format string, args ...any) {
+	v.d.errs = append(v.d.errs, &Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) compile(e *Expr, names []string, asBool bool) {
+	if !e.IsSet() {
+		return
+	}
+	if err := compileExpr(e, names, asBool); err != nil {
+		v.d.errs = append(v.d.errs, err)
+	}
+}
+
+func (v *validator) validate(root *yaml.Node) {
+	rb := v.rb
+	if !nameRE.MatchString(strings.ReplaceAll(rb.Name, "-", "_")) {
+		v.d.errorf(keyNode(root, "name"), "name %q: use lower-case letters, digits, - and _", rb.Name)
+	}
+	paramsNode := keyNode(root, "params")
+	for name, p := range rb.Params {
+		pn := keyNode(paramsNode, name)
+		if !nameRE.MatchString(name) {
+			v.d.errorf(pn, "param name %q: use lower-case letters, digits and _", name)
+		}
+		if _, err := ConvertParam(p.Type, p.Default); err != nil && p.Default != nil {
+			v.d.errorf(keyNode(pn, "default"), "default: %v", err)
+		}
+		if !validTypes[p.Type] {
+			v.d.errorf(keyNode(pn, "type"), "type %q: want one of string, int, bool, list, map", p.Type)
+		}
+	}
+	factsNode := keyNode(root, "facts")
+	for name, f := range rb.Facts {
+		fn := keyNode(factsNode, name)
+		if !nameRE.MatchString(name) {
+			v.d.errorf(fn, "fact name %q: use lower-case letters, digits and _", name)
+		}
+		if (f.Command == "") == (f.K8s == nil) {
+			v.d.errorf(fn, "fact %q: set exactly one of command or k8s", name)
+		}
+		if !parsers[f.Parse] {
+			v.d.errorf(keyNode(fn, "parse"), "parse %q: want one of text, lines, int, json, kv, exitcode", f.Parse)
+		}
+	}
+	for i := range rb.Nodes.Skip {
+		v.compile(&rb.Nodes.Skip[i].If, envBeforeConnect, true)
+	}
+	stepsNode := keyNode(root, "steps")
+	ids := map[string]bool{}
+	for i := range rb.Steps {
+		var sn *yaml.Node
+		if stepsNode.Kind == yaml.SequenceNode && i < len(stepsNode.Content) {
+			sn = stepsNode.Content[i]
+		}
+		v.validateStep(&rb.Steps[i], sn, ids)
+	}
+	for i := range rb.Verify {
+		c := &rb.Verify[i]
+		v.compile(&c.That, envFull, true)
+		if c.On != "" && c.On != "node" && c.On != "cluster" {
+			v.errAt(c.That.Pos, "on %q: want node or cluster", c.On)
+		}
+	}
+}
+
+func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
+	s.Pos = v.d.pos(sn)
+	if !idRE.MatchString(s.ID) {
+		v.d.errorf(keyNode(sn, "id"), "step id %q: use lower-case letters, digits and _ (it is used as steps.%s)", s.ID, s.ID)
+	}
+	if ids[s.ID] {
+		v.d.errorf(keyNode(sn, "id"), "duplicate step id %q", s.ID)
+	}
+	ids[s.ID] = true
+	v.compile(&s.When, envFull, true)
+
+	factory, ok := v.reg[s.Module]
+	if !ok {
+		names := make([]string, 0, len(v.reg))
+		for n := range v.reg {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		v.d.errorf(keyNode(sn, "module"), "unknown module %q%s (modules: %s)", s.Module, suggest(s.Module, names), strings.Join(names, ", "))
+		return
+	}
+	mod := factory()
+	s.scope = mod.Scope()
+	switch {
+	case s.scope == module.ScopeAny && s.On == "":
+		s.scope = module.ScopeNode
+	case s.scope == module.ScopeAny && (s.On == "node" || s.On == "cluster"):
+		s.scope = module.Scope(s.On)
+	case s.On != "" && s.On != string(s.scope):
+		v.d.errorf(keyNode(sn, "on"), "on %q: module %s runs on %s only", s.On, s.Module, s.scope)
+	}
+
+	// Compile every !expr value, then check the literal parameters by
+	// decoding the mapping with the expression-valued keys left out: unknown
+	// keys and wrong literal types are caught now, before any host.
+	s.exprs = map[*yaml.Node]*Expr{}
+	if s.With.Kind == 0 {
+		s.With = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: s.Pos.Line, Column: s.Pos.Col}
+	}
+	walkNodes(&s.With, func(n *yaml.Node) {
+		if n.Tag == "!expr" {
+			e := &Expr{Source: n.Value, Pos: v.d.pos(n), node: n}
+			if n.Kind != yaml.ScalarNode {
+				v.d.errorf(n, "!expr takes a string")
+				return
+			}
+			v.compile(e, envFull, false)
+			s.exprs[n] = e
+		}
+	})
+	literal := stripExprs(&s.With)
+	params := mod.NewParams()
+	before := len(v.d.errs)
+	v.d.decode(literal, reflectValue(params))
+	if len(v.d.errs) > before {
+		for _, e := range v.d.errs[before:] {
+			e.Msg = s.Module + ": " + e.Msg
+		}
+		return
+	}
+	if len(s.exprs) == 0 {
+		if err := mod.Validate(params); err != nil {
+			v.errAt(v.d.pos(&s.With), "%s: %v", s.Module, err)
+		}
+	}
+}
+
+func walkNodes(n *yaml.Node, f func(*yaml.Node)) {
+	f(n)
+	for _, c := range n.Content {
+		walkNodes(c, f)
+	}
+}
+
+// stripExprs copies a tree without the mapping entries and list items whose
+// value is an !expr. Required-field checks of such params wait until the
+// expressions are evaluated.
+func stripExprs(n *yaml.Node) *yaml.Node {
+	c := *n
+	c.Content = nil
+	step := 1
+	if n.Kind == yaml.MappingNode {
+		step = 2
+	}
+	for i := 0; i+step-1 < len(n.Content); i += step {
+		val := n.Content[i+step-1]
+		if val.Tag == "!expr" {
+			continue
+		}
+		if step == 2 {
+			c.Content = append(c.Content, n.Content[i])
+		}
+		c.Content = append(c.Content, stripExprs(val))
+	}
+	return &c
+}
+
+// Params evaluates the step's `with:` mapping against env and decodes it
+// into the module's parameter struct.
+func (s *Step) Params(mod module.Module, env map[string]any) (any, error) {
+	tree, err := s.evalTree(&s.With, env)
+	if err != nil {
+		return nil, err
+	}
+	params := mod.NewParams()
+	if err := DecodeStrict(s.Pos.File, tree, params); err != nil {
+		return nil, fmt.Errorf("%s: %w", s.Module, err)
+	}
+	if err := mod.Validate(params); err != nil {
+		return nil, fmt.Errorf("%s: step %s: %s: %w", s.Pos, s.ID, s.Module, err)
+	}
+	return params, nil
+}
+
+func (s *Step) evalTree(n *yaml.Node, env map[string]any) (*yaml.Node, error) {
+	if e, ok := s.exprs[n]; ok {
+		val, err := e.Eval(env)
+		if err != nil {
+			return nil, err
+		}
+		var out yaml.Node
+		if err := out.Encode(normalize(val)); err != nil {
+			return nil, fmt.Errorf("%s: value of %q: %w", e.Pos, e.Source, err)
+		}
+		out.Line, out.Column = n.Line, n.Column
+		return &out, nil
+	}
+	c := *n
+	c.Content = make([]*yaml.Node, len(n.Content))
+	for i, child := range n.Content {
+		ev, err := s.evalTree(child, env)
+		if err != nil {
+			return nil, err
+		}
+		c.Content[i] = ev
+	}
+	return &c, nil
+}
+
+// normalize round-trips a value through JSON so yaml encodes plain data.
+func normalize(v any) any {
+	switch v.(type) {
+	case nil, string, bool, int, int64, float64:
+		return v
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return v
+	}
+	var out any
+	if json.Unmarshal(b, &out) != nil {
+		return v
+	}
+	return out
+}
+
+var validTypes = map[string]bool{"string": true, "int": true, "bool": true, "list": true, "map": true}
+
+// ConvertParam checks/converts a value (from YAML or --set) to a param type.
+func ConvertParam(typ string, v any) (any, error) {
+	if s, ok := v.(string); ok {
+		switch typ {
+		case "int":
+			n, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				return nil, fmt.Errorf("%q is not an integer", s)
+			}
+			return n, nil
+		case "bool":
+			b, err := strconv.ParseBool(strings.TrimSpace(s))
+			if err != nil {
+				return nil, fmt.Errorf("%q is not true or false", s)
+			}
+			return b, nil
+		case "list":
+			if strings.HasPrefix(strings.TrimSpace(s), "[") {
+				var l []any
+				if err := json.Unmarshal([]byte(s), &l); err != nil {
+					return nil, fmt.Errorf("%q is not a JSON list: %v", s, err)
+				}
+				return l, nil
+			}
+			var l []any
+			for _, p := range strings.Split(s, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					l = append(l, p)
+				}
+			}
+			return l, nil
+		case "map":
+			var m map[string]any
+			if err := json.Unmarshal([]byte(s), &m); err != nil {
+				return nil, fmt.Errorf("%q is not a JSON object: %v", s, err)
+			}
+			return m, nil
+		}
+		return s, nil
+	}
+	switch typ {
+	case "string":
+		if _, ok := v.(string); !ok {
+			return nil, fmt.Errorf("want a string, got %v", v)
+		}
+	case "int":
+		if _, ok := v.(int); !ok {
+			return nil, fmt.Errorf("want an integer, got %v", v)
+		}
+	case "bool":
+		if _, ok := v.(bool); !ok {
+			return nil, fmt.Errorf("want true or false, got %v", v)
+		}
+	case "list":
+		if _, ok := v.([]any); !ok {
+			return nil, fmt.Errorf("want a list, got %v", v)
+		}
+	case "map":
+		if _, ok := v.(map[string]any); !ok {
+			return nil, fmt.Errorf("want a mapping, got %v", v)
+		}
+	}
+	return v, nil
+}
+
+// ResolveParams merges defaults with --set values (name=value strings).
+func (rb *Runbook) ResolveParams(set map[string]string) (map[string]any, error) {
+	out := map[string]any{}
+	for name, p := range rb.Params {
+		if p.Default != nil {
+			out[name] = p.Default
+		}
+	}
+	for name, raw := range set {
+		p, ok := rb.Params[name]
+		if !ok {
+			return nil, fmt.Errorf("runbook %s has no param %q", rb.Name, name)
+		}
+		v, err := ConvertParam(p.Type, raw)
+		if err != nil {
+			return nil, fmt.Errorf("--set %s: %w", name, err)
+		}
+		out[name] = v
+	}
+	for name, p := range rb.Params {
+		if _, ok := out[name]; !ok && p.Required {
+			return nil, fmt.Errorf("runbook %s needs --set %s=... (%s)", rb.Name, name, p.Description)
+		}
+	}
+	return out, nil
+}
+
+// SecretParams lists the params marked secret.
+func (rb *Runbook) SecretParams() []string {
+	var out []string
+	for name, p := range rb.Params {
+		if p.Secret {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// HasScope reports whether any step runs in scope.
+func (rb *Runbook) HasScope(sc module.Scope) bool {
+	for i := range rb.Steps {
+		if rb.Steps[i].scope == sc {
+			return true
+		}
+	}
+	return false
+}

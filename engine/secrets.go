@@ -1,0 +1,69 @@
+package engine
+
+import (
+	"encoding/base64"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Redacted replaces every secret value in output.
+const Redacted = "(redacted)"
+
+// Secrets collects values that must never be printed: secret params, values
+// read from Kubernetes Secrets, registry credentials. Every rendering of a
+// plan, every log line and every error passes through Redact at the output
+// boundary, so a module that forgets is still covered.
+type Secrets struct {
+	mu     sync.RWMutex
+	values map[string]bool
+	sorted []string
+}
+
+// AddSecret registers a value and its base64 forms. Values shorter than 4
+// bytes are ignored: redacting them would mangle ordinary output.
+func (s *Secrets) AddSecret(v string) {
+	if len(v) < 4 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.values == nil {
+		s.values = map[string]bool{}
+	}
+	for _, form := range []string{
+		v,
+		base64.StdEncoding.EncodeToString([]byte(v)),
+		base64.RawStdEncoding.EncodeToString([]byte(v)),
+		base64.URLEncoding.EncodeToString([]byte(v)),
+	} {
+		s.values[form] = true
+	}
+	// Multi-line secrets also leak line by line (diffs print lines).
+	for _, line := range strings.Split(v, "\n") {
+		if len(strings.TrimSpace(line)) >= 8 {
+			s.values[line] = true
+		}
+	}
+	s.sorted = s.sorted[:0]
+	for k := range s.values {
+		s.sorted = append(s.sorted, k)
+	}
+	// Longest first, so a value containing another is replaced whole.
+	sort.Slice(s.sorted, func(i, j int) bool { return len(s.sorted[i]) > len(s.sorted[j]) })
+}
+
+// Redact returns text with every registered secret replaced.
+func (s *Secrets) Redact(text string) string {
+	if s == nil {
+		return text
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, v := range s.sorted {
+		if strings.Contains(text, v) {
+			text = strings.ReplaceAll(text, v, Redacted)
+		}
+	}
+	return text
+}

@@ -1,0 +1,311 @@
+// Package filesync implements the file_sync module: keep one file identical
+// on every node (content, mode, owner, group), like Ansible's copy.
+//
+// Plan compares sha256 and ownership read in the engine's single fact round
+// trip. Apply streams the content through one exec's stdin into a temp file
+// in the destination directory, checks its hash, sets ownership and mode,
+// runs `validate` on the temp file, re-checks that the destination still has
+// the hash the plan saw, optionally backs it up, and renames atomically. A
+// node therefore never holds a half-written file: a dropped connection, a full
+// disk or a failed validation leaves the old file untouched and the temp file
+// removed.
+package filesync
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"nksrun/engine/module"
+	"nksrun/modules/modutil"
+)
+
+// Params are file_sync's parameters.
+type Params struct {
+	// Dest is the absolute path on the node.
+	Dest string `yaml:"dest" json:"dest" nks:"required"`
+	// Src is a local file, relative to the runbook's directory.
+	Src string `yaml:"src" json:"src,omitempty"`
+	// Content is the file content inline (exactly one of src/content).
+	Content *string `yaml:"content" json:"content,omitempty"`
+	Mode    string  `yaml:"mode" json:"mode,omitempty"`   // default 0644
+	Owner   string  `yaml:"owner" json:"owner,omitempty"` // default root
+	Group   string  `yaml:"group" json:"group,omitempty"` // default root
+	// Backup keeps the replaced file as DEST.nksrun-<timestamp>.bak.
+	Backup bool `yaml:"backup" json:"backup,omitempty"`
+	// Validate runs on the uploaded temp file before it replaces DEST; %s is
+	// the temp file's path (e.g. "logrotate -d %s").
+	Validate string `yaml:"validate" json:"validate,omitempty"`
+	// Sensitive hides the content: no diff, and the plan stores only its hash.
+	Sensitive bool `yaml:"sensitive" json:"sensitive,omitempty"`
+}
+
+// Module is file_sync.
+type Module struct{}
+
+// New is the registry factory.
+func New() module.Module { return Module{} }
+
+var _ module.Module = Module{}
+
+func (Module) Name() string        { return "file_sync" }
+func (Module) Scope() module.Scope { return module.ScopeNode }
+func (Module) NewParams() any      { return &Params{} }
+
+var (
+	modeRE = regexp.MustCompile(`^0?[0-7]{3,4}$`)
+	nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*$`)
+)
+
+func (Module) Validate(p any) error {
+	ps := p.(*Params)
+	switch {
+	case !path.IsAbs(ps.Dest) || path.Clean(ps.Dest) != ps.Dest:
+		return fmt.Errorf("dest %q must be a clean absolute path", ps.Dest)
+	case (ps.Src == "") == (ps.Content == nil):
+		return errors.New("set exactly one of src or content")
+	case ps.Mode != "" && !modeRE.MatchString(ps.Mode):
+		return fmt.Errorf("mode %q: want octal like 0644", ps.Mode)
+	case ps.Owner != "" && !nameRE.MatchString(ps.Owner):
+		return fmt.Errorf("owner %q is not a user name", ps.Owner)
+	case ps.Group != "" && !nameRE.MatchString(ps.Group):
+		return fmt.Errorf("group %q is not a group name", ps.Group)
+	case ps.Validate != "" && strings.Count(ps.Validate, "%s") != 1:
+		return fmt.Errorf("validate %q must contain %%s exactly once (the temp file)", ps.Validate)
+	}
+	return nil
+}
+
+func defaults(p *Params) (mode, owner, group string) {
+	mode, owner, group = p.Mode, p.Owner, p.Group
+	if mode == "" {
+		mode = "0644"
+	}
+	mode = fmt.Sprintf("%04s", strings.TrimLeft(mode, "0"))
+	if owner == "" {
+		owner = "root"
+	}
+	if group == "" {
+		group = "root"
+	}
+	return mode, owner, group
+}
+
+// desired reads the content the node should have.
+func desired(dir string, p *Params) ([]byte, error) {
+	if p.Content != nil {
+		return []byte(*p.Content), nil
+	}
+	src := p.Src
+	if !filepath.IsAbs(src) {
+		src = filepath.Join(dir, src)
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return nil, fmt.Errorf("src: %w", err)
+	}
+	return b, nil
+}
+
+func sum(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// The probe prints "<sha256> <mode> <owner> <group>" or "absent".
+const probeState = "state"
+const probeContent = "content"
+
+func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
+	p := s.Params.(*Params)
+	q := modutil.Quote(p.Dest)
+	probes := []module.Probe{{
+		Key:     probeState,
+		Command: fmt.Sprintf(`if [ -e %[1]s ]; then h=$(sha256sum %[1]s) && printf '%%s %%s\n' "${h%%%% *}" "$(stat -c '%%a %%U %%G' %[1]s)"; else echo absent; fi`, q),
+		Sudo:    true,
+	}}
+	if !p.Sensitive {
+		probes = append(probes, module.Probe{Key: probeContent, Command: fmt.Sprintf("head -c %d %s", modutil.MaxDiffBytes+1, q), Sudo: true})
+	}
+	return probes, nil
+}
+
+// state is what the node has.
+type state struct {
+	exists             bool
+	hash               string
+	mode, owner, group string
+}
+
+func parseState(r module.ProbeResult) (state, error) {
+	line := strings.TrimSpace(string(r.Output))
+	if r.ExitCode != 0 {
+		return state{}, fmt.Errorf("reading the destination failed (exit %d): %s", r.ExitCode, line)
+	}
+	if line == "absent" {
+		return state{}, nil
+	}
+	f := strings.Fields(line)
+	if len(f) != 4 || len(f[0]) != 64 {
+		return state{}, fmt.Errorf("unexpected state probe output %q", line)
+	}
+	return state{exists: true, hash: f[0], mode: fmt.Sprintf("%04s", f[1]), owner: f[2], group: f[3]}, nil
+}
+
+// data is what a plan carries for apply: the exact content reviewed (unless
+// sensitive, when apply re-reads the source and checks its hash).
+type data struct {
+	Content *string `json:"content,omitempty"`
+	Hash    string  `json:"sha256"`
+}
+
+func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes map[string]module.ProbeResult) (module.Planned, error) {
+	p := s.Params.(*Params)
+	want, err := desired(t.RunbookDir, p)
+	if err != nil {
+		return module.Planned{}, err
+	}
+	wantHash := sum(want)
+	mode, owner, group := defaults(p)
+	cur, err := parseState(probes[probeState])
+	if err != nil {
+		return module.Planned{}, err
+	}
+	out := module.Planned{
+		Outputs:     map[string]any{"sha256": wantHash, "dest": p.Dest},
+		Fingerprint: map[string]string{"sha256": "absent"},
+	}
+	if cur.exists {
+		out.Fingerprint["sha256"] = cur.hash
+	}
+	var why []string
+	switch {
+	case !cur.exists:
+		why = append(why, "missing")
+	case cur.hash != wantHash:
+		why = append(why, fmt.Sprintf("content differs (sha256 %s, want %s)", modutil.Short(cur.hash), modutil.Short(wantHash)))
+	}
+	if cur.exists && cur.mode != mode {
+		why = append(why, fmt.Sprintf("mode %s, want %s", cur.mode, mode))
+	}
+	if cur.exists && (cur.owner != owner || cur.group != group) {
+		why = append(why, fmt.Sprintf("owner %s:%s, want %s:%s", cur.owner, cur.group, owner, group))
+	}
+	if len(why) == 0 {
+		out.Action = module.NoOp
+		out.Summary = fmt.Sprintf("%s in sync (sha256 %s)", p.Dest, modutil.Short(wantHash))
+		return out, nil
+	}
+	out.Action = module.Change
+	out.Reason = strings.Join(why, "; ")
+	if cur.exists {
+		out.Summary = fmt.Sprintf("update %s (%s %s %s:%s)", p.Dest, modutil.Short(wantHash), mode, owner, group)
+	} else {
+		out.Summary = fmt.Sprintf("create %s (%s %s %s:%s)", p.Dest, modutil.Short(wantHash), mode, owner, group)
+	}
+	d := data{Hash: wantHash}
+	if p.Sensitive {
+		out.Diff = "(sensitive: content not shown)\n"
+	} else {
+		c := string(want)
+		d.Content = &c
+		old := probes[probeContent].Output
+		if !cur.exists {
+			old = nil
+		}
+		if len(old) > modutil.MaxDiffBytes {
+			out.Diff = fmt.Sprintf("content differs (current file larger than %d bytes; not shown)\n", modutil.MaxDiffBytes)
+		} else if cur.hash != wantHash {
+			from := p.Dest
+			if !cur.exists {
+				from = "/dev/null"
+			}
+			out.Diff = modutil.Diff(old, want, from, p.Dest)
+		}
+	}
+	out.Data, err = json.Marshal(d)
+	return out, err
+}
+
+// Exit codes of the install script, mapped to errors.
+const (
+	exitCorrupt  = 93
+	exitValidate = 94
+	exitStale    = 95
+)
+
+// installScript is the whole apply in one exec. It reads the content on stdin.
+func installScript(p *Params, hash, planned string) string {
+	mode, owner, group := defaults(p)
+	dest := modutil.Quote(p.Dest)
+	var b strings.Builder
+	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", dest)
+	b.WriteString(`tmp=$(mktemp "$(dirname "$dest")/.nksrun-$(basename "$dest").XXXXXX")` + "\n")
+	b.WriteString(`trap 'rm -f "$tmp"' EXIT` + "\n")
+	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
+	b.WriteString(`cat > "$tmp"` + "\n")
+	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", hash, exitCorrupt)
+	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", modutil.Quote(owner), modutil.Quote(group), mode)
+	if p.Validate != "" {
+		cmd := strings.Replace(p.Validate, "%s", `"$tmp"`, 1)
+		fmt.Fprintf(&b, "if ! out=$(%s 2>&1); then printf 'validate failed: %%s\\n' \"$out\" >&2; exit %d; fi\n", cmd, exitValidate)
+	}
+	// Re-check, right before the rename, that the node still has what the
+	// plan saw; anything else is someone else's change, not ours to overwrite.
+	fmt.Fprintf(&b, `cur=absent; if [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
+	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", planned, hash, exitStale)
+	if p.Backup {
+		b.WriteString(`if [ -e "$dest" ]; then cp -p "$dest" "$dest.nksrun-$(date +%Y%m%d%H%M%S).bak"; fi` + "\n")
+	}
+	b.WriteString(`mv -f "$tmp" "$dest"` + "\n")
+	b.WriteString("trap - EXIT\n")
+	return b.String()
+}
+
+func (Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
+	p := s.Params.(*Params)
+	var d data
+	if err := json.Unmarshal(pl.Data, &d); err != nil {
+		return module.Applied{}, fmt.Errorf("plan data: %w", err)
+	}
+	var content []byte
+	if d.Content != nil {
+		content = []byte(*d.Content)
+	} else {
+		b, err := desired(t.RunbookDir, p)
+		if err != nil {
+			return module.Applied{}, err
+		}
+		if sum(b) != d.Hash {
+			return module.Applied{}, fmt.Errorf("%w: source of %s changed since the plan", module.ErrStale, p.Dest)
+		}
+		content = b
+	}
+	if sum(content) != d.Hash {
+		return module.Applied{}, fmt.Errorf("plan data for %s does not match its hash", p.Dest)
+	}
+	res, err := t.Node.Runner.Run(ctx, installScript(p, d.Hash, pl.Fingerprint["sha256"]), module.RunOpts{Sudo: true, Stdin: bytes.NewReader(content)})
+	if err != nil {
+		return module.Applied{}, fmt.Errorf("installing %s: %w", p.Dest, err)
+	}
+	msg := strings.TrimSpace(string(res.Stderr))
+	switch res.ExitCode {
+	case 0:
+	case exitStale:
+		return module.Applied{}, fmt.Errorf("%w: %s: %s", module.ErrStale, p.Dest, msg)
+	case exitValidate:
+		return module.Applied{}, fmt.Errorf("%s: %s (file left unchanged)", p.Dest, msg)
+	default:
+		return module.Applied{}, fmt.Errorf("installing %s: exit %d: %s (file left unchanged)", p.Dest, res.ExitCode, msg)
+	}
+	return module.Applied{Changed: true, Summary: pl.Summary, Outputs: map[string]any{"sha256": d.Hash, "dest": p.Dest}}, nil
+}

@@ -1,0 +1,15 @@
+// Package modules is the one explicit registry of every module nksrun has.
+// Adding a module means adding one line here; nothing registers itself.
+package modules
+
+import (
+	"nksrun/engine/module"
+	"nksrun/modules/filesync"
+)
+
+// Registry returns every module by the name runbooks use.
+func Registry() module.Registry {
+	return module.Registry{
+		"file_sync": filesync.New,
+	}
+}

@@ -1,0 +1,65 @@
+// Package modutil holds the small helpers several modules share: shell
+// quoting, unified diffs and parameter decoding.
+package modutil
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/pmezard/go-difflib/difflib"
+)
+
+// Quote quotes s as one sh word.
+func Quote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// MaxDiffBytes caps what a plan shows of one file: plans are read by people.
+const MaxDiffBytes = 256 << 10
+
+// Diff returns a unified diff of old and new text, "" when equal. Binary or
+// oversized content is summarised instead of printed.
+func Diff(old, new []byte, oldName, newName string) string {
+	if bytes.Equal(old, new) {
+		return ""
+	}
+	if !isText(old) || !isText(new) {
+		return fmt.Sprintf("binary content differs (%d → %d bytes)\n", len(old), len(new))
+	}
+	if len(old) > MaxDiffBytes || len(new) > MaxDiffBytes {
+		return fmt.Sprintf("content differs (%d → %d bytes; too large to show)\n", len(old), len(new))
+	}
+	d, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+		A: difflib.SplitLines(string(old)), B: difflib.SplitLines(string(new)),
+		FromFile: oldName, ToFile: newName, Context: 3,
+	})
+	if err != nil {
+		return fmt.Sprintf("content differs (%v)\n", err)
+	}
+	// difflib leaves a line without its newline unterminated; mark it like diff(1).
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(d, "\n") {
+		if line == "" {
+			continue
+		}
+		b.WriteString(line)
+		if !strings.HasSuffix(line, "\n") {
+			b.WriteString("\n\\ No newline at end of file\n")
+		}
+	}
+	return b.String()
+}
+
+func isText(b []byte) bool {
+	return utf8.Valid(b) && !bytes.ContainsRune(b, 0)
+}
+
+// Short abbreviates a hash for summaries.
+func Short(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
