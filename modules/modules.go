@@ -5,11 +5,13 @@ package modules
 import (
 	"nksrun/engine/module"
 	"nksrun/modules/filesync"
+	"nksrun/modules/report"
 )
 
 // Registry returns every module by the name runbooks use.
 func Registry() module.Registry {
 	return module.Registry{
 		"file_sync": filesync.New,
+		"report":    report.New,
 	}
 }

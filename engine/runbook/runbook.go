@@ -294,9 +294,9 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 		v.d.errorf(keyNode(sn, "on"), "on %q: module %s runs on %s only", s.On, s.Module, s.scope)
 	}
 
-	// Compile every !expr value, then check the literal parameters by
-	// decoding the mapping with the expression-valued keys left out: unknown
-	// keys and wrong literal types are caught now, before any host.
+	// Compile every !expr value, then check the literal parameters: unknown
+	// keys and wrong literal types are caught now, before any host; values
+	// written as expressions are checked once evaluated.
 	s.exprs = map[*yaml.Node]*Expr{}
 	if s.With.Kind == 0 {
 		s.With = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: s.Pos.Line, Column: s.Pos.Col}
@@ -312,10 +312,11 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 			s.exprs[n] = e
 		}
 	})
-	literal := stripExprs(&s.With)
 	params := mod.NewParams()
 	before := len(v.d.errs)
-	v.d.decode(literal, reflectValue(params))
+	v.d.exprPlaceholders = true
+	v.d.decode(&s.With, reflectValue(params))
+	v.d.exprPlaceholders = false
 	if len(v.d.errs) > before {
 		for _, e := range v.d.errs[before:] {
 			e.Msg = s.Module + ": " + e.Msg
@@ -334,29 +335,6 @@ func walkNodes(n *yaml.Node, f func(*yaml.Node)) {
 	for _, c := range n.Content {
 		walkNodes(c, f)
 	}
-}
-
-// stripExprs copies a tree without the mapping entries and list items whose
-// value is an !expr. Required-field checks of such params wait until the
-// expressions are evaluated.
-func stripExprs(n *yaml.Node) *yaml.Node {
-	c := *n
-	c.Content = nil
-	step := 1
-	if n.Kind == yaml.MappingNode {
-		step = 2
-	}
-	for i := 0; i+step-1 < len(n.Content); i += step {
-		val := n.Content[i+step-1]
-		if val.Tag == "!expr" {
-			continue
-		}
-		if step == 2 {
-			c.Content = append(c.Content, n.Content[i])
-		}
-		c.Content = append(c.Content, stripExprs(val))
-	}
-	return &c
 }
 
 // Params evaluates the step's `with:` mapping against env and decodes it

@@ -54,6 +54,9 @@ func (es Errors) sorted() Errors {
 type decoder struct {
 	file string
 	errs Errors
+	// exprPlaceholders makes !expr values count as present but undecoded:
+	// at load time their value is not known yet.
+	exprPlaceholders bool
 }
 
 func (d *decoder) pos(n *yaml.Node) Pos { return Pos{File: d.file, Line: n.Line, Col: n.Column} }
@@ -71,6 +74,9 @@ var (
 func (d *decoder) decode(n *yaml.Node, out reflect.Value) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
+	}
+	if n.Tag == "!expr" && d.exprPlaceholders {
+		return
 	}
 	switch {
 	case out.Type() == yamlNodeType:

@@ -1,0 +1,73 @@
+// Package report implements the report module: a diagnose-only step that
+// records a finding (severity, evidence, recommendation) and changes nothing.
+// Findings appear in plan, apply and doctor output.
+package report
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"nksrun/engine/module"
+)
+
+// Params are report's parameters. Found, Evidence and Title are usually
+// expressions over facts.
+type Params struct {
+	// Found says whether the problem is present; false plans a no-op "not found".
+	Found          bool     `yaml:"found" json:"found"`
+	Severity       string   `yaml:"severity" json:"severity"` // info | warning | critical (default warning)
+	Title          string   `yaml:"title" json:"title" nks:"required"`
+	Evidence       []string `yaml:"evidence" json:"evidence,omitempty"`
+	Recommendation string   `yaml:"recommendation" json:"recommendation,omitempty"`
+}
+
+// Module is report.
+type Module struct{}
+
+// New is the registry factory.
+func New() module.Module { return Module{} }
+
+var _ module.Module = Module{}
+
+func (Module) Name() string        { return "report" }
+func (Module) Scope() module.Scope { return module.ScopeAny }
+func (Module) NewParams() any      { return &Params{} }
+
+func (Module) Validate(p any) error {
+	ps := p.(*Params)
+	switch ps.Severity {
+	case "", "info", "warning", "critical":
+	default:
+		return fmt.Errorf("severity %q: want info, warning or critical", ps.Severity)
+	}
+	if ps.Title == "" {
+		return errors.New("title is required")
+	}
+	return nil
+}
+
+func (Module) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
+
+func (Module) Plan(_ context.Context, _ module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
+	p := s.Params.(*Params)
+	if !p.Found {
+		return module.Planned{Action: module.NoOp, Summary: "not found: " + p.Title, Outputs: map[string]any{"found": false}}, nil
+	}
+	sev := p.Severity
+	if sev == "" {
+		sev = "warning"
+	}
+	return module.Planned{
+		Action:   module.Finding,
+		Summary:  "found: " + p.Title,
+		Outputs:  map[string]any{"found": true},
+		Findings: []module.FindingInfo{{Severity: sev, Title: p.Title, Evidence: p.Evidence, Recommendation: p.Recommendation}},
+	}, nil
+}
+
+// Apply is never called for findings (they are not changes); it exists to
+// satisfy the contract and changes nothing.
+func (Module) Apply(context.Context, module.Target, module.Step, module.Planned) (module.Applied, error) {
+	return module.Applied{}, nil
+}
