@@ -1,0 +1,307 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"nksrun/engine/module"
+)
+
+var (
+	_ module.Runner      = (*Conn)(nil)
+	_ module.Reconnector = (*Conn)(nil)
+)
+
+// Conn is the run-long connection to one node. Run may be called
+// concurrently; at most Config.MaxSessions sessions are open at once.
+type Conn struct {
+	d    *Dialer
+	host Host
+	addr string
+	sem  chan struct{}
+
+	mu     sync.Mutex
+	client *ssh.Client // nil while reconnecting
+	closed bool
+}
+
+// Host returns the node this Conn talks to, with defaults filled in.
+func (c *Conn) Host() Host { return c.host }
+
+func (c *Conn) wrap(err error) error { return &Error{Node: c.host.Name, Addr: c.addr, Err: err} }
+
+// Close closes the connection; later Runs fail with ErrClosed.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	cl := c.client
+	c.client, c.closed = nil, true
+	c.mu.Unlock()
+	if cl != nil {
+		return cl.Close()
+	}
+	return nil
+}
+
+// Reconnect drops the connection and dials again until it succeeds or ctx
+// ends (the reboot module's wait for a node to come back). Host key
+// failures end it at once: a node that comes back with another key is
+// exactly what must not be trusted.
+func (c *Conn) Reconnect(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.wrap(ErrClosed)
+	}
+	old := c.client
+	c.client = nil
+	c.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+
+	backoff := 250 * time.Millisecond
+	var last error // the last failure that was not caused by ctx ending
+	for {
+		client, err := c.d.connect(ctx, c.host, c.addr)
+		if err == nil {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if c.closed {
+				client.Close()
+				return c.wrap(ErrClosed)
+			}
+			c.client = client
+			return nil
+		}
+		if errors.Is(err, ErrHostKeyChanged) || errors.Is(err, ErrHostKeyUnknown) || errors.Is(err, ErrHostKeyRevoked) {
+			return err
+		}
+		if ctx.Err() == nil {
+			var e *Error
+			if errors.As(err, &e) {
+				err = e.Err
+			}
+			last = err
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+			backoff = min(2*backoff, 5*time.Second)
+		}
+		if ctx.Err() != nil {
+			if last == nil {
+				return c.wrap(fmt.Errorf("reconnect gave up: %w", context.Cause(ctx)))
+			}
+			return c.wrap(fmt.Errorf("reconnect gave up: %w (last attempt: %v)", context.Cause(ctx), last))
+		}
+	}
+}
+
+// Run runs command through `sh -c` on the node (as root through `sudo -n`
+// when opts.Sudo), streaming opts.Stdin to it. A non-zero exit is returned
+// in RunResult.ExitCode, not as an error. Errors are *Error wrapping
+// ErrCommandTimeout, the context's error, ErrConnectionLost, ErrClosed,
+// ErrSudoPassword or ErrSudoTTY.
+func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
+	// Waiting for a session slot is not charged to the command's timeout,
+	// only to the caller's context.
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return module.RunResult{}, c.wrap(fmt.Errorf("command canceled before it started: %w", context.Cause(ctx)))
+	}
+	defer func() { <-c.sem }()
+
+	c.mu.Lock()
+	client, closed := c.client, c.closed
+	c.mu.Unlock()
+	switch {
+	case closed:
+		return module.RunResult{}, c.wrap(ErrClosed)
+	case client == nil:
+		return module.RunResult{}, c.wrap(fmt.Errorf("%w: reconnect in progress", ErrConnectionLost))
+	}
+
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = c.d.cfg.CommandTimeout
+	}
+	errTimeout := fmt.Errorf("%w after %v", ErrCommandTimeout, timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
+	defer cancel()
+	stopped := func() error {
+		cause := context.Cause(ctx)
+		if errors.Is(cause, ErrCommandTimeout) {
+			return c.wrap(cause)
+		}
+		return c.wrap(fmt.Errorf("command canceled: %w", cause))
+	}
+
+	sess, err := newSession(ctx, client)
+	if err != nil {
+		if ctx.Err() != nil {
+			return module.RunResult{}, stopped()
+		}
+		return module.RunResult{}, c.wrap(fmt.Errorf("%w: open session: %v", ErrConnectionLost, err))
+	}
+	defer sess.Close()
+
+	var stdout, stderr bytes.Buffer
+	sess.Stdout, sess.Stderr = &stdout, &stderr
+	var stdin *stdinCopy
+	if opts.Stdin != nil {
+		pipe, err := sess.StdinPipe()
+		if err != nil {
+			return module.RunResult{}, c.wrap(fmt.Errorf("stdin: %w", err))
+		}
+		stdin = &stdinCopy{src: opts.Stdin, dst: pipe, done: make(chan struct{})}
+	}
+	// No pty: a prompt (sudo, ssh host keys of a nested ssh) reads EOF and
+	// fails instead of waiting forever.
+	if err := sess.Start(wrapCommand(command, opts.Sudo)); err != nil {
+		return module.RunResult{}, c.wrap(fmt.Errorf("%w: start command: %v", ErrConnectionLost, err))
+	}
+	if stdin != nil {
+		go stdin.run()
+	}
+
+	waited := make(chan error, 1)
+	go func() { waited <- sess.Wait() }()
+	select {
+	case err = <-waited:
+	case <-ctx.Done():
+		// Kill what runs on the node, then drop the session. Not waiting
+		// for Wait: a hung peer may never confirm, and the keepalive will
+		// tear the connection down if so.
+		_ = sess.Signal(ssh.SIGKILL)
+		sess.Close()
+		return module.RunResult{}, stopped()
+	}
+
+	res := module.RunResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	var exitErr *ssh.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exitErr):
+		res.ExitCode = exitErr.ExitStatus()
+	default:
+		// ExitMissingError, EOF: the channel ended without an exit status.
+		return res, c.wrap(fmt.Errorf("%w while running command: %v", ErrConnectionLost, err))
+	}
+	if stdin != nil {
+		if err := stdin.readError(); err != nil {
+			return res, c.wrap(fmt.Errorf("reading stdin for the command: %w", err))
+		}
+	}
+	if opts.Sudo && res.ExitCode == 1 {
+		if m := sudoFailure.FindSubmatch(res.Stderr); m != nil {
+			if len(m[2]) > 0 {
+				return res, c.wrap(ErrSudoTTY)
+			}
+			return res, c.wrap(ErrSudoPassword)
+		}
+	}
+	return res, nil
+}
+
+// sudoFailure matches what `sudo -n` prints when it would have to prompt
+// (group 1) or when sudoers has requiretty (group 2). It is anchored at the
+// start of stderr: sudo fails before the command runs, so its line is first.
+var sudoFailure = regexp.MustCompile(`^\s*sudo: (a password is required|a terminal is required|no tty present)|^\s*sudo: (sorry, you must have a tty)`)
+
+// newSession opens a session, giving up when ctx ends: opening a channel
+// waits for the peer's answer, which a hung node never sends.
+func newSession(ctx context.Context, client *ssh.Client) (*ssh.Session, error) {
+	type result struct {
+		s   *ssh.Session
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		s, err := client.NewSession()
+		ch <- result{s, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.s, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.s != nil {
+				r.s.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// stdinCopy streams the caller's reader to the session and then closes the
+// session's stdin (EOF for the command). Write errors are ignored: they
+// only mean the command exited without reading everything, which its exit
+// status already tells. Read errors are reported: the command saw a
+// truncated input.
+type stdinCopy struct {
+	src  io.Reader
+	dst  io.WriteCloser
+	err  error
+	done chan struct{}
+}
+
+func (s *stdinCopy) run() {
+	_, _ = io.Copy(s.dst, readerOnly{s.src, &s.err})
+	// s.err is set before Close, and the command sees EOF only after Close,
+	// so a command that read to EOF and exited finds s.err settled.
+	close(s.done)
+	s.dst.Close()
+}
+
+func (s *stdinCopy) readError() error {
+	select {
+	case <-s.done:
+		return s.err
+	default:
+		// The command exited before all of stdin was sent.
+		return nil
+	}
+}
+
+// readerOnly records read errors (other than EOF) of the wrapped reader.
+type readerOnly struct {
+	r   io.Reader
+	err *error
+}
+
+func (r readerOnly) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		*r.err = err
+	}
+	return n, err
+}
+
+// wrapCommand makes the remote command string. The command always runs
+// under `sh -c`, so its syntax is POSIX sh whatever the user's login shell
+// is; with sudo it becomes `sudo -n -- sh -c '...'` (-n: fail instead of
+// prompting).
+func wrapCommand(command string, sudo bool) string {
+	if sudo {
+		return "sudo -n -- sh -c " + shellQuote(command)
+	}
+	return "sh -c " + shellQuote(command)
+}
+
+// shellQuote single-quotes s for sh: inside single quotes nothing is
+// special except the quote itself, written as '\”.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

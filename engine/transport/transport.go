@@ -1,0 +1,497 @@
+// Package transport is nksrun's SSH layer: one connection per node for the
+// whole run, many `sh -c` sessions over it, host keys verified against
+// known_hosts, every wait bounded (dial, handshake, command) so a broken node
+// fails alone and never holds up the others.
+//
+// A Dialer is built once per run from Config (keys parsed once, known_hosts
+// loaded once, one ssh-agent connection, one shared bastion connection); each
+// node gets a Conn, which implements module.Runner and module.Reconnector.
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// HostKeyPolicy says what to do with a host key that is not in known_hosts.
+// A key that differs from the known one is refused under every policy but
+// insecure.
+type HostKeyPolicy string
+
+const (
+	// PolicyStrict refuses unknown hosts (the default).
+	PolicyStrict HostKeyPolicy = "strict"
+	// PolicyAcceptNew trusts an unknown host on first use and records its key.
+	PolicyAcceptNew HostKeyPolicy = "accept-new"
+	// PolicyInsecure accepts any key and records nothing.
+	PolicyInsecure HostKeyPolicy = "insecure"
+)
+
+// ParseHostKeyPolicy checks a --host-key-policy value ("" means strict).
+func ParseHostKeyPolicy(s string) (HostKeyPolicy, error) {
+	switch p := HostKeyPolicy(s); p {
+	case "":
+		return PolicyStrict, nil
+	case PolicyStrict, PolicyAcceptNew, PolicyInsecure:
+		return p, nil
+	}
+	return "", fmt.Errorf("unknown host key policy %q (want strict, accept-new or insecure)", s)
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultPort             = 22
+	DefaultDialTimeout      = 10 * time.Second
+	DefaultHandshakeTimeout = 15 * time.Second
+	DefaultCommandTimeout   = 10 * time.Minute
+	DefaultKeepalive        = 15 * time.Second
+	// DefaultMaxSessions stays under OpenSSH's default MaxSessions (10) so
+	// a burst of concurrent Runs queues here instead of being refused there.
+	DefaultMaxSessions = 8
+)
+
+// Config is the run-wide SSH configuration.
+type Config struct {
+	// User and Port are used for hosts that do not set their own.
+	User string
+	Port int
+	// Identities are private key files (OpenSSH or PEM, e.g. an NKS keypair
+	// .pem). Passphrase-protected files are refused: load them into ssh-agent.
+	Identities []string
+	// UseAgent adds the keys of the ssh-agent at $SSH_AUTH_SOCK.
+	UseAgent bool
+	// KnownHosts is the known_hosts file (default ~/.ssh/known_hosts).
+	KnownHosts string
+	// Policy is the host key policy (default strict).
+	Policy HostKeyPolicy
+	// Jump is a bastion, "[user@]host[:port]"; every node connection is
+	// tunnelled through one shared connection to it.
+	Jump string
+
+	DialTimeout      time.Duration // TCP connect (default 10s)
+	HandshakeTimeout time.Duration // SSH handshake incl. auth (default 15s)
+	CommandTimeout   time.Duration // one Run, unless RunOpts.Timeout (default 10m)
+	// Keepalive is the interval of keepalive@openssh.com probes that detect
+	// a dead peer during long runs (default 15s, negative disables). A peer
+	// that does not answer within 3 intervals is dropped.
+	Keepalive time.Duration
+	// MaxSessions bounds concurrent sessions on one connection (default 8).
+	MaxSessions int
+
+	// Warn receives warnings (the insecure-policy warning); default stderr.
+	Warn func(string)
+}
+
+// Host is one node to connect to. Empty User/Port fall back to Config.
+type Host struct {
+	Name    string // inventory name, used in messages
+	Address string // IP or DNS name
+	User    string
+	Port    int
+}
+
+// Sentinel errors, matched with errors.Is. Every error returned by this
+// package is an *Error naming the node, wrapping one of these where it applies.
+var (
+	ErrUnreachable      = errors.New("unreachable")
+	ErrHandshakeTimeout = errors.New("ssh handshake timed out")
+	ErrAuth             = errors.New("ssh authentication failed")
+	ErrHostKeyUnknown   = errors.New("host key unknown")
+	ErrHostKeyChanged   = errors.New("host key CHANGED")
+	ErrHostKeyRevoked   = errors.New("host key revoked")
+	ErrSudoPassword     = errors.New("sudo requires a password (nksrun needs passwordless sudo: NOPASSWD)")
+	ErrSudoTTY          = errors.New("sudo requires a tty (sudoers has requiretty; nksrun needs `Defaults !requiretty` for its user)")
+	ErrCommandTimeout   = errors.New("command timed out")
+	ErrConnectionLost   = errors.New("connection lost")
+	ErrClosed           = errors.New("connection closed")
+)
+
+// Error is a failure on one node. It is the single place where node context
+// is added, so messages read "node NAME (ADDR): what happened".
+type Error struct {
+	Node string
+	Addr string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Node == "" || e.Node == e.Addr {
+		return fmt.Sprintf("node %s: %v", e.Addr, e.Err)
+	}
+	return fmt.Sprintf("node %s (%s): %v", e.Node, e.Addr, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Dialer holds what every connection of a run shares. It is safe for
+// concurrent use.
+type Dialer struct {
+	cfg      Config
+	auth     *authenticator
+	hostKeys *hostKeyDB
+
+	jumpHost *Host // nil without a bastion
+	jumpMu   sync.Mutex
+	jump     *ssh.Client // lazily dialled, replaced when it dies
+}
+
+// NewDialer validates cfg, fills defaults, reads the identities and
+// known_hosts once, and connects to the agent.
+func NewDialer(cfg Config) (*Dialer, error) {
+	var err error
+	if cfg.Policy, err = ParseHostKeyPolicy(string(cfg.Policy)); err != nil {
+		return nil, err
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.User == "" {
+		if u, err := user.Current(); err == nil {
+			cfg.User = u.Username
+		}
+	}
+	if cfg.KnownHosts == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return nil, fmt.Errorf("known_hosts: no --known-hosts given and no home directory: %w", err)
+		}
+		cfg.KnownHosts = filepath.Join(home, ".ssh", "known_hosts")
+	}
+	cfg.KnownHosts = expandHome(cfg.KnownHosts)
+	setDefault(&cfg.DialTimeout, DefaultDialTimeout)
+	setDefault(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
+	setDefault(&cfg.CommandTimeout, DefaultCommandTimeout)
+	setDefault(&cfg.Keepalive, DefaultKeepalive)
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.Warn == nil {
+		cfg.Warn = func(s string) { fmt.Fprintln(os.Stderr, s) }
+	}
+
+	d := &Dialer{cfg: cfg}
+	if cfg.Jump != "" {
+		jh, err := parseJump(cfg.Jump, cfg.User, cfg.Port)
+		if err != nil {
+			return nil, err
+		}
+		d.jumpHost = &jh
+	}
+	if d.auth, err = newAuthenticator(cfg.Identities, cfg.UseAgent); err != nil {
+		return nil, err
+	}
+	if d.hostKeys, err = newHostKeyDB(cfg.KnownHosts, cfg.Policy); err != nil {
+		d.auth.close()
+		return nil, err
+	}
+	if cfg.Policy == PolicyInsecure {
+		// Said once per run, loudly: this policy turns off the only thing
+		// that stops a man in the middle from receiving our sudo commands.
+		cfg.Warn("WARNING: --host-key-policy insecure: SSH host keys are NOT verified; " +
+			"any machine answering at a node's address will be trusted with root commands. " +
+			"Use only on a throwaway test network.")
+	}
+	return d, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// Close releases the agent connection and the bastion connection. Conns
+// dialled through the bastion stop working.
+func (d *Dialer) Close() error {
+	d.jumpMu.Lock()
+	if d.jump != nil {
+		d.jump.Close()
+		d.jump = nil
+	}
+	d.jumpMu.Unlock()
+	return d.auth.close()
+}
+
+// Dial opens the node's connection. It returns an *Error wrapping
+// ErrUnreachable, ErrHandshakeTimeout, ErrAuth, ErrHostKey* or the context's
+// error.
+func (d *Dialer) Dial(ctx context.Context, h Host) (*Conn, error) {
+	h = d.fill(h)
+	c := &Conn{
+		d:    d,
+		host: h,
+		addr: net.JoinHostPort(h.Address, strconv.Itoa(h.Port)),
+		sem:  make(chan struct{}, d.cfg.MaxSessions),
+	}
+	client, err := d.connect(ctx, h, c.addr)
+	if err != nil {
+		return nil, err
+	}
+	c.client = client
+	return c, nil
+}
+
+func (d *Dialer) fill(h Host) Host {
+	if h.User == "" {
+		h.User = d.cfg.User
+	}
+	if h.Port == 0 {
+		h.Port = d.cfg.Port
+	}
+	if h.Name == "" {
+		h.Name = h.Address
+	}
+	return h
+}
+
+// connect dials (directly or through the bastion), verifies and
+// authenticates, and starts keepalives. Errors are *Error for h.
+func (d *Dialer) connect(ctx context.Context, h Host, addr string) (*ssh.Client, error) {
+	wrap := func(err error) error { return &Error{Node: h.Name, Addr: addr, Err: err} }
+	var raw net.Conn
+	var err error
+	if d.jumpHost != nil {
+		raw, err = d.dialViaJump(ctx, addr)
+	} else {
+		nd := net.Dialer{Timeout: d.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+		raw, err = nd.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			err = dialError(ctx, err, d.cfg.DialTimeout)
+		}
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	client, err := d.handshake(ctx, raw, addr, h.User)
+	if err != nil {
+		return nil, wrap(err)
+	}
+	d.startKeepalive(client)
+	return client, nil
+}
+
+// dialError classifies a failed TCP connect.
+func dialError(ctx context.Context, err error, limit time.Duration) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("dial canceled: %w", context.Cause(ctx))
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return fmt.Errorf("%w: no TCP connection within %v: %v", ErrUnreachable, limit, err)
+	}
+	return fmt.Errorf("%w: %v", ErrUnreachable, err)
+}
+
+// handshake runs the SSH handshake on raw under HandshakeTimeout and ctx.
+// raw is closed on failure.
+func (d *Dialer) handshake(ctx context.Context, raw net.Conn, addr, user string) (*ssh.Client, error) {
+	limit := d.cfg.HandshakeTimeout
+	// The deadline bounds every read and write of the handshake on a TCP
+	// conn; the timer and the context hook close the conn, which also covers
+	// tunnelled conns that only support read deadlines.
+	_ = raw.SetDeadline(time.Now().Add(limit))
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(limit, func() { timedOut.Store(true); raw.Close() })
+	stopCtx := context.AfterFunc(ctx, func() { raw.Close() })
+
+	// The callback's own error is kept so that it reaches the caller as
+	// built (typed, with the known_hosts details), not re-parsed from text.
+	var (
+		hkMu  sync.Mutex // the callback runs on the handshake's goroutine
+		hkErr error
+	)
+	cfg := &ssh.ClientConfig{
+		User: user,
+		Auth: d.auth.methods(),
+		HostKeyCallback: func(hostname string, remote net.Addr, key ssh.PublicKey) error {
+			err := d.hostKeys.verify(hostname, remote, key)
+			hkMu.Lock()
+			hkErr = err
+			hkMu.Unlock()
+			return err
+		},
+		HostKeyAlgorithms: d.hostKeys.algorithms(addr, raw.RemoteAddr()),
+		ClientVersion:     "SSH-2.0-nksrun",
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(raw, addr, cfg)
+	timerStopped := timer.Stop()
+	ctxStopped := stopCtx()
+	if err == nil && (!timerStopped || !ctxStopped) {
+		// The limit hit just as the handshake finished: the conn is closed.
+		sc.Close()
+		err = net.ErrClosed
+	}
+	if err != nil {
+		raw.Close()
+		hkMu.Lock()
+		hkErr := hkErr
+		hkMu.Unlock()
+		switch {
+		case hkErr != nil:
+			return nil, hkErr
+		case ctx.Err() != nil:
+			return nil, fmt.Errorf("ssh handshake canceled: %w", context.Cause(ctx))
+		case timedOut.Load() || isTimeout(err):
+			return nil, fmt.Errorf("%w after %v (the host accepts TCP but its SSH server does not answer)", ErrHandshakeTimeout, limit)
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			return nil, fmt.Errorf("%w as user %q with %s: %v", ErrAuth, user, d.auth.describe(), err)
+		case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+			// sshd hung up before the handshake finished (MaxStartups,
+			// tcp wrappers, still booting): the node is not usable yet.
+			return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+		}
+		return nil, err
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return ssh.NewClient(sc, chans, reqs), nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// startKeepalive probes the peer every Keepalive interval and closes the
+// client when the peer stops answering, so sessions on a dead node fail with
+// ErrConnectionLost instead of waiting for the command timeout.
+func (d *Dialer) startKeepalive(client *ssh.Client) {
+	interval := d.cfg.Keepalive
+	if interval < 0 {
+		return
+	}
+	done := make(chan struct{})
+	go func() { client.Wait(); close(done) }()
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			reply := make(chan error, 1)
+			go func() {
+				// OpenSSH answers "failure" to this request; any answer
+				// proves the peer alive.
+				_, _, err := client.SendRequest("keepalive@openssh.com", true, nil)
+				reply <- err
+			}()
+			wait := time.NewTimer(3 * interval)
+			select {
+			case err := <-reply:
+				wait.Stop()
+				if err != nil {
+					client.Close()
+					return
+				}
+			case <-wait.C:
+				client.Close()
+				return
+			case <-done:
+				wait.Stop()
+				return
+			}
+		}
+	}()
+}
+
+// parseJump parses "[user@]host[:port]".
+func parseJump(s, defUser string, defPort int) (Host, error) {
+	h := Host{User: defUser, Port: defPort}
+	rest := s
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		h.User, rest = rest[:i], rest[i+1:]
+	}
+	if host, port, err := net.SplitHostPort(rest); err == nil {
+		p, err := strconv.Atoi(port)
+		if err != nil || p <= 0 || p > 65535 {
+			return Host{}, fmt.Errorf("jump host %q: bad port %q", s, port)
+		}
+		h.Address, h.Port = host, p
+	} else {
+		h.Address = strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")
+	}
+	if h.Address == "" || h.User == "" {
+		return Host{}, fmt.Errorf("jump host %q: want [user@]host[:port]", s)
+	}
+	h.Name = "jump host " + h.Address
+	return h, nil
+}
+
+// dialViaJump opens a direct-tcpip channel to addr through the shared
+// bastion connection, dialling the bastion first if needed.
+func (d *Dialer) dialViaJump(ctx context.Context, addr string) (net.Conn, error) {
+	jc, err := d.jumpClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	dctx, cancel := context.WithTimeout(ctx, d.cfg.DialTimeout)
+	defer cancel()
+	conn, err := jc.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("dial canceled: %w", context.Cause(ctx))
+		}
+		if dctx.Err() != nil {
+			return nil, fmt.Errorf("%w: no connection through %s within %v", ErrUnreachable, d.jumpHost.Name, d.cfg.DialTimeout)
+		}
+		return nil, fmt.Errorf("%w: through %s: %v", ErrUnreachable, d.jumpHost.Name, err)
+	}
+	return conn, nil
+}
+
+// jumpClient returns the bastion connection, dialling it once; if it died
+// (keepalive or network) the next caller dials a new one.
+func (d *Dialer) jumpClient(ctx context.Context) (*ssh.Client, error) {
+	d.jumpMu.Lock()
+	defer d.jumpMu.Unlock()
+	if d.jump != nil {
+		return d.jump, nil
+	}
+	jh := *d.jumpHost
+	addr := net.JoinHostPort(jh.Address, strconv.Itoa(jh.Port))
+	nd := net.Dialer{Timeout: d.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	raw, err := nd.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", jh.Name, addr, dialError(ctx, err, d.cfg.DialTimeout))
+	}
+	client, err := d.handshake(ctx, raw, addr, jh.User)
+	if err != nil {
+		return nil, fmt.Errorf("%s (%s): %w", jh.Name, addr, err)
+	}
+	d.startKeepalive(client)
+	d.jump = client
+	go func() {
+		client.Wait()
+		d.jumpMu.Lock()
+		if d.jump == client {
+			d.jump = nil
+		}
+		d.jumpMu.Unlock()
+	}()
+	return client, nil
+}
+
+func expandHome(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		if home, err := os.UserHomeDir(); err == nil {
+			return filepath.Join(home, p[1:])
+		}
+	}
+	return p
+}
