@@ -5,13 +5,21 @@ package modules
 import (
 	"nksrun/engine/module"
 	"nksrun/modules/filesync"
+	"nksrun/modules/k8spatch"
+	"nksrun/modules/pullsecret"
 	"nksrun/modules/report"
+	"nksrun/modules/rolloutrestart"
+	"nksrun/modules/setimage"
 )
 
 // Registry returns every module by the name runbooks use.
 func Registry() module.Registry {
 	return module.Registry{
-		"file_sync": filesync.New,
-		"report":    report.New,
+		"file_sync":       filesync.New,
+		"report":          report.New,
+		"k8s_patch":       k8spatch.New,
+		"set_image":       setimage.New,
+		"rollout_restart": rolloutrestart.New,
+		"pull_secret":     pullsecret.New,
 	}
 }

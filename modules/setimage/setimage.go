@@ -1,0 +1,189 @@
+// Package setimage implements the set_image module: set the image of named
+// containers (and init containers) of Deployments, DaemonSets,
+// StatefulSets, CronJobs and Jobs, or rewrite images by rule (e.g.
+// docker.pkg.github.com/OWNER/REPO/IMAGE → ghcr.io/OWNER/IMAGE), keeping
+// tags and digests. Only workloads that change appear in the plan; changes
+// are previewed with a server-side dry run and applied with a
+// resourceVersion precondition.
+package setimage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"nksrun/engine/module"
+	"nksrun/modules/kubeutil"
+)
+
+// Params are set_image's parameters.
+type Params struct {
+	// Kind: one workload kind; empty = every workload kind.
+	Kind          string `yaml:"kind" json:"kind,omitempty"`
+	Namespace     string `yaml:"namespace" json:"namespace,omitempty"`
+	Name          string `yaml:"name" json:"name,omitempty"`
+	LabelSelector string `yaml:"labelSelector" json:"labelSelector,omitempty"`
+	// Containers maps container (or init container) name → image.
+	Containers map[string]string `yaml:"containers" json:"containers,omitempty"`
+	// Rules rewrite every image they match (first matching rule wins).
+	Rules []Rule `yaml:"rules" json:"rules,omitempty"`
+}
+
+// Rule rewrites the repository part of an image (tag and digest are kept).
+// With Regex, From is a regular expression matched against the whole
+// repository and To may use $1…; otherwise From is a prefix replaced by To.
+type Rule struct {
+	From  string `yaml:"from" json:"from" nks:"required"`
+	To    string `yaml:"to" json:"to" nks:"required"`
+	Regex bool   `yaml:"regex" json:"regex,omitempty"`
+}
+
+// Module is set_image.
+type Module struct{}
+
+// New is the registry factory.
+func New() module.Module { return Module{} }
+
+var _ module.Module = Module{}
+
+func (Module) Name() string        { return "set_image" }
+func (Module) Scope() module.Scope { return module.ScopeCluster }
+func (Module) NewParams() any      { return &Params{} }
+
+func (Module) Validate(p any) error {
+	ps := p.(*Params)
+	if (len(ps.Containers) == 0) == (len(ps.Rules) == 0) {
+		return errors.New("give exactly one of containers or rules")
+	}
+	if ps.Kind != "" {
+		if _, ok := kubeutil.KindByName(ps.Kind); !ok {
+			return fmt.Errorf("kind %q: want Deployment, DaemonSet, StatefulSet, CronJob or Job", ps.Kind)
+		}
+	}
+	if ps.Name != "" && ps.Kind == "" {
+		return errors.New("name needs kind")
+	}
+	for c, img := range ps.Containers {
+		if strings.TrimSpace(img) == "" {
+			return fmt.Errorf("containers.%s: empty image", c)
+		}
+	}
+	for i, r := range ps.Rules {
+		if r.Regex {
+			if _, err := regexp.Compile(anchor(r.From)); err != nil {
+				return fmt.Errorf("rules[%d].from: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+func anchor(re string) string {
+	if !strings.HasPrefix(re, "^") {
+		re = "^" + re
+	}
+	if !strings.HasSuffix(re, "$") {
+		re += "$"
+	}
+	return re
+}
+
+func (Module) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
+
+func (Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
+	ps := s.Params.(*Params)
+	kinds := kubeutil.WorkloadKinds
+	if ps.Kind != "" {
+		k, _ := kubeutil.KindByName(ps.Kind)
+		kinds = []kubeutil.Kind{k}
+	}
+	var objs []unstructured.Unstructured
+	for _, k := range kinds {
+		got, err := kubeutil.List(ctx, t.Cluster, kubeutil.Selector{
+			APIVersion: k.APIVersion, Kind: k.Kind, Namespace: ps.Namespace, Name: ps.Name, LabelSelector: ps.LabelSelector,
+		})
+		if err != nil {
+			return module.Planned{}, err
+		}
+		objs = append(objs, got...)
+	}
+	return kubeutil.PlanEdits(ctx, t, objs, editFor(ps), kubeutil.Options{Verb: "set image on"})
+}
+
+func (Module) Apply(ctx context.Context, t module.Target, s module.Step, p module.Planned) (module.Applied, error) {
+	return kubeutil.ApplyEdits(ctx, t, p, editFor(s.Params.(*Params)), "set image on")
+}
+
+func editFor(ps *Params) kubeutil.Edit {
+	return func(o *unstructured.Unstructured) (*kubeutil.Patch, error) {
+		cs, err := kubeutil.Containers(o)
+		if err != nil {
+			return nil, err
+		}
+		var ops []kubeutil.Op
+		var notes []string
+		for _, c := range cs {
+			name, _ := c.Obj["name"].(string)
+			old, _ := c.Obj["image"].(string)
+			var img string
+			if len(ps.Containers) > 0 {
+				img = ps.Containers[name]
+			} else {
+				img = Rewrite(old, ps.Rules)
+			}
+			if img == "" || img == old {
+				continue
+			}
+			ops = append(ops, kubeutil.Op{Op: "replace", Path: c.Path + "/image", Value: img})
+			notes = append(notes, fmt.Sprintf("%s: %s → %s", name, old, img))
+		}
+		sort.Strings(notes)
+		return kubeutil.JSONOps(strings.Join(notes, ", "), ops)
+	}
+}
+
+// Rewrite applies the first matching rule to image's repository, keeping
+// its tag and digest; it returns image unchanged when no rule matches.
+func Rewrite(image string, rules []Rule) string {
+	repo, tag, digest := splitImage(image)
+	for _, r := range rules {
+		var out string
+		if r.Regex {
+			re, err := regexp.Compile(anchor(r.From))
+			if err != nil || !re.MatchString(repo) {
+				continue
+			}
+			out = re.ReplaceAllString(repo, r.To)
+		} else {
+			if !strings.HasPrefix(repo, r.From) {
+				continue
+			}
+			out = r.To + strings.TrimPrefix(repo, r.From)
+		}
+		if tag != "" {
+			out += ":" + tag
+		}
+		if digest != "" {
+			out += "@" + digest
+		}
+		return out
+	}
+	return image
+}
+
+// splitImage: "reg:5000/a/b:v1@sha256:…" → ("reg:5000/a/b", "v1", "sha256:…").
+func splitImage(image string) (repo, tag, digest string) {
+	repo = image
+	if i := strings.Index(repo, "@"); i >= 0 {
+		repo, digest = repo[:i], repo[i+1:]
+	}
+	if i := strings.LastIndex(repo, ":"); i >= 0 && !strings.Contains(repo[i+1:], "/") {
+		repo, tag = repo[:i], repo[i+1:]
+	}
+	return repo, tag, digest
+}
