@@ -169,10 +169,7 @@ func setOne(doc, section, key, value string) (string, string) {
 		if r.sepAt >= 0 && r.value == value {
 			continue
 		}
-		raw := lines[i]
-		eol := raw[len(strings.TrimRight(raw, "\r\n")):]
-		indent := raw[:len(raw)-len(strings.TrimLeft(raw, " \t"))]
-		lines[i] = indent + r.key + sep + quoteValue(value) + eol
+		lines[i] = replaceValue(lines[i], r.sepAt, r.key, sep, value)
 		changed = true
 	}
 	if found {
@@ -214,4 +211,26 @@ func setOne(doc, section, key, value string) (string, string) {
 	}
 	b.WriteString("[" + section + "]\n" + newLine)
 	return b.String(), "add section " + section + " with " + key
+}
+
+// replaceValue rewrites the value of an option line, keeping its indent,
+// spacing around '=', trailing comment and line ending.
+func replaceValue(raw string, sepAt int, key, sep, value string) string {
+	body := strings.TrimRight(raw, "\r\n")
+	eol := raw[len(body):]
+	if sepAt < 0 {
+		indent := raw[:len(raw)-len(strings.TrimLeft(raw, " \t"))]
+		return indent + key + sep + quoteValue(value) + eol
+	}
+	rest := body[sepAt+1:]
+	lead := rest[:len(rest)-len(strings.TrimLeft(rest, " \t"))]
+	tail := ""
+	if !strings.HasPrefix(strings.TrimSpace(rest), `"`) {
+		for _, c := range []string{" ;", " #", "\t;", "\t#"} {
+			if j := strings.Index(rest, c); j >= 0 && (tail == "" || j < len(rest)-len(tail)) {
+				tail = rest[j:]
+			}
+		}
+	}
+	return body[:sepAt+1] + lead + quoteValue(value) + tail + eol
 }

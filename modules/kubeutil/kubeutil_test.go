@@ -1,0 +1,68 @@
+package kubeutil
+
+import (
+	"encoding/base64"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func TestSecretDiffIsRedacted(t *testing.T) {
+	oldDoc := "[Global]\npassword=Sup3rS3cret!\n"
+	newDoc := oldDoc + "\n[BlockStorage]\nrescan-on-resize=true\n"
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	mk := func(doc string, rv string) map[string]any {
+		return map[string]any{
+			"apiVersion": "v1", "kind": "Secret",
+			"metadata": map[string]any{
+				"name": "cinder-csi-cloud-config", "namespace": "kube-system", "resourceVersion": rv,
+				"managedFields": []any{map[string]any{"manager": "kubectl"}},
+				"annotations":   map[string]any{"kubectl.kubernetes.io/last-applied-configuration": `{"data":{"cloud-config":"` + b64(oldDoc) + `"}}`},
+			},
+			"type": "Opaque",
+			"data": map[string]any{"cloud-config": b64(doc), "ca.crt": b64("-----BEGIN CERTIFICATE-----")},
+		}
+	}
+	d := DiffObjects(mk(oldDoc, "1"), mk(newDoc, "2"), true, "secret/kube-system/cinder-csi-cloud-config")
+	for _, leak := range []string{"Sup3rS3cret", b64(oldDoc), b64(newDoc), "BEGIN CERT", "rescan-on-resize", "resourceVersion", "managedFields"} {
+		if strings.Contains(d, leak) {
+			t.Errorf("diff shows %q:\n%s", leak, d)
+		}
+	}
+	if !strings.Contains(d, "cloud-config: (secret, 69 bytes, changed)") {
+		t.Errorf("diff does not say the key changed:\n%s", d)
+	}
+	path := filepath.Join("..", "..", "testdata", "golden", "cinder-csi-rescan-secret-diff.golden")
+	if *update {
+		os.WriteFile(path, []byte(d), 0o644)
+	}
+	if want, err := os.ReadFile(path); err != nil || string(want) != d {
+		t.Errorf("golden differs (%v):\n%s", err, d)
+	}
+	// A ConfigMap diff shows its data.
+	cm := func(v string) map[string]any {
+		return map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "c"}, "data": map[string]any{"k": v}}
+	}
+	if d := DiffObjects(cm("a"), cm("b"), false, "configmap/c"); !strings.Contains(d, "-  k: a") || !strings.Contains(d, "+  k: b") {
+		t.Errorf("configmap diff:\n%s", d)
+	}
+}
+
+func TestWithPrecondition(t *testing.T) {
+	b, _, err := withPrecondition(&Patch{Type: JSONPatch, Body: []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`)}, "42", true)
+	if err != nil || string(b) != `[{"op":"test","path":"/metadata/resourceVersion","value":"42"},{"op":"remove","path":"/metadata/finalizers"}]` {
+		t.Errorf("json: %s %v", b, err)
+	}
+	b, _, err = withPrecondition(&Patch{Type: MergePatch, Body: []byte(`{"spec":{"x":1}}`)}, "42", true)
+	if err != nil || string(b) != `{"metadata":{"resourceVersion":"42"},"spec":{"x":1}}` {
+		t.Errorf("merge: %s %v", b, err)
+	}
+	b, _, _ = withPrecondition(&Patch{Type: MergePatch, Body: []byte(`{"spec":{"x":1}}`)}, "42", false)
+	if string(b) != `{"spec":{"x":1}}` {
+		t.Errorf("unguarded: %s", b)
+	}
+}
