@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -22,10 +23,11 @@ type hostKeyDB struct {
 	path   string
 	policy HostKeyPolicy
 
-	// mu guards check and serialises appends within this process; flock on
+	// appendMu serialises accept-new appends within this process; flock on
 	// the file serialises them with other processes (another nksrun, ssh).
-	mu    sync.Mutex
-	check ssh.HostKeyCallback
+	appendMu sync.Mutex
+	mu       sync.RWMutex // guards check, so known hosts never wait for an append
+	check    ssh.HostKeyCallback
 }
 
 func newHostKeyDB(path string, policy HostKeyPolicy) (*hostKeyDB, error) {
@@ -58,9 +60,15 @@ func loadKnownHosts(path string) (ssh.HostKeyCallback, error) {
 }
 
 func (db *hostKeyDB) current() ssh.HostKeyCallback {
-	db.mu.Lock()
-	defer db.mu.Unlock()
+	db.mu.RLock()
+	defer db.mu.RUnlock()
 	return db.check
+}
+
+func (db *hostKeyDB) setCurrent(check ssh.HostKeyCallback) {
+	db.mu.Lock()
+	db.check = check
+	db.mu.Unlock()
 }
 
 // verify is the HostKeyCallback. hostname is the dialled "host:port".
@@ -106,8 +114,8 @@ func (db *hostKeyDB) explain(hostname string, key ssh.PublicKey, err error) erro
 // the lock makes sure a host is appended once, and that a key that some other
 // writer recorded meanwhile is honoured (a different one is a hard failure).
 func (db *hostKeyDB) acceptNew(hostname string, remote net.Addr, key ssh.PublicKey) error {
-	db.mu.Lock()
-	defer db.mu.Unlock()
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
 
 	if err := os.MkdirAll(filepath.Dir(db.path), 0o700); err != nil {
 		return fmt.Errorf("accept-new: %w", err)
@@ -126,7 +134,7 @@ func (db *hostKeyDB) acceptNew(hostname string, remote net.Addr, key ssh.PublicK
 	if err != nil {
 		return err
 	}
-	db.check = check
+	db.setCurrent(check)
 	err = check(hostname, remote, key)
 	var ke *knownhosts.KeyError
 	if !errors.As(err, &ke) || len(ke.Want) > 0 {
@@ -147,7 +155,7 @@ func (db *hostKeyDB) acceptNew(hostname string, remote net.Addr, key ssh.PublicK
 	if err != nil {
 		return err
 	}
-	db.check = check
+	db.setCurrent(check)
 	return nil
 }
 
@@ -158,12 +166,21 @@ func (db *hostKeyDB) explainOrNil(hostname string, key ssh.PublicKey, err error)
 	return db.explain(hostname, key, err)
 }
 
+// flockTimeout bounds the wait for another process's lock on known_hosts
+// (a stuck editor must not hang every handshake forever).
+const flockTimeout = 10 * time.Second
+
 func flock(f *os.File) error {
+	deadline := time.Now().Add(flockTimeout)
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if err != syscall.EINTR {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err != syscall.EWOULDBLOCK && err != syscall.EINTR {
 			return err
 		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("another process has held the lock for %v", flockTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 

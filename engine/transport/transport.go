@@ -129,8 +129,11 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Node == "" || e.Node == e.Addr {
+	switch {
+	case e.Node == "" || e.Node == e.Addr:
 		return fmt.Sprintf("node %s: %v", e.Addr, e.Err)
+	case e.Addr == "":
+		return fmt.Sprintf("node %s: %v", e.Node, e.Err)
 	}
 	return fmt.Sprintf("node %s (%s): %v", e.Node, e.Addr, e.Err)
 }
@@ -231,6 +234,10 @@ func (d *Dialer) Close() error {
 // error.
 func (d *Dialer) Dial(ctx context.Context, h Host) (*Conn, error) {
 	h = d.fill(h)
+	if h.Address == "" {
+		// net.Dial would quietly connect to localhost.
+		return nil, &Error{Node: h.Name, Err: errors.New("no address")}
+	}
 	c := &Conn{
 		d:    d,
 		host: h,
