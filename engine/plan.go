@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -126,6 +127,12 @@ func (p *Plan) HasErrors() bool {
 	return c.Failed > 0 || c.Unreachable > 0
 }
 
+// computeChecksum hashes the plan as it is (or will be) written: the JSON
+// document with the "checksum" member removed, normalised (objects with
+// sorted keys, numbers as written, no insignificant whitespace). It works on
+// the generic document rather than on the Go struct, so a field the struct
+// does not know (added by hand) or a number that would not survive a
+// round trip through Go types still changes the sum.
 func (p *Plan) computeChecksum() (string, error) {
 	c := *p
 	c.Checksum = ""
@@ -133,7 +140,23 @@ func (p *Plan) computeChecksum() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	sum := sha256.Sum256(b)
+	return documentChecksum(b)
+}
+
+// documentChecksum is the checksum of a plan document given as JSON bytes.
+func documentChecksum(doc []byte) (string, error) {
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	var v map[string]any
+	if err := dec.Decode(&v); err != nil {
+		return "", err
+	}
+	delete(v, "checksum")
+	norm, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(norm)
 	return hex.EncodeToString(sum[:]), nil
 }
 
@@ -150,25 +173,50 @@ var (
 	ErrPlanExpired = errors.New("plan is too old")
 )
 
-// ReadPlan decodes a saved plan and checks its version, checksum and age
-// (maxAge 0 = no limit).
+// ReadPlan decodes a saved plan and checks, in this order, that it is a
+// plan, that its format version is one this nksrun reads, that it was not
+// edited (checksum over the document as written), and that it is not older
+// than maxAge (0 = no limit) or dated in the future beyond a small clock skew.
 func ReadPlan(data []byte, maxAge time.Duration, now time.Time) (*Plan, error) {
-	var p Plan
-	if err := json.Unmarshal(data, &p); err != nil {
+	var head struct {
+		FormatVersion *int   `json:"format_version"`
+		Checksum      string `json:"checksum"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("reading plan: not a plan file: %w", err)
+	}
+	if head.FormatVersion == nil {
+		return nil, errors.New("reading plan: not a plan file (no format_version)")
+	}
+	if *head.FormatVersion != PlanFormatVersion {
+		return nil, fmt.Errorf("plan format version %d is not supported (this nksrun reads %d)", *head.FormatVersion, PlanFormatVersion)
+	}
+	if head.Checksum == "" {
+		return nil, fmt.Errorf("%w: no checksum (not written by nksrun plan -o)", ErrPlanEdited)
+	}
+	sum, err := documentChecksum(data)
+	if err != nil {
 		return nil, fmt.Errorf("reading plan: %w", err)
 	}
-	if p.FormatVersion != PlanFormatVersion {
-		return nil, fmt.Errorf("plan format version %d is not supported (this nksrun reads %d)", p.FormatVersion, PlanFormatVersion)
-	}
-	sum, err := p.computeChecksum()
-	if err != nil {
-		return nil, err
-	}
-	if sum != p.Checksum {
+	if sum != head.Checksum {
 		return nil, ErrPlanEdited
 	}
-	if maxAge > 0 && now.Sub(p.CreatedAt) > maxAge {
-		return nil, fmt.Errorf("%w: created %s ago (limit %s, --max-plan-age)", ErrPlanExpired, now.Sub(p.CreatedAt).Round(time.Second), maxAge)
+	var p Plan
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("reading plan: %w", err)
+	}
+	age := now.Sub(p.CreatedAt)
+	if age < -maxClockSkew {
+		return nil, fmt.Errorf("%w: created %s in the future (clock skew?)", ErrPlanExpired, (-age).Round(time.Second))
+	}
+	if maxAge > 0 && age > maxAge {
+		return nil, fmt.Errorf("%w: created %s ago (limit %s, --max-plan-age)", ErrPlanExpired, age.Round(time.Second), maxAge)
 	}
 	return &p, nil
 }
+
+// maxClockSkew is how far in the future a plan's created_at may be (plans
+// made on another machine).
+const maxClockSkew = 5 * time.Minute

@@ -31,7 +31,66 @@ func (r redactingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// RenderPlan writes p in the given format.
+// RedactJSON returns doc (JSON) with every secret replaced inside string
+// values and keys. It works on the decoded strings, so a secret that JSON
+// escapes (quotes, <, &, newlines) is still found; everything else, key
+// order and indentation included, is left byte for byte.
+func RedactJSON(doc []byte, s *Secrets) []byte {
+	if s == nil {
+		return doc
+	}
+	var out []byte
+	last := 0
+	for i := 0; i < len(doc); i++ {
+		if doc[i] != '"' {
+			continue
+		}
+		j := i + 1
+		for j < len(doc) && doc[j] != '"' {
+			if doc[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(doc) {
+			break
+		}
+		lit := doc[i : j+1]
+		var str string
+		if json.Unmarshal(lit, &str) == nil {
+			if red := s.Redact(str); red != str {
+				enc, _ := json.Marshal(red)
+				out = append(out, doc[last:i]...)
+				out = append(out, enc...)
+				last = j + 1
+			}
+		}
+		i = j
+	}
+	if out == nil {
+		return doc
+	}
+	return append(out, doc[last:]...)
+}
+
+// redactedPlan is a deep copy of p with every string redacted: the views
+// render from it, so escaping done by a view (Markdown, JSON) can never hide
+// a secret from the redactor.
+func redactedPlan(p *Plan, s *Secrets) (*Plan, error) {
+	b, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	var c Plan
+	if err := json.Unmarshal(RedactJSON(b, s), &c); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// RenderPlan writes p in the given format. Text, Markdown and JSON are views
+// of the same Plan value; secrets are redacted in the data first and again,
+// as the last line of defence, on the way out.
 func RenderPlan(w io.Writer, p *Plan, format string, secrets *Secrets) error {
 	w = redactingWriter{w, secrets}
 	switch format {
@@ -40,14 +99,20 @@ func RenderPlan(w io.Writer, p *Plan, format string, secrets *Secrets) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
+		_, err = fmt.Fprintf(w, "%s\n", RedactJSON(b, secrets))
 		return err
-	case FormatMarkdown:
-		return renderPlanMarkdown(w, p)
-	case FormatText, "":
-		return renderPlanText(w, p)
+	case FormatMarkdown, FormatText, "":
+	default:
+		return fmt.Errorf("unknown format %q (text, markdown, json)", format)
 	}
-	return fmt.Errorf("unknown format %q (text, markdown, json)", format)
+	rp, err := redactedPlan(p, secrets)
+	if err != nil {
+		return err
+	}
+	if format == FormatMarkdown {
+		return renderPlanMarkdown(w, rp)
+	}
+	return renderPlanText(w, rp)
 }
 
 var actionSign = map[module.Action]string{
@@ -114,9 +179,21 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 	c := p.Counts()
 	fmt.Fprintf(w, "## nksrun plan\n\n")
 	fmt.Fprintf(w, "Created %s by nksrun %s. **%d to change**, %d unchanged, %d skipped, %d unknown until apply, %d finding(s), %d unreachable, %d failed.\n\n",
-		p.CreatedAt.Format("2006-01-02 15:04:05 MST"), p.Tool, c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.Unreachable, c.Failed)
+		p.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), mdEscape(p.Tool), c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.Unreachable, c.Failed)
+	if p.Checksum != "" {
+		fmt.Fprintf(w, "Plan checksum `%s`: `nksrun apply PLAN.json` applies exactly this plan and refuses a file with another checksum.\n\n", p.Checksum)
+	}
+	// Summary: one row per runbook.
+	fmt.Fprintf(w, "| runbook | guide | targets | to change | unchanged | skipped | unknown | findings | failed/unreachable |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, rp := range p.Runbooks {
-		fmt.Fprintf(w, "### `%s` — %s (guide §%s)\n\n", rp.Name, mdEscape(rp.Title), rp.Section)
+		one := Plan{Runbooks: []RunbookPlan{rp}}
+		rc := one.Counts()
+		fmt.Fprintf(w, "| `%s` | §%s | %d | %d | %d | %d | %d | %d | %d |\n", mdCode(rp.Name), mdEscape(rp.Section), len(rp.Targets),
+			rc.Change, rc.NoOp, rc.Skip, rc.Unknown, rc.Findings, rc.Failed+rc.Unreachable)
+	}
+	fmt.Fprintln(w)
+	for _, rp := range p.Runbooks {
+		fmt.Fprintf(w, "### `%s` — %s (guide §%s)\n\n", mdCode(rp.Name), mdEscape(rp.Title), mdEscape(rp.Section))
 		fmt.Fprintf(w, "Runbook sha256 `%s`", short(rp.SourceHash))
 		if len(rp.Params) > 0 {
 			keys := make([]string, 0, len(rp.Params))
@@ -127,7 +204,7 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 			var ps []string
 			for _, k := range keys {
 				b, _ := json.Marshal(rp.Params[k])
-				ps = append(ps, fmt.Sprintf("`%s=%s`", k, mdEscape(string(b))))
+				ps = append(ps, fmt.Sprintf("`%s=%s`", mdCode(k), mdCode(string(b))))
 			}
 			fmt.Fprintf(w, ", params %s", strings.Join(ps, ", "))
 		}
@@ -147,14 +224,14 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 				if s.Reason != "" {
 					sum += " (" + s.Reason + ")"
 				}
-				fmt.Fprintf(w, "| %s | %s | `%s` | %s | %s |\n", label, status, s.ID, s.Action, mdEscape(sum))
+				fmt.Fprintf(w, "| %s | %s | `%s` | %s | %s |\n", label, status, mdCode(s.ID), s.Action, mdEscape(sum))
 			}
 		}
 		fmt.Fprintln(w)
 		for _, t := range targets {
 			for _, s := range t.Steps {
 				for _, f := range s.Findings {
-					fmt.Fprintf(w, "- **%s** on %s: %s\n", f.Severity, mdEscape(targetLabel(t)), mdEscape(f.Title))
+					fmt.Fprintf(w, "- **%s** on %s: %s\n", mdEscape(f.Severity), mdEscape(targetLabel(t)), mdEscape(f.Title))
 					for _, ev := range f.Evidence {
 						fmt.Fprintf(w, "  - %s\n", mdEscape(ev))
 					}
@@ -162,9 +239,14 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 						fmt.Fprintf(w, "  - recommendation: %s\n", mdEscape(f.Recommendation))
 					}
 				}
+				if len(s.Findings) > 0 {
+					fmt.Fprintln(w)
+				}
 				if s.Diff != "" {
-					fmt.Fprintf(w, "<details><summary>%s: <code>%s</code> diff</summary>\n\n```diff\n%s\n```\n\n</details>\n\n",
-						mdEscape(targetLabel(t)), s.ID, strings.TrimRight(strings.ReplaceAll(s.Diff, "```", "'''"), "\n"))
+					diff := strings.TrimRight(s.Diff, "\n")
+					fence := mdFence(diff)
+					fmt.Fprintf(w, "<details><summary>%s: <code>%s</code> diff</summary>\n\n%sdiff\n%s\n%s\n\n</details>\n\n",
+						mdEscape(targetLabel(t)), mdEscape(s.ID), fence, diff, fence)
 				}
 			}
 		}
@@ -172,8 +254,29 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 	return nil
 }
 
+// mdFence is a code fence longer than any run of backticks in s, so a diff
+// containing ``` cannot end its block early (CommonMark).
+func mdFence(s string) string {
+	longest, run := 0, 0
+	for _, r := range s {
+		if r == '`' {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	return strings.Repeat("`", max(3, longest+1))
+}
+
+// mdEscape makes s safe in Markdown text and table cells.
 func mdEscape(s string) string {
 	return strings.NewReplacer("|", `\|`, "\n", " ", "<", "&lt;", ">", "&gt;").Replace(s)
+}
+
+// mdCode makes s safe inside a `code span` in a table cell.
+func mdCode(s string) string {
+	return strings.NewReplacer("|", `\|`, "\n", " ", "`", "'").Replace(s)
 }
 
 func short(h string) string {
@@ -191,7 +294,7 @@ func RenderReport(w io.Writer, r *Report, format string, secrets *Secrets) error
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
+		_, err = fmt.Fprintf(w, "%s\n", RedactJSON(b, secrets))
 		return err
 	}
 	counts := map[string]int{}

@@ -5,11 +5,14 @@ package modules
 import (
 	"nksrun/engine/module"
 	"nksrun/modules/filesync"
+	"nksrun/modules/grubarg"
 	"nksrun/modules/k8spatch"
 	"nksrun/modules/pullsecret"
+	"nksrun/modules/reboot"
 	"nksrun/modules/report"
 	"nksrun/modules/rolloutrestart"
 	"nksrun/modules/setimage"
+	"nksrun/modules/systemdrestart"
 )
 
 // Registry returns every module by the name runbooks use.
@@ -21,5 +24,8 @@ func Registry() module.Registry {
 		"set_image":       setimage.New,
 		"rollout_restart": rolloutrestart.New,
 		"pull_secret":     pullsecret.New,
+		"grub_arg":        grubarg.New,
+		"reboot":          reboot.New,
+		"systemd_restart": systemdrestart.New,
 	}
 }

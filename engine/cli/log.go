@@ -1,11 +1,13 @@
 package cli
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -28,10 +30,18 @@ type eventLog struct {
 	stop     chan struct{}
 	progress bool // a terminal: one updating line instead of many
 	count    int
+	secrets  *engine.Secrets
+	run      string // run id, on every JSON line
+	started  time.Time
+	ended    bool
+	phase    string // of the engine's last phase_start, for events without one
 }
 
-func newEventLog(format, path string, stderr io.Writer) (*eventLog, error) {
-	l := &eventLog{w: stderr}
+func newEventLog(format, path string, stderr io.Writer, secrets *engine.Secrets) (*eventLog, error) {
+	l := &eventLog{w: stderr, secrets: secrets, started: time.Now()}
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	l.run = fmt.Sprintf("%s-%d-%x", l.started.UTC().Format("20060102T150405Z"), os.Getpid(), rnd)
 	switch format {
 	case "json":
 		l.json = true
@@ -54,6 +64,9 @@ func newEventLog(format, path string, stderr io.Writer) (*eventLog, error) {
 }
 
 func (l *eventLog) open(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("--log-file: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return fmt.Errorf("--log-file: %w", err)
@@ -81,13 +94,49 @@ func (l *eventLog) reopenLoop() {
 	}
 }
 
+// event writes one engine event. The engine marks the start of each of its
+// phases with run_start; in the log that is phase_start, so that run_start
+// and run_end stay one per run, written by start and end.
 func (l *eventLog) event(ev engine.Event) {
+	if l == nil {
+		return
+	}
+	if ev.Type == engine.EventRunStart {
+		ev.Type = engine.EventPhaseStart
+	}
+	l.mu.Lock()
+	if ev.Type == engine.EventPhaseStart {
+		if ev.Phase == "" {
+			ev.Phase = "plan"
+		}
+		l.phase = ev.Phase
+	}
+	if ev.Phase == "" {
+		ev.Phase = l.phase
+	}
+	l.mu.Unlock()
+	l.write(ev)
+}
+
+func (l *eventLog) write(ev engine.Event) {
+	if l == nil {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	ev.V = engine.EventSchemaVersion
+	ev.Run = l.run
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	ev.Message = l.secrets.Redact(ev.Message)
 	if l.json {
 		b, err := json.Marshal(ev)
 		if err == nil {
-			l.w.Write(append(b, '\n'))
+			// One write per line: with O_APPEND a line is never interleaved
+			// with another run's line in a shared log file.
+			_, _ = l.w.Write(append(engine.RedactJSON(b, l.secrets), '\n'))
 		}
 		return
 	}
@@ -117,11 +166,35 @@ func (l *eventLog) event(ev engine.Event) {
 		fmt.Fprintf(l.w, "\r\033[K[%d done] %s", l.count, truncate(line, 120))
 		return
 	}
-	fmt.Fprintf(l.w, "%s %s\n", ev.Time.UTC().Format(time.RFC3339), line)
+	fmt.Fprintf(l.w, "%s %s\n", ev.Time.Format(time.RFC3339), line)
+}
+
+// start writes run_start: JSON logs always, text logs only to a file (on a
+// terminal it would be noise).
+func (l *eventLog) start(command string) {
+	if l == nil || (!l.json && l.file == nil) {
+		return
+	}
+	l.write(engine.Event{Type: engine.EventRunStart, Command: command, Version: Version, PID: os.Getpid(), Time: l.started,
+		Message: fmt.Sprintf("nksrun %s %s", command, Version)})
+}
+
+// end writes run_end with the exit code, how long the run took, the targets
+// by status and, for a failed run, the error.
+func (l *eventLog) end(status string, code int, counts map[string]int, msg string) {
+	if l == nil || l.ended || (!l.json && l.file == nil) {
+		return
+	}
+	l.ended = true
+	d := time.Since(l.started).Seconds()
+	l.write(engine.Event{Type: engine.EventRunEnd, Status: status, ExitCode: &code, DurationSeconds: &d, Counts: counts, Message: msg})
 }
 
 // done ends a progress line.
 func (l *eventLog) done() {
+	if l == nil {
+		return
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.progress && l.count > 0 {
@@ -130,6 +203,9 @@ func (l *eventLog) done() {
 }
 
 func (l *eventLog) close() {
+	if l == nil {
+		return
+	}
 	if l.stop != nil {
 		signal.Stop(l.hup)
 		close(l.stop)
@@ -147,4 +223,12 @@ func truncate(s string, n int) string {
 		return s[:n-1] + "…"
 	}
 	return s
+}
+
+// startTime is when the run started (now for a nil log).
+func (l *eventLog) startTime() time.Time {
+	if l == nil {
+		return time.Now()
+	}
+	return l.started
 }
