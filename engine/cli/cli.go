@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -91,6 +92,11 @@ type app struct {
 	registry       module.Registry
 	secrets        *engine.Secrets
 	log            *eventLog
+
+	// What the run did, for run_end and --metrics-file.
+	runbooks []string
+	plan     *engine.Plan
+	report   *engine.Report
 }
 
 // Run runs nksrun with args (without the program name) and returns the exit code.
@@ -129,11 +135,21 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fmt.Fprintf(stderr, "nksrun %s: %v\n(see nksrun %s --help)\n", cmd.name, err, cmd.name)
 		return ExitUsage
 	}
-	err := cmd.run(ctx, a, fs.Args())
-	if a.log != nil {
-		a.log.close()
+	// The event log exists before anything else happens, so that every run
+	// that got past flag parsing, including one that finds the lock held,
+	// leaves run_start and run_end in --log-file.
+	if fs.Lookup("log-format") != nil {
+		l, err := newEventLog(a.opts.logFormat, a.opts.logFile, stderr, a.secrets)
+		if err != nil {
+			return a.exit(cmd, err)
+		}
+		a.log = l
+		a.log.start(cmd.name)
 	}
-	return a.exit(cmd, err)
+	err := cmd.run(ctx, a, fs.Args())
+	code := a.exit(cmd, err)
+	a.finish(cmd.name, code, err)
+	return code
 }
 
 // exit prints err once, redacted, and maps it to an exit code.
@@ -194,8 +210,15 @@ func (a *app) loadRunbooks(paths []string) ([]*runbook.Runbook, error) {
 			errs = append(errs, fmt.Sprintf("%s: runbook name %q already used by %s", p, rb.Name, prev))
 			continue
 		}
+		// A runbook's files (src:) resolve relative to the runbook whatever
+		// the working directory (cron runs in $HOME), also later, when a
+		// saved plan is applied from elsewhere (see absPlanPaths).
+		if d, err := filepath.Abs(rb.Dir); err == nil {
+			rb.Dir = d
+		}
 		names[rb.Name] = p
 		rbs = append(rbs, rb)
+		a.runbooks = append(a.runbooks, rb.Name)
 	}
 	if len(errs) > 0 {
 		return nil, errors.New("invalid runbook:\n" + strings.Join(errs, "\n"))

@@ -41,6 +41,7 @@ type options struct {
 	maxPlanAge  time.Duration
 	lockFile    string
 	noLock      bool
+	onStale     string
 
 	// logging and metrics
 	logFormat   string
@@ -100,6 +101,7 @@ func applyFlags(fs *pflag.FlagSet, o *options) {
 	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "refuse a saved plan older than this (0 = no limit)")
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default ~/.cache/nksrun/apply.lock)")
 	fs.BoolVar(&o.noLock, "no-lock", false, "do not take the lock")
+	fs.StringVar(&o.onStale, "on-stale", "continue", "a saved plan whose target changed since: continue (refuse that target, apply the others) or stop (re-check everything first; apply nothing if any target is stale)")
 }
 
 func showFlags(fs *pflag.FlagSet, o *options) {

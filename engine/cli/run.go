@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,7 +113,7 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		conn = sshConnector{d}
 	}
 	if a.log == nil {
-		if a.log, err = newEventLog(o.logFormat, o.logFile, a.stderr); err != nil {
+		if a.log, err = newEventLog(o.logFormat, o.logFile, a.stderr, a.secrets); err != nil {
 			return nil, err
 		}
 	}
@@ -182,6 +183,8 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	a.plan = plan
+	absPlanPaths(plan)
 	if err := plan.Seal(); err != nil {
 		return err
 	}
@@ -193,7 +196,6 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 	if err := engine.RenderPlan(a.stdout, plan, a.opts.format, a.secrets); err != nil {
 		return err
 	}
-	a.writeMetrics("plan", plan, nil)
 	if ctx.Err() != nil {
 		return fmt.Errorf("plan interrupted: %w", context.Cause(ctx))
 	}
@@ -206,14 +208,23 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 	return nil
 }
 
+// absPlanPaths records runbook paths as absolute paths, so that applying
+// the saved plan from another directory resolves the runbook's files the same.
+func absPlanPaths(p *engine.Plan) {
+	for i := range p.Runbooks {
+		if ap, err := filepath.Abs(p.Runbooks[i].Path); err == nil {
+			p.Runbooks[i].Path = ap
+		}
+	}
+}
+
 // writePlan saves a plan atomically (temp file + rename), redacted.
 func writePlan(path string, p *engine.Plan, secrets *engine.Secrets) error {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return err
 	}
-	red := secrets.Redact(string(b))
-	if red != string(b) {
+	if !bytes.Equal(engine.RedactJSON(b, secrets), b) {
 		return errors.New("refusing to save the plan: it would contain secret values (a step's parameters carry a secret param; pass secrets as file paths or env var names)")
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".nksrun-plan-*")
@@ -255,7 +266,9 @@ func runApply(ctx context.Context, a *app, args []string) error {
 				return fmt.Errorf("%s: runbook %s: %w", args[0], rp.Name, err)
 			}
 			rbs = append(rbs, rb)
+			a.runbooks = append(a.runbooks, rp.Name)
 		}
+		a.plan = saved
 	} else {
 		var err error
 		if rbs, err = a.loadRunbooks(args); err != nil {
@@ -268,6 +281,11 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	}
 	if saved != nil && len(set) > 0 {
 		return usageError{"--set does not apply to a saved plan: its params are fixed"}
+	}
+	switch a.opts.onStale {
+	case "continue", "stop":
+	default:
+		return usageError{fmt.Sprintf("--on-stale %q: want continue or stop", a.opts.onStale)}
 	}
 	if !a.opts.autoApprove && !isTerminal(a.stdin) {
 		return exitError{ExitError, "nksrun apply: no terminal to confirm on; pass --auto-approve (cron, CI) to apply without asking"}
@@ -291,6 +309,8 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		if plan, err = s.engine.Plan(ctx, rbs, set); err != nil {
 			return err
 		}
+		absPlanPaths(plan)
+		a.plan = plan
 	}
 	format := a.opts.format
 	if format != engine.FormatJSON {
@@ -300,6 +320,23 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted before apply: %w", context.Cause(ctx))
+	}
+	if saved != nil && a.opts.onStale == "stop" && plan.HasChanges() {
+		// Apply only if the whole plan still holds: re-read what every
+		// change was computed from before changing anything.
+		stale, err := s.engine.Recheck(ctx, plan)
+		if err != nil {
+			return err
+		}
+		if len(stale) > 0 {
+			a.log.done()
+			rep := engine.StoppedReport(plan, stale, time.Now())
+			a.report = rep
+			if err := engine.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+				return err
+			}
+			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", len(stale))}
+		}
 	}
 	if plan.HasChanges() && !a.opts.autoApprove {
 		ok, err := confirm(a.stdin, a.stdout)
@@ -312,12 +349,15 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	a.report = rep
 	if err := engine.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
 		return err
 	}
-	a.writeMetrics("apply", plan, rep)
 	if ctx.Err() != nil {
 		return fmt.Errorf("apply interrupted: %w", context.Cause(ctx))
+	}
+	if n := countStatus(rep, engine.StatusStale); n > 0 {
+		return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) refused as stale (changed since the plan; see the recap); the others were applied. Make a new plan for them.", n)}
 	}
 	if rep.Failed() || plan.HasErrors() {
 		return exitError{ExitError, "nksrun apply: some targets failed (see the recap)"}
@@ -392,4 +432,14 @@ func sortedNames(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func countStatus(r *engine.Report, status string) int {
+	n := 0
+	for _, t := range r.Targets {
+		if t.Status == status {
+			n++
+		}
+	}
+	return n
 }
