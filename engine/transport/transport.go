@@ -92,7 +92,8 @@ type Config struct {
 	// MaxSessions bounds concurrent sessions on one connection (default 8).
 	MaxSessions int
 
-	// Warn receives warnings (the insecure-policy warning); default stderr.
+	// Warn receives warnings (the insecure-policy warning), without a
+	// "WARNING:" prefix; default: stderr with the prefix.
 	Warn func(string)
 }
 
@@ -183,7 +184,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
 	if cfg.Warn == nil {
-		cfg.Warn = func(s string) { fmt.Fprintln(os.Stderr, s) }
+		cfg.Warn = func(s string) { fmt.Fprintln(os.Stderr, "WARNING: "+s) }
 	}
 
 	d := &Dialer{cfg: cfg}
@@ -204,7 +205,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 	if cfg.Policy == PolicyInsecure {
 		// Said once per run, loudly: this policy turns off the only thing
 		// that stops a man in the middle from receiving our sudo commands.
-		cfg.Warn("WARNING: --host-key-policy insecure: SSH host keys are NOT verified; " +
+		cfg.Warn("--host-key-policy insecure: SSH host keys are NOT verified; " +
 			"any machine answering at a node's address will be trusted with root commands. " +
 			"Use only on a throwaway test network.")
 	}
