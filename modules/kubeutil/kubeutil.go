@@ -69,11 +69,11 @@ func Resource(c *module.Cluster, apiVersion, kind, ns string) (dynamic.ResourceI
 
 // Selector picks objects of one kind.
 type Selector struct {
-	APIVersion    string
-	Kind          string
-	Namespace     string   // "" = all namespaces
-	Name          string   // one object
-	Names         []string // several objects (by name, in Namespace)
+	APIVersion string
+	Kind       string
+	Namespace  string   // "" = all namespaces
+	Name       string   // one object
+	Names      []string // several objects (by name, in Namespace)
 	// ByNames: only Names (an empty Names then selects nothing, never all).
 	ByNames       bool
 	LabelSelector string

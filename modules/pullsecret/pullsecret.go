@@ -151,9 +151,9 @@ func dockerConfig(t module.Target, ps *Params) ([]byte, error) {
 // nsPlan is one namespace's part of the plan (names and versions only).
 type nsPlan struct {
 	Namespace string `json:"namespace"`
-	Secret    string `json:"secret"`              // create | update | ok
-	SecretRV  string `json:"secretRV,omitempty"`  // for update
-	SA        string `json:"serviceAccount"`      // create | patch | ok
+	Secret    string `json:"secret"`             // create | update | ok
+	SecretRV  string `json:"secretRV,omitempty"` // for update
+	SA        string `json:"serviceAccount"`     // create | patch | ok
 	SARV      string `json:"serviceAccountRV,omitempty"`
 }
 

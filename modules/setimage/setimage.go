@@ -23,7 +23,9 @@ import (
 
 // Params are set_image's parameters.
 type Params struct {
-	// Kind: one workload kind; empty = every workload kind.
+	// Kind: one workload kind; empty = Deployments, DaemonSets,
+	// StatefulSets and CronJobs (a Job's pod template is immutable: the API
+	// server refuses the change, so Jobs are only patched when asked for).
 	Kind          string `yaml:"kind" json:"kind,omitempty"`
 	Namespace     string `yaml:"namespace" json:"namespace,omitempty"`
 	Name          string `yaml:"name" json:"name,omitempty"`
@@ -97,7 +99,13 @@ func (Module) Probes(module.Target, module.Step) ([]module.Probe, error) { retur
 
 func (Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	ps := s.Params.(*Params)
-	kinds := kubeutil.WorkloadKinds
+	// Jobs' pod templates are immutable: only when asked for by kind.
+	var kinds []kubeutil.Kind
+	for _, k := range kubeutil.WorkloadKinds {
+		if k.Kind != "Job" {
+			kinds = append(kinds, k)
+		}
+	}
 	if ps.Kind != "" {
 		k, _ := kubeutil.KindByName(ps.Kind)
 		kinds = []kubeutil.Kind{k}
