@@ -28,6 +28,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -52,6 +53,7 @@ var (
 	only     = flag.String("only", "plan,apply", "scenarios to run")
 	extra    = flag.String("nksrun-args", "", "extra args for nksrun, space separated (e.g. --forks 64)")
 	verbose  = flag.Bool("v", false, "log testbed progress and every run")
+	hold     = flag.Bool("hold", false, "after the warm-up, print how to reach the testbed and wait for Ctrl-C instead of measuring (for profiling by hand)")
 )
 
 type sample struct {
@@ -59,6 +61,7 @@ type sample struct {
 	rssMB   float64
 	cpu     time.Duration // the process's own user+sys
 	machine time.Duration // the whole machine's busy CPU during the run
+	nodes   time.Duration // CPU of the nodes' sshds and everything they ran (reaped children)
 	phases  map[string]time.Duration
 }
 
@@ -132,7 +135,10 @@ func run() error {
 	}
 	nks := func(sub string, more ...string) []string {
 		a := append([]string{sub}, common...)
-		a = append(a, "--log-format", "json", "--lock-file", filepath.Join(work, "apply.lock"))
+		a = append(a, "--log-format", "json")
+		if sub == "apply" {
+			a = append(a, "--lock-file", filepath.Join(work, "apply.lock"))
+		}
 		a = append(a, more...)
 		if *extra != "" {
 			a = append(a, strings.Fields(*extra)...)
@@ -167,33 +173,83 @@ func run() error {
 		return nil
 	}
 
+	// heal restarts nodes whose sshd died. On a machine where other
+	// testbeds come and go, a node can be killed from outside (see the
+	// report); a run that failed because of that is measured again.
+	heals := 0
+	heal := func() bool {
+		healed := false
+		for _, n := range tb.Nodes {
+			if !n.Up() {
+				if err := n.Start(); err != nil {
+					logf("restarting node %s: %v", n.Name, err)
+					continue
+				}
+				heals++
+				healed = true
+			}
+		}
+		return healed
+	}
+	retry := func(what string, f func() error) error {
+		for attempt := 1; ; attempt++ {
+			heal()
+			err := f()
+			if err == nil {
+				return nil
+			}
+			if !heal() || attempt == 3 {
+				return err
+			}
+			logf("%s failed while a node was down (killed from outside); measuring again", what)
+		}
+	}
+
 	// Warm-up (not measured): page cache, sudo, the first apply creates
 	// the file everywhere so the plans below have nothing to change.
 	logf("warm-up")
-	if _, err := measure(*floorBin, floorArgs("apply"), 0); err != nil {
+	if err := retry("warm-up floor apply", func() error { _, err := measure(*floorBin, floorArgs("apply"), 0); return err }); err != nil {
 		return fmt.Errorf("warm-up floor apply: %w", err)
 	}
 	if err := reset(0); err != nil {
 		return err
 	}
-	if _, err := measure(*nksrun, nks("apply", "--auto-approve"), 0); err != nil {
+	if err := retry("warm-up nksrun apply", func() error { _, err := measure(*nksrun, nks("apply", "--auto-approve"), 0); return err }); err != nil {
 		return fmt.Errorf("warm-up nksrun apply: %w", err)
 	}
 	if err := check("warm-up nksrun apply"); err != nil {
 		return err
 	}
+	if *hold {
+		fmt.Printf("export KUBECONFIG=%s KEY=%s KNOWN_HOSTS=%s NODES=%s/nodes  # node files: $NODES/*/root%s\n", tb.Kubeconfig, tb.KeyPath, tb.KnownHosts, tb.Dir, dest)
+		fmt.Printf("%s plan --kubeconfig $KUBECONFIG -i $KEY --known-hosts $KNOWN_HOSTS %s\n", *nksrun, *rbPath)
+		fmt.Printf("%s %s\n", *floorBin, strings.Join(floorArgs("plan"), " "))
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		return nil
+	}
 	idle := idleLoad()
 	logf("background CPU load before measuring: %.0f%% of %d cores", idle*100, runtime.NumCPU())
 
 	results := map[string][]sample{}
-	do := func(key, bin string, args []string, wantExit int) error {
-		s, err := measure(bin, args, wantExit)
+	do := func(key, bin string, args []string, wantExit int, prep func() error) error {
+		var s sample
+		err := retry(key, func() (err error) {
+			if prep != nil {
+				if err := prep(); err != nil {
+					return err
+				}
+			}
+			s, err = measureNodes(tb, bin, args, wantExit)
+			return err
+		})
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
 		results[key] = append(results[key], s)
 		if *verbose {
-			logf("%-13s %6.2fs  rss %5.1f MB  cpu %5.2fs  machine cpu %5.2fs %v", key, s.wall.Seconds(), s.rssMB, s.cpu.Seconds(), s.machine.Seconds(), fmtPhases(s.phases))
+			logf("%-13s %6.2fs  rss %5.1f MB  cpu %5.2fs  node cpu %5.2fs  machine cpu %5.2fs  %v", key, s.wall.Seconds(), s.rssMB, s.cpu.Seconds(), s.nodes.Seconds(), s.machine.Seconds(), fmtPhases(s.phases))
 		}
 		return nil
 	}
@@ -201,8 +257,8 @@ func run() error {
 		logf("repetition %d of %d", r, *reps)
 		if strings.Contains(*only, "plan") {
 			// Alternate who goes first, so neither always runs on a warmer machine.
-			first, second := func() error { return do("floor plan", *floorBin, floorArgs("plan"), 0) },
-				func() error { return do("nksrun plan", *nksrun, nks("plan", "--detailed-exitcode"), 0) }
+			first, second := func() error { return do("floor plan", *floorBin, floorArgs("plan"), 0, nil) },
+				func() error { return do("nksrun plan", *nksrun, nks("plan", "--detailed-exitcode"), 0, nil) }
 			if r%2 == 0 {
 				first, second = second, first
 			}
@@ -214,19 +270,13 @@ func run() error {
 			}
 		}
 		if strings.Contains(*only, "apply") {
-			if err := reset(2 * r); err != nil {
-				return err
-			}
-			if err := do("floor apply", *floorBin, floorArgs("apply"), 0); err != nil {
+			if err := do("floor apply", *floorBin, floorArgs("apply"), 0, func() error { return reset(2 * r) }); err != nil {
 				return err
 			}
 			if err := check("floor apply"); err != nil {
 				return err
 			}
-			if err := reset(2*r + 1); err != nil {
-				return err
-			}
-			if err := do("nksrun apply", *nksrun, nks("apply", "--auto-approve"), 0); err != nil {
+			if err := do("nksrun apply", *nksrun, nks("apply", "--auto-approve"), 0, func() error { return reset(2*r + 1) }); err != nil {
 				return err
 			}
 			if err := check("nksrun apply"); err != nil {
@@ -236,6 +286,9 @@ func run() error {
 	}
 
 	md := table(results, *nNodes, *reps, idle)
+	if heals > 0 {
+		md += fmt.Sprintf("\n(%d node sshd restart(s) after outside kills; affected runs were measured again.)\n", heals)
+	}
 	fmt.Print(md)
 	if *mdOut != "" {
 		if err := os.WriteFile(*mdOut, []byte(md), 0o644); err != nil {
@@ -256,15 +309,52 @@ func gobuild(out, pkg string) error {
 // the machine's CPU meanwhile. stderr is kept for errors and, for nksrun
 // (--log-format json), parsed into phases.
 func measure(bin string, args []string, wantExit int) (sample, error) {
+	return measureNodes(nil, bin, args, wantExit)
+}
+
+// nodeCPU is the CPU time the nodes' listening sshds and all their reaped
+// descendants (per-connection sshd, session shell, sudo, commands) have used:
+// utime+stime+cutime+cstime of each node's sshd (its pid is in
+// StateDir/sshd.pid). Unlike /proc/stat it excludes whatever else the
+// machine is doing.
+func nodeCPU(tb *testbed.Testbed) time.Duration {
+	if tb == nil {
+		return 0
+	}
+	var ticks int64
+	for _, n := range tb.Nodes {
+		b, err := os.ReadFile(n.Path(testbed.StateDir + "/sshd.pid"))
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile("/proc/" + strings.TrimSpace(string(b)) + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the ")" that ends comm: state is field 3; utime,
+		// stime, cutime, cstime are fields 14-17.
+		s := string(st)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		for _, v := range f[11:15] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
+}
+
+func measureNodes(tb *testbed.Testbed, bin string, args []string, wantExit int) (sample, error) {
 	cmd := exec.Command(bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
-	busy0 := machineBusy()
+	busy0, nodes0 := machineBusy(), nodeCPU(tb)
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
 	busy1 := machineBusy()
+	time.Sleep(50 * time.Millisecond) // let the sshds reap their last children
+	nodes1 := nodeCPU(tb)
 	code := 0
 	if err != nil {
 		ee, ok := err.(*exec.ExitError)
@@ -282,6 +372,7 @@ func measure(bin string, args []string, wantExit int) (sample, error) {
 		rssMB:   float64(ru.Maxrss) / 1024, // ru_maxrss is in KiB on Linux
 		cpu:     time.Duration(ru.Utime.Nano() + ru.Stime.Nano()),
 		machine: busy1 - busy0,
+		nodes:   nodes1 - nodes0,
 		phases:  phases(stderr.Bytes(), start, start.Add(wall)),
 	}
 	return s, nil
@@ -397,9 +488,10 @@ func table(res map[string][]sample, n, reps int, idle float64) string {
 	rss := func(s sample) float64 { return s.rssMB }
 	cpu := func(s sample) float64 { return s.cpu.Seconds() }
 	mach := func(s sample) float64 { return s.machine.Seconds() }
-	fmt.Fprintf(&b, "\n%d nodes (all docker runtime), %d cores, median of %d runs; wall = whole process (start-up, Node list, SSH, exit); machine CPU = every process on the box (sshd, sudo, shells) during the run.\n\n", n, runtime.NumCPU(), reps)
-	b.WriteString("| scenario | floor wall | nksrun wall | ratio | target | nksrun peak RSS (max) | nksrun CPU | machine CPU floor / nksrun | |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	perNode := func(s sample) float64 { return s.nodes.Seconds() * 1000 / float64(n) }
+	fmt.Fprintf(&b, "\n%d nodes (all docker runtime), %d cores, median of %d runs; wall = whole process (start-up, Node list, SSH, exit); node CPU = what the nodes' sshds and everything they ran (sudo, shells, commands) used, per node; machine CPU = every process on the box during the run (includes any background load).\n\n", n, runtime.NumCPU(), reps)
+	b.WriteString("| scenario | floor wall | nksrun wall | ratio | target | nksrun peak RSS (max) | nksrun CPU | node CPU/node floor / nksrun | machine CPU floor / nksrun | |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, sc := range []struct {
 		name, floor, nks string
 		target           float64
@@ -418,8 +510,8 @@ func table(res map[string][]sample, n, reps int, idle float64) string {
 		if ratio > sc.target || maxRSS > 150 {
 			ok = "❌"
 		}
-		fmt.Fprintf(&b, "| %s | %.2f s | %.2f s | %.2f× | ≤ %.1f× | %.0f MB (≤ 150) | %.2f s | %.1f s / %.1f s | %s |\n",
-			sc.name, fw, nw, ratio, sc.target, maxRSS, median(pick(ns, cpu)), median(pick(fs, mach)), median(pick(ns, mach)), ok)
+		fmt.Fprintf(&b, "| %s | %.2f s | %.2f s | %.2f× | ≤ %.1f× | %.0f MB (≤ 150) | %.2f s | %.0f ms / %.0f ms | %.1f s / %.1f s | %s |\n",
+			sc.name, fw, nw, ratio, sc.target, maxRSS, median(pick(ns, cpu)), median(pick(fs, perNode)), median(pick(ns, perNode)), median(pick(fs, mach)), median(pick(ns, mach)), ok)
 	}
 	b.WriteString("\nnksrun phases (median): ")
 	for _, k := range []string{"nksrun plan", "nksrun apply"} {
