@@ -129,6 +129,9 @@ func cronFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.knownHosts, "known-hosts", "", "known_hosts the crontab line should use")
 	fs.StringVar(&o.logFile, "log-file", "", "log file for the crontab line (default next to the lock, ~/.cache/nksrun/RUNBOOK.log)")
 	fs.StringVar(&o.metricsFile, "metrics-file", "", "metrics file for the crontab line")
-	fs.StringVar(&o.image, "image", "nksrun:latest", "container image for --kubernetes")
+	fs.StringVar(&o.lockFile, "lock-file", "", "lock for the crontab line (default ~/.cache/nksrun/apply.lock)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "run-wide limit (default 1h for the crontab line, 55m for --kubernetes)")
+	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value for every run; repeatable")
+	fs.StringVar(&o.image, "image", "nksrun:latest", "container image for --kubernetes (built from cmd/nksrun/Dockerfile)")
 	fs.StringVar(&o.namespace, "namespace", "nksrun", "namespace for --kubernetes")
 }
