@@ -22,6 +22,8 @@ type Expr struct {
 	Pos     Pos
 	node    *yaml.Node
 	program *vm.Program
+	// blockIndent is the indentation of a block scalar's text.
+	blockIndent int
 	// Uses is the set of top-level names the expression reads (params, node,
 	// host, facts, cluster, steps). The engine uses it to gather everything a
 	// node needs in one round trip.
@@ -132,7 +134,7 @@ func (e *Expr) errorAt(err error, names []string) *Error {
 		msg = fe.Message
 		if e.node != nil && (e.node.Style&(yaml.LiteralStyle|yaml.FoldedStyle)) != 0 {
 			pos.Line += fe.Line // block scalars start on the next line
-			pos.Col = e.node.Column + 2 + fe.Column
+			pos.Col = e.blockIndent + fe.Column + 1
 		} else {
 			pos.Line += fe.Line - 1
 			quote := 0

@@ -152,7 +152,7 @@ func Parse(path string, src []byte, reg module.Registry) (*Runbook, error) {
 	if len(doc.Content) == 0 {
 		return nil, Errors{{Pos: Pos{File: path, Line: 1, Col: 1}, Msg: "empty runbook"}}
 	}
-	d := &decoder{file: path}
+	d := &decoder{file: path, lines: strings.Split(string(src), "\n")}
 	rb := &Runbook{Path: path, Dir: filepath.Dir(path), Source: src}
 	sum := sha256.Sum256(src)
 	rb.Hash = hex.EncodeToString(sum[:])
@@ -303,7 +303,8 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 	}
 	walkNodes(&s.With, func(n *yaml.Node) {
 		if n.Tag == "!expr" {
-			e := &Expr{Source: n.Value, Pos: v.d.pos(n), node: n}
+			ne := v.d.newExpr(n)
+			e := &ne
 			if n.Kind != yaml.ScalarNode {
 				v.d.errorf(n, "!expr takes a string")
 				return

@@ -57,6 +57,19 @@ type decoder struct {
 	// exprPlaceholders makes !expr values count as present but undecoded:
 	// at load time their value is not known yet.
 	exprPlaceholders bool
+	// lines of the source, to position errors inside block scalars.
+	lines []string
+}
+
+// newExpr records an expression written at n.
+func (d *decoder) newExpr(n *yaml.Node) Expr {
+	e := Expr{Source: n.Value, Pos: d.pos(n), node: n}
+	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 && n.Line < len(d.lines) {
+		// A block scalar's text starts on the next line, indented.
+		first := d.lines[n.Line] // 0-based: the line after the indicator
+		e.blockIndent = len(first) - len(strings.TrimLeft(first, " "))
+	}
+	return e
 }
 
 func (d *decoder) pos(n *yaml.Node) Pos { return Pos{File: d.file, Line: n.Line, Col: n.Column} }
@@ -87,7 +100,7 @@ func (d *decoder) decode(n *yaml.Node, out reflect.Value) {
 			d.errorf(n, "expected an expression (a string), got %s", kindName(n))
 			return
 		}
-		out.Set(reflect.ValueOf(Expr{Source: n.Value, Pos: d.pos(n), node: n}))
+		out.Set(reflect.ValueOf(d.newExpr(n)))
 		return
 	}
 	switch out.Kind() {

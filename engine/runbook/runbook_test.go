@@ -1,0 +1,220 @@
+package runbook_test
+
+import (
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"nksrun/engine/runbook"
+	"nksrun/modules"
+	"nksrun/modules/filesync"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// TestBadRunbooks loads every runbook in testdata/runbooks/bad and compares
+// the positioned errors with the .err golden file next to it.
+func TestBadRunbooks(t *testing.T) {
+	files, err := filepath.Glob("../../testdata/runbooks/bad/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no bad runbooks found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			rb, err := runbook.Load(f, modules.Registry())
+			if err == nil {
+				t.Fatalf("loaded %s without error: %+v", f, rb)
+			}
+			var es runbook.Errors
+			if !errors.As(err, &es) {
+				t.Fatalf("error is %T, want runbook.Errors: %v", err, err)
+			}
+			for _, e := range es {
+				if e.Pos.File != f || e.Pos.Line < 1 || e.Pos.Col < 1 {
+					t.Errorf("error without a full position: %q", e.Error())
+				}
+			}
+			got := strings.ReplaceAll(err.Error(), "../../testdata/runbooks/bad/", "") + "\n"
+			golden := strings.TrimSuffix(f, ".yaml") + ".err"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("golden: %v (run go test ./engine/runbook -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("errors differ from %s\n got:\n%s\nwant:\n%s", golden, got, want)
+			}
+		})
+	}
+}
+
+func TestGoodRunbookEvaluates(t *testing.T) {
+	src := `name: good
+title: Good
+section: "5"
+params:
+  arg:
+    type: string
+    default: cgroup.memory=nokmem
+    description: the kernel argument
+nodes:
+  skip:
+    - if: versionMajor(node.kernel) >= 5
+      reason: kernel 5 or later
+steps:
+  - id: write
+    module: file_sync
+    when: '!hasWord(host.cmdline, params.arg)'
+    with:
+      dest: !expr '"/etc/" + params.arg'
+      content: !expr 'params.arg + "\n"'
+      mode: "0600"
+`
+	rb, err := runbook.Parse("good.yaml", []byte(src), modules.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	params, err := rb.ResolveParams(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]any{
+		"params": params, "node": map[string]any{"kernel": "3.10.0-1160.el7.x86_64"},
+		"host": map[string]any{"cmdline": "ro quiet"}, "facts": map[string]any{}, "cluster": map[string]any{}, "steps": map[string]any{},
+	}
+	skip, err := rb.Nodes.Skip[0].If.EvalBool(env)
+	if err != nil || skip {
+		t.Fatalf("skip = %v, %v; want false for kernel 3.10", skip, err)
+	}
+	when, err := rb.Steps[0].When.EvalBool(env)
+	if err != nil || !when {
+		t.Fatalf("when = %v, %v; want true", when, err)
+	}
+	reg := modules.Registry()
+	p, err := rb.Steps[0].Params(reg["file_sync"](), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fp := p.(*filesync.Params)
+	if fp.Dest != "/etc/cgroup.memory=nokmem" || fp.Content == nil || *fp.Content != "cgroup.memory=nokmem\n" || fp.Mode != "0600" {
+		t.Fatalf("evaluated params = %+v", fp)
+	}
+}
+
+func TestResolveParams(t *testing.T) {
+	src := `name: p
+title: P
+section: "1"
+params:
+  n: {type: int, default: 3, description: n}
+  on: {type: bool, default: false, description: on}
+  names: {type: list, description: names}
+  token: {type: string, description: token, secret: true, required: true}
+steps:
+  - {id: a, module: report, with: {title: x}}
+`
+	rb, err := runbook.Parse("p.yaml", []byte(src), modules.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		set     map[string]string
+		wantErr string
+		check   func(map[string]any) bool
+	}{
+		{set: map[string]string{}, wantErr: "needs --set token"},
+		{set: map[string]string{"token": "s3cret", "n": "7", "on": "true", "names": "a, b"}, check: func(m map[string]any) bool {
+			l, _ := m["names"].([]any)
+			return m["n"] == 7 && m["on"] == true && len(l) == 2 && l[1] == "b"
+		}},
+		{set: map[string]string{"token": "x", "n": "seven"}, wantErr: `"seven" is not an integer`},
+		{set: map[string]string{"token": "x", "nope": "1"}, wantErr: `no param "nope"`},
+		{set: map[string]string{"token": "x", "names": "[1,2"}, wantErr: "not a JSON list"},
+	}
+	for _, tc := range tests {
+		got, err := rb.ResolveParams(tc.set)
+		if tc.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("ResolveParams(%v) error = %v, want %q", tc.set, err, tc.wantErr)
+			}
+			continue
+		}
+		if err != nil || !tc.check(got) {
+			t.Errorf("ResolveParams(%v) = %v, %v", tc.set, got, err)
+		}
+	}
+	if s := rb.SecretParams(); len(s) != 1 || s[0] != "token" {
+		t.Errorf("SecretParams = %v", s)
+	}
+}
+
+func TestVersionCompare(t *testing.T) {
+	tests := []struct {
+		a, b string
+		want int
+	}{
+		{"3.10.0-1160.el7.x86_64", "5", -1},
+		{"4.18.0-553.el8_10.x86_64", "4.18", 0},
+		{"5.15.0-113-generic", "5.4", 1},
+		{"v1.24.3", "1.24.3", 0},
+		{"v1.29.3", "v1.29.10", -1},
+		{"v3.28.0", "v3.28.2", -1},
+		{"v1.24.3+k3s1", "v1.24", 1},
+		{"", "1", -1},
+	}
+	for _, tc := range tests {
+		if got := runbook.VersionCompare(tc.a, tc.b); got != tc.want {
+			t.Errorf("VersionCompare(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+func TestSplitImage(t *testing.T) {
+	tests := []struct{ in, repo, tag, digest string }{
+		{"calico/node:v3.24.1", "calico/node", "v3.24.1", ""},
+		{"registry:5000/a/b:v1@sha256:abc", "registry:5000/a/b", "v1", "sha256:abc"},
+		{"registry:5000/a/b", "registry:5000/a/b", "", ""},
+		{"docker.pkg.github.com/o/r/i@sha256:def", "docker.pkg.github.com/o/r/i", "", "sha256:def"},
+	}
+	for _, tc := range tests {
+		repo, tag, digest := runbook.SplitImage(tc.in)
+		if repo != tc.repo || tag != tc.tag || digest != tc.digest {
+			t.Errorf("SplitImage(%q) = %q %q %q", tc.in, repo, tag, digest)
+		}
+	}
+}
+
+// FuzzParse feeds arbitrary bytes to the loader: it must never panic, and
+// every error it returns must carry a position.
+func FuzzParse(f *testing.F) {
+	seeds, _ := filepath.Glob("../../testdata/runbooks/bad/*.yaml")
+	seeds = append(seeds, "../../runbooks/logrotate.yaml")
+	for _, s := range seeds {
+		if b, err := os.ReadFile(s); err == nil {
+			f.Add(b)
+		}
+	}
+	reg := modules.Registry()
+	f.Fuzz(func(t *testing.T, src []byte) {
+		_, err := runbook.Parse("fuzz.yaml", src, reg)
+		if err == nil {
+			return
+		}
+		var es runbook.Errors
+		if !errors.As(err, &es) {
+			t.Fatalf("unpositioned error %T: %v", err, err)
+		}
+		for _, e := range es {
+			if !strings.HasPrefix(e.Error(), "fuzz.yaml:") {
+				t.Fatalf("error without file position: %q", e.Error())
+			}
+		}
+	})
+}

@@ -1,0 +1,216 @@
+package filesync
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"nksrun/engine/module"
+)
+
+// localRunner runs the module's shell code with the local sh, so the install
+// script's atomicity is tested against a real shell and file system.
+type localRunner struct{}
+
+func (localRunner) Run(ctx context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
+	cmd := exec.CommandContext(ctx, "sh", "-c", command)
+	cmd.Stdin = opts.Stdin
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	res := module.RunResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		res.ExitCode, err = ee.ExitCode(), nil
+	}
+	return res, err
+}
+
+func me(t *testing.T) (string, string) {
+	u, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := user.LookupGroupId(u.Gid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.Username, g.Name
+}
+
+func probe(t *testing.T, m Module, tgt module.Target, s module.Step) map[string]module.ProbeResult {
+	t.Helper()
+	probes, err := m.Probes(tgt, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]module.ProbeResult{}
+	for _, p := range probes {
+		r, err := localRunner{}.Run(context.Background(), p.Command, module.RunOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[p.Key] = module.ProbeResult{Output: r.Stdout, ExitCode: r.ExitCode}
+	}
+	return out
+}
+
+func setup(t *testing.T, content, validate string) (Module, module.Target, module.Step, string) {
+	dir := t.TempDir()
+	owner, group := me(t)
+	c := content
+	p := &Params{Dest: filepath.Join(dir, "docker"), Content: &c, Mode: "0644", Owner: owner, Group: group, Validate: validate}
+	m := Module{}
+	if err := m.Validate(p); err != nil {
+		t.Fatal(err)
+	}
+	return m, module.Target{Node: &module.Node{Name: "n1", Runner: localRunner{}}, RunbookDir: dir}, module.Step{ID: "config", Params: p}, p.Dest
+}
+
+func plan(t *testing.T, m Module, tgt module.Target, s module.Step) module.Planned {
+	t.Helper()
+	pl, err := m.Plan(context.Background(), tgt, s, probe(t, m, tgt, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pl
+}
+
+func TestPlanApplyIdempotent(t *testing.T) {
+	m, tgt, s, dest := setup(t, "rotate 10\n", "")
+	pl := plan(t, m, tgt, s)
+	if pl.Action != module.Change || !strings.HasPrefix(pl.Summary, "create ") || !strings.Contains(pl.Diff, "+rotate 10") {
+		t.Fatalf("fresh plan = %+v", pl)
+	}
+	if _, err := m.Apply(context.Background(), tgt, s, pl); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dest); string(b) != "rotate 10\n" {
+		t.Fatalf("dest = %q", b)
+	}
+	if fi, _ := os.Stat(dest); fi.Mode().Perm() != 0o644 {
+		t.Fatalf("mode = %v", fi.Mode())
+	}
+	if pl := plan(t, m, tgt, s); pl.Action != module.NoOp {
+		t.Fatalf("second plan = %+v, want no-op", pl)
+	}
+	// A mode change alone is drift too.
+	os.Chmod(dest, 0o600)
+	if pl := plan(t, m, tgt, s); pl.Action != module.Change || !strings.Contains(pl.Reason, "mode 0600, want 0644") || pl.Diff != "" {
+		t.Fatalf("mode drift plan = %+v", pl)
+	}
+	assertNoTemp(t, filepath.Dir(dest))
+}
+
+func TestApplyRefusesStale(t *testing.T) {
+	m, tgt, s, dest := setup(t, "new\n", "")
+	os.WriteFile(dest, []byte("old\n"), 0o644)
+	pl := plan(t, m, tgt, s)
+	os.WriteFile(dest, []byte("edited by hand\n"), 0o644)
+	_, err := m.Apply(context.Background(), tgt, s, pl)
+	if !errors.Is(err, module.ErrStale) {
+		t.Fatalf("apply after a hand edit: err = %v, want ErrStale", err)
+	}
+	if b, _ := os.ReadFile(dest); string(b) != "edited by hand\n" {
+		t.Fatalf("stale apply overwrote the file: %q", b)
+	}
+	assertNoTemp(t, filepath.Dir(dest))
+}
+
+func TestValidateFailureLeavesFileUntouched(t *testing.T) {
+	m, tgt, s, dest := setup(t, "broken\n", "grep -q rotate %s")
+	os.WriteFile(dest, []byte("rotate 5\n"), 0o644)
+	pl := plan(t, m, tgt, s)
+	_, err := m.Apply(context.Background(), tgt, s, pl)
+	if err == nil || !strings.Contains(err.Error(), "validate failed") {
+		t.Fatalf("err = %v, want validate failure", err)
+	}
+	if b, _ := os.ReadFile(dest); string(b) != "rotate 5\n" {
+		t.Fatalf("file changed after failed validation: %q", b)
+	}
+	assertNoTemp(t, filepath.Dir(dest))
+}
+
+// TestTruncatedUploadLeavesNoPartialFile feeds the install script less than
+// the planned content, as a dropped connection would.
+func TestTruncatedUploadLeavesNoPartialFile(t *testing.T) {
+	m, tgt, s, dest := setup(t, strings.Repeat("line\n", 1000), "")
+	os.WriteFile(dest, []byte("old\n"), 0o644)
+	pl := plan(t, m, tgt, s)
+	p := s.Params.(*Params)
+	script := installScript(p, pl.Outputs["sha256"].(string), pl.Fingerprint["sha256"])
+	res, err := localRunner{}.Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ExitCode != exitCorrupt {
+		t.Fatalf("exit = %d (%s), want %d", res.ExitCode, res.Stderr, exitCorrupt)
+	}
+	if b, _ := os.ReadFile(dest); string(b) != "old\n" {
+		t.Fatalf("partial upload replaced the file: %q", b)
+	}
+	assertNoTemp(t, filepath.Dir(dest))
+}
+
+func TestBackup(t *testing.T) {
+	m, tgt, s, dest := setup(t, "new\n", "")
+	s.Params.(*Params).Backup = true
+	os.WriteFile(dest, []byte("old\n"), 0o644)
+	if _, err := m.Apply(context.Background(), tgt, s, plan(t, m, tgt, s)); err != nil {
+		t.Fatal(err)
+	}
+	baks, _ := filepath.Glob(dest + ".nksrun-*.bak")
+	if len(baks) != 1 {
+		t.Fatalf("backups = %v", baks)
+	}
+	if b, _ := os.ReadFile(baks[0]); string(b) != "old\n" {
+		t.Fatalf("backup = %q", b)
+	}
+}
+
+func TestSensitiveHidesContent(t *testing.T) {
+	m, tgt, s, _ := setup(t, "password=hunter2\n", "")
+	s.Params.(*Params).Sensitive = true
+	pl := plan(t, m, tgt, s)
+	if strings.Contains(pl.Diff, "hunter2") || strings.Contains(string(pl.Data), "hunter2") {
+		t.Fatalf("sensitive content leaked into the plan: %+v %s", pl, pl.Data)
+	}
+}
+
+func TestValidateParams(t *testing.T) {
+	c := "x"
+	tests := []struct {
+		p    Params
+		want string
+	}{
+		{Params{Dest: "etc/x", Content: &c}, "clean absolute path"},
+		{Params{Dest: "/etc/../x", Content: &c}, "clean absolute path"},
+		{Params{Dest: "/etc/x"}, "exactly one of src or content"},
+		{Params{Dest: "/etc/x", Src: "a", Content: &c}, "exactly one of src or content"},
+		{Params{Dest: "/etc/x", Content: &c, Mode: "rw-r--r--"}, "octal"},
+		{Params{Dest: "/etc/x", Content: &c, Owner: "root;rm"}, "not a user name"},
+		{Params{Dest: "/etc/x", Content: &c, Validate: "logrotate -d"}, "%s exactly once"},
+		{Params{Dest: "/etc/x", Content: &c, Mode: "644"}, ""},
+	}
+	for _, tc := range tests {
+		err := Module{}.Validate(&tc.p)
+		if got := fmt.Sprint(err); (tc.want == "" && err != nil) || (tc.want != "" && !strings.Contains(got, tc.want)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.p, err, tc.want)
+		}
+	}
+}
+
+func assertNoTemp(t *testing.T, dir string) {
+	t.Helper()
+	left, _ := filepath.Glob(filepath.Join(dir, ".nksrun-*"))
+	if len(left) > 0 {
+		t.Fatalf("temp files left behind: %v", left)
+	}
+}
