@@ -108,4 +108,3 @@ func TestSecretsRedact(t *testing.T) {
 		t.Errorf("short value was redacted: %q", got)
 	}
 }
-
