@@ -278,6 +278,8 @@ func TestHostKeyPolicies(t *testing.T) {
 		{"strict unknown", PolicyStrict, "", ErrHostKeyUnknown, -1, false},
 		{"strict known", PolicyStrict, "same", nil, 1, false},
 		{"strict changed", PolicyStrict, "other", ErrHostKeyChanged, 1, false},
+		{"strict known hashed", PolicyStrict, "hashed", nil, 1, false},
+		{"accept-new revoked", PolicyAcceptNew, "revoked", ErrHostKeyRevoked, 1, false},
 		{"accept-new unknown", PolicyAcceptNew, "", nil, 1, false},
 		{"accept-new known", PolicyAcceptNew, "same", nil, 1, false},
 		{"accept-new changed", PolicyAcceptNew, "other", ErrHostKeyChanged, 1, false},
@@ -292,6 +294,10 @@ func TestHostKeyPolicies(t *testing.T) {
 				e.trust(t, addr)
 			case "other":
 				appendFile(t, e.knownHosts, knownHostsLine(addr, other.PublicKey()))
+			case "hashed":
+				appendFile(t, e.knownHosts, knownhosts.HashHostname(knownhosts.Normalize(addr))+" "+string(ssh.MarshalAuthorizedKey(e.srv.hostKeys[0].PublicKey())))
+			case "revoked":
+				appendFile(t, e.knownHosts, "@revoked "+knownHostsLine(addr, e.srv.hostKeys[0].PublicKey()))
 			}
 			before, _ := os.ReadFile(e.knownHosts)
 			var warnings []string
@@ -322,6 +328,8 @@ func TestHostKeyPolicies(t *testing.T) {
 					mustContain(t, msg, "--host-key-policy accept-new", "ssh-keyscan -p "+port+" 127.0.0.1", e.knownHosts)
 				case ErrHostKeyChanged:
 					mustContain(t, msg, "MAN-IN-THE-MIDDLE", e.knownHosts+":1")
+				case ErrHostKeyRevoked:
+					mustContain(t, msg, "@revoked", e.knownHosts+":1")
 				}
 			}
 			after, statErr := os.ReadFile(e.knownHosts)
