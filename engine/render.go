@@ -183,13 +183,17 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 	if p.Checksum != "" {
 		fmt.Fprintf(w, "Plan checksum `%s`: `nksrun apply PLAN.json` applies exactly this plan and refuses a file with another checksum.\n\n", p.Checksum)
 	}
-	// Summary: one row per runbook.
-	fmt.Fprintf(w, "| runbook | guide | targets | to change | unchanged | skipped | unknown | findings | failed/unreachable |\n|---|---|---|---|---|---|---|---|---|\n")
+	// Summary: one row per runbook, targets by status, then step counts.
+	fmt.Fprintf(w, "| runbook | guide | targets | with changes | in sync | skipped | failed/unreachable | changes | unknown | findings |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, rp := range p.Runbooks {
+		by := map[string]int{}
+		for _, t := range rp.Targets {
+			by[t.Status]++
+		}
 		one := Plan{Runbooks: []RunbookPlan{rp}}
 		rc := one.Counts()
-		fmt.Fprintf(w, "| `%s` | §%s | %d | %d | %d | %d | %d | %d | %d |\n", mdCode(rp.Name), mdEscape(rp.Section), len(rp.Targets),
-			rc.Change, rc.NoOp, rc.Skip, rc.Unknown, rc.Findings, rc.Failed+rc.Unreachable)
+		fmt.Fprintf(w, "| `%s` | §%s | %d | %d | %d | %d | %d | %d | %d | %d |\n", mdCode(rp.Name), mdEscape(rp.Section), len(rp.Targets),
+			by[StatusChanges], by[StatusOK], by[StatusSkipped]+by[StatusNotRun], by[StatusFailed]+by[StatusUnreachable], rc.Change, rc.Unknown, rc.Findings)
 	}
 	fmt.Fprintln(w)
 	for _, rp := range p.Runbooks {
