@@ -51,7 +51,9 @@ func TestReadPlanRefusesEdits(t *testing.T) {
 		"changed value":  func(s string) string { return strings.Replace(s, "rotate 10", "rotate 99", 1) },
 		"changed number": func(s string) string { return strings.Replace(s, `"retries": 3`, `"retries": 3.0`, 1) },
 		"changed params": func(s string) string { return strings.Replace(s, `"/etc/logrotate.d/docker"`, `"/etc/passwd"`, 1) },
-		"added field":    func(s string) string { return strings.Replace(s, `"format_version": 1,`, `"format_version": 1, "extra": true,`, 1) },
+		"added field": func(s string) string {
+			return strings.Replace(s, `"format_version": 1,`, `"format_version": 1, "extra": true,`, 1)
+		},
 		"changed status": func(s string) string {
 			return strings.Replace(s, `"status": "skipped"`, `"status": "changes"`, 1)
 		},

@@ -152,7 +152,6 @@ func lineDiff(want, got string) string {
 	return b.String()
 }
 
-
 // The Markdown view: one summary row per runbook, a table per runbook with
 // a row per target and step, diffs in fences that a ``` inside cannot close.
 func TestRenderMarkdownStructure(t *testing.T) {
@@ -166,7 +165,7 @@ func TestRenderMarkdownStructure(t *testing.T) {
 		"| `logrotate` | §1 | 4 | 1 | 1 | 1 | 1 | 1 | 0 | 0 |",
 		"| `dockerhub-ratelimit` | §7.2 | 1 | 1 | 0 | 0 | 0 | 1 | 1 | 1 |",
 		"| w-node-0 (centos@10.0.0.10) | changes | `config` | change |",
-		"````diff\n",                // the diff holds ``` so the fence is longer
+		"````diff\n", // the diff holds ``` so the fence is longer
 		"Docker Hub pull rate limit \\| image pull secret", // | escaped in a heading is harmless, in a cell required
 		"Plan checksum `" + p.Checksum + "`",
 	} {
