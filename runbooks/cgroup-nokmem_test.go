@@ -496,7 +496,13 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: ns},
 		Spec:       policyv1.PodDisruptionBudgetSpec{MaxUnavailable: &zero, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}}},
 	}
-	if _, err := tb.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{}); err != nil {
+	pc, err := tb.Client.PolicyV1().PodDisruptionBudgets(ns).Create(ctx, pdb, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The status the disruption controller would write: no disruption allowed.
+	pc.Status = policyv1.PodDisruptionBudgetStatus{ObservedGeneration: pc.Generation, DisruptionsAllowed: 0, CurrentHealthy: 1, DesiredHealthy: 1, ExpectedPods: 1}
+	if _, err := tb.Client.PolicyV1().PodDisruptionBudgets(ns).UpdateStatus(ctx, pc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	p := nbPlan(t, tb, "cgroup-nokmem.yaml")
@@ -519,7 +525,8 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 		t.Errorf("node never seen cordoned during the drain")
 	}
 	r := nbTargets(rep)[n.Name]
-	if r.Status != engine.StatusFailed || !strings.Contains(r.Reason, "drain failed") || !strings.Contains(r.Reason, "default/web-abc12") || !strings.Contains(r.Reason, "uncordoned") {
+	if r.Status != engine.StatusFailed || !strings.Contains(r.Reason, "drain failed") || !strings.Contains(r.Reason, "default/web-abc12") ||
+		!strings.Contains(r.Reason, "disruption budget") || !strings.Contains(r.Reason, "uncordoned") {
 		t.Fatalf("report: %+v", r)
 	}
 	if nbNode(t, tb, n.Name).Spec.Unschedulable {

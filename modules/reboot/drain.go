@@ -141,7 +141,7 @@ func evict(ctx context.Context, cs kubernetes.Interface, p *corev1.Pod, retry ti
 				if blocked != "" {
 					return fmt.Errorf("evicting %s: still refused after %s: %s", name, time.Since(start).Round(time.Second), blocked)
 				}
-				return fmt.Errorf("evicting %s: drain timeout", name)
+				return fmt.Errorf("evicting %s: drain timeout after %s (%v)", name, time.Since(start).Round(time.Second), err)
 			}
 			return fmt.Errorf("evicting %s: %w", name, err)
 		}
