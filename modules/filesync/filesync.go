@@ -40,7 +40,7 @@ type Params struct {
 	Mode    string  `yaml:"mode" json:"mode,omitempty"`   // default 0644
 	Owner   string  `yaml:"owner" json:"owner,omitempty"` // default root
 	Group   string  `yaml:"group" json:"group,omitempty"` // default root
-	// Backup keeps the replaced file as DEST.nksrun-<timestamp>.bak.
+	// Backup keeps the replaced file as DEST.<timestamp>.nksrun-backup~.
 	Backup bool `yaml:"backup" json:"backup,omitempty"`
 	// Validate runs on the uploaded temp file before it replaces DEST; %s is
 	// the temp file's path (e.g. "logrotate -d %s").
@@ -249,7 +249,14 @@ func installScript(p *Params, hash, planned string) string {
 	dest := modutil.Quote(p.Dest)
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", dest)
-	b.WriteString(`tmp=$(mktemp "$(dirname "$dest")/.nksrun-$(basename "$dest").XXXXXX")` + "\n")
+	// Temp and backup names end in "~" and contain a ".": directories read
+	// as a whole (logrotate.d, sudoers.d, cron.d) skip such files, so they
+	// never see a half-written temp file or a second copy of the config.
+	// Temp files of an earlier run killed mid-write (SIGKILL skips the trap)
+	// are removed once they are an hour old.
+	b.WriteString(`dir=$(dirname "$dest"); base=$(basename "$dest")` + "\n")
+	b.WriteString(`find "$dir" -maxdepth 1 -name ".nksrun-$base.*~" -mmin +60 -delete 2>/dev/null || true` + "\n")
+	b.WriteString(`tmp=$(mktemp --suffix='~' "$dir/.nksrun-$base.XXXXXX")` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"' EXIT` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
 	b.WriteString(`cat > "$tmp"` + "\n")
@@ -264,7 +271,7 @@ func installScript(p *Params, hash, planned string) string {
 	fmt.Fprintf(&b, `cur=absent; if [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
 	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", planned, hash, exitStale)
 	if p.Backup {
-		b.WriteString(`if [ -e "$dest" ]; then cp -p "$dest" "$dest.nksrun-$(date +%Y%m%d%H%M%S).bak"; fi` + "\n")
+		b.WriteString(`if [ -e "$dest" ]; then cp -p "$dest" "$dest.$(date +%Y%m%d%H%M%S).nksrun-backup~"; fi` + "\n")
 	}
 	b.WriteString(`mv -f "$tmp" "$dest"` + "\n")
 	b.WriteString("trap - EXIT\n")

@@ -166,7 +166,7 @@ func TestBackup(t *testing.T) {
 	if _, err := m.Apply(context.Background(), tgt, s, plan(t, m, tgt, s)); err != nil {
 		t.Fatal(err)
 	}
-	baks, _ := filepath.Glob(dest + ".nksrun-*.bak")
+	baks, _ := filepath.Glob(dest + ".*.nksrun-backup~")
 	if len(baks) != 1 {
 		t.Fatalf("backups = %v", baks)
 	}
