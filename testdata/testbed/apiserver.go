@@ -210,7 +210,7 @@ func startAPIServer(ctx context.Context, bin, dir, token string) (*apiServer, er
 	a.cmd = exec.Command(bin, "-dir", a.dir, "-port", strconv.Itoa(port), "-etcd-port", strconv.Itoa(etcdPort), "-token", token)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := a.cmd.Start(); err != nil {
+	if err := startOnSpawner(a.cmd); err != nil {
 		return nil, fmt.Errorf("testbed: starting %s: %w", bin, err)
 	}
 	go func() { a.cmd.Wait(); close(a.done) }()
@@ -262,15 +262,10 @@ func (a *apiServer) stop() {
 	if a == nil || a.cmd == nil || a.cmd.Process == nil {
 		return
 	}
+	// Its etcd data is thrown away with Dir: no need for a graceful stop.
 	pgid := a.cmd.Process.Pid
-	syscall.Kill(-pgid, syscall.SIGTERM)
-	select {
-	case <-a.done:
-	case <-time.After(5 * time.Second):
-		syscall.Kill(-pgid, syscall.SIGKILL)
-		<-a.done
-	}
-	syscall.Kill(-pgid, syscall.SIGKILL) // anything left in the group
+	syscall.Kill(-pgid, syscall.SIGKILL)
+	<-a.done
 }
 
 func tail(path string, n int) string {

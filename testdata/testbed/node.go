@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -504,16 +505,24 @@ func (n *Node) bootLocked(boot bool) error {
 		Setpgid:      true,
 		Pdeathsig:    syscall.SIGKILL,
 	}
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawner(cmd); err != nil {
 		return fmt.Errorf("testbed: node %s: starting sshd: %w", n.Name, err)
 	}
 	inc := &incarnation{cmd: cmd, done: make(chan struct{})}
-	inc.ns, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
-	n.tb.nsMu.Lock()
-	if inc.ns != "" {
-		n.tb.ns[inc.ns] = true
+	// Hold the namespace open until Close: a dead namespace's inode number
+	// is reused at once by the next one (another node, another test
+	// process), and killing "whatever is in mnt:[N]" must only ever hit ours.
+	if f, err := os.Open(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid)); err == nil {
+		inc.ns, _ = os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", cmd.Process.Pid))
+		n.tb.nsMu.Lock()
+		if inc.ns != "" && !n.tb.ns[inc.ns] {
+			n.tb.ns[inc.ns] = true
+			n.tb.nsFiles = append(n.tb.nsFiles, f)
+		} else {
+			f.Close()
+		}
+		n.tb.nsMu.Unlock()
 	}
-	n.tb.nsMu.Unlock()
 	n.inc = inc
 	n.tb.wg.Add(1)
 	go n.watch(inc)
@@ -936,6 +945,29 @@ func processesIn(set map[string]bool) []int {
 	return pids
 }
 
+var (
+	spawnOnce sync.Once
+	spawnCh   = make(chan func())
+)
+
+// startOnSpawner starts cmd from one OS thread that never exits. Pdeathsig
+// fires when the thread that forked the child dies (go.dev/issue/27505), not
+// the process: forking from a thread the runtime may retire killed sshds at
+// random. With this, the children die with the test process only.
+func startOnSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+			for f := range spawnCh {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnCh <- func() { errc <- cmd.Start() }
+	return <-errc
+}
+
 func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 func dirExists(p string) bool {
@@ -944,7 +976,7 @@ func dirExists(p string) bool {
 }
 
 // copyTree copies the host directory src (files, dirs, symlinks; modes and
-// owners) to dst.
+// owners) to dst, keeping what dst already has.
 func copyTree(src, dst string) error {
 	var total int64
 	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
@@ -956,6 +988,9 @@ func copyTree(src, dst string) error {
 		info, err := os.Lstat(p)
 		if err != nil {
 			return err
+		}
+		if _, err := os.Lstat(t); err == nil && !d.IsDir() {
+			return nil
 		}
 		st, _ := info.Sys().(*syscall.Stat_t)
 		switch {

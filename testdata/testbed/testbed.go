@@ -93,9 +93,24 @@ type Testbed struct {
 	closeErr  error
 	nsMu      sync.Mutex
 	ns        map[string]bool // every mount namespace a node ever had
+	nsFiles   []*os.File      // held open so their inode numbers are not reused before Close
 	logf      func(string, ...any)
 	started   time.Time
 	StartTime time.Duration // how long Start took
+}
+
+// Namespaces lists the mount namespaces (as /proc/PID/ns/mnt links) the
+// nodes have had. They stay reserved until Close, which checks that no
+// process is left in any of them; after Close the kernel may reuse them.
+func (tb *Testbed) Namespaces() []string {
+	tb.nsMu.Lock()
+	defer tb.nsMu.Unlock()
+	var out []string
+	for ns := range tb.ns {
+		out = append(out, ns)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Node returns the node with that name, or nil.
@@ -249,6 +264,7 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 	}); err != nil {
 		return nil, err
 	}
+	tb.logf("testbed: %d nodes up after %s", len(tb.Nodes), time.Since(tb.started).Round(time.Millisecond))
 	if err := tb.writeKnownHosts(); err != nil {
 		return nil, err
 	}
@@ -256,6 +272,7 @@ func Start(ctx context.Context, opts Options) (_ *Testbed, err error) {
 	if err := tb.api.wait(ctx, tb.Token); err != nil {
 		return nil, err
 	}
+	tb.logf("testbed: API server ready after %s", time.Since(tb.started).Round(time.Millisecond))
 	if err := tb.initClients(); err != nil {
 		return nil, fmt.Errorf("testbed: clients: %w", err)
 	}
@@ -304,11 +321,12 @@ func (tb *Testbed) Close() error {
 			tb.cancel()
 		}
 		var errs []error
+		var wg sync.WaitGroup
 		for _, n := range tb.Nodes {
-			if err := n.Stop(); err != nil {
-				errs = append(errs, err)
-			}
+			wg.Add(1)
+			go func() { defer wg.Done(); n.Stop() }()
 		}
+		wg.Wait()
 		tb.wg.Wait() // reboot supervisors
 		tb.api.stop()
 		// Belt and braces: anything still in a node's namespace.
@@ -317,6 +335,10 @@ func (tb *Testbed) Close() error {
 			killNamespace(ns)
 		}
 		left := processesIn(tb.ns)
+		for _, f := range tb.nsFiles {
+			f.Close()
+		}
+		tb.nsFiles = nil
 		tb.nsMu.Unlock()
 		if len(left) > 0 {
 			errs = append(errs, fmt.Errorf("testbed: processes left in node namespaces: %v", left))
