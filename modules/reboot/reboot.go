@@ -218,7 +218,7 @@ func (m *Module) fail(node string, err error) error {
 // then its Lease.
 func (m *Module) acquire(ctx context.Context, t module.Target, p Params) (int, *lease, error) {
 	deadline := time.Now().Add(sec(p.LockTimeout))
-	lastMsg := ""
+	lastMsg, external := "", ""
 	for {
 		if why := m.stopped(p); why != "" {
 			return 0, nil, errors.New("not rebooted: " + why)
@@ -253,6 +253,7 @@ func (m *Module) acquire(ctx context.Context, t module.Target, p Params) (int, *
 				return 0, nil, err
 			}
 			held = append(held, holder)
+			external = holder
 		}
 		msg := "waiting for a reboot slot: held by " + strings.Join(held, ", ")
 		if msg != lastMsg {
@@ -260,7 +261,10 @@ func (m *Module) acquire(ctx context.Context, t module.Target, p Params) (int, *
 			lastMsg = msg
 		}
 		if time.Now().After(deadline) {
-			return 0, nil, fmt.Errorf("not rebooted: no reboot slot within lock_timeout %ds (%s)", p.LockTimeout, strings.TrimPrefix(msg, "waiting for a reboot slot: "))
+			if external == "" {
+				external = "other nodes of this run"
+			}
+			return 0, nil, fmt.Errorf("not rebooted: no reboot slot within lock_timeout %ds (held by %s)", p.LockTimeout, external)
 		}
 		select {
 		case <-ctx.Done():
@@ -336,7 +340,16 @@ func (m *Module) rebootNode(ctx context.Context, t module.Target, rc module.Reco
 	// the plan asked for: do not take the node down twice.
 	before, err := readBootID(ctx, t.Node.Runner)
 	if err != nil {
-		return res, "", fmt.Errorf("reading the boot id: %w", err)
+		// The connection may have dropped while we waited (another
+		// process rebooted this node): dial again once.
+		rctx, cancel := context.WithTimeout(ctx, sec(p.RebootTimeout))
+		if rerr := rc.Reconnect(rctx); rerr == nil {
+			before, err = readBootID(ctx, t.Node.Runner)
+		}
+		cancel()
+		if err != nil {
+			return res, "", fmt.Errorf("reading the boot id: %w", err)
+		}
 	}
 	if planned := pl.Fingerprint["boot_id"]; planned != "" && before != planned {
 		return module.Applied{Changed: false, Summary: fmt.Sprintf("node %s has rebooted since the plan (boot id %s → %s): not rebooting again", name, shortID(planned), shortID(before)),
