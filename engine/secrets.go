@@ -53,6 +53,36 @@ func (s *Secrets) AddSecret(v string) {
 	sort.Slice(s.sorted, func(i, j int) bool { return len(s.sorted[i]) > len(s.sorted[j]) })
 }
 
+// AddSecretWhole registers a value and its base64 forms but not its lines.
+// Modules use it for documents (an INI cloud-config, a docker config.json)
+// whose structural lines ("[BlockStorage]", "rescan-on-resize=true") are
+// public, after registering the document's secret parts one by one;
+// AddSecret would redact those lines from every output (runbook text and
+// saved plans included).
+func (s *Secrets) AddSecretWhole(v string) {
+	if len(v) < 4 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.values == nil {
+		s.values = map[string]bool{}
+	}
+	for _, form := range []string{
+		v,
+		base64.StdEncoding.EncodeToString([]byte(v)),
+		base64.RawStdEncoding.EncodeToString([]byte(v)),
+		base64.URLEncoding.EncodeToString([]byte(v)),
+	} {
+		s.values[form] = true
+	}
+	s.sorted = s.sorted[:0]
+	for k := range s.values {
+		s.sorted = append(s.sorted, k)
+	}
+	sort.Slice(s.sorted, func(i, j int) bool { return len(s.sorted[i]) > len(s.sorted[j]) })
+}
+
 // Redact returns text with every registered secret replaced.
 func (s *Secrets) Redact(text string) string {
 	if s == nil {
