@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -225,12 +226,19 @@ func RegisterSecretValues(t module.Target, obj map[string]any) {
 	if t.Secrets == nil || obj == nil {
 		return
 	}
+	reg := func(v string) {
+		if strings.Contains(strings.TrimSpace(v), "\n") {
+			RegisterDocument(t.Secrets, v)
+		} else {
+			t.Secrets.AddSecret(v)
+		}
+	}
 	if data, ok := obj["data"].(map[string]any); ok {
 		for _, v := range data {
 			if s, ok := v.(string); ok {
-				t.Secrets.AddSecret(s)
+				Whole(t.Secrets, s)
 				if dec, err := base64.StdEncoding.DecodeString(s); err == nil {
-					t.Secrets.AddSecret(string(dec))
+					reg(string(dec))
 				}
 			}
 		}
@@ -238,15 +246,60 @@ func RegisterSecretValues(t module.Target, obj map[string]any) {
 	if data, ok := obj["stringData"].(map[string]any); ok {
 		for _, v := range data {
 			if s, ok := v.(string); ok {
-				t.Secrets.AddSecret(s)
+				reg(s)
 			}
 		}
 	}
 	if md, ok := obj["metadata"].(map[string]any); ok {
 		if ann, ok := md["annotations"].(map[string]any); ok {
 			if s, ok := ann["kubectl.kubernetes.io/last-applied-configuration"].(string); ok {
-				t.Secrets.AddSecret(s)
+				Whole(t.Secrets, s)
 			}
+		}
+	}
+}
+
+// Whole registers v without splitting it into lines, when the sink can.
+func Whole(sink module.SecretSink, v string) {
+	if w, ok := sink.(interface{ AddSecretWhole(string) }); ok {
+		w.AddSecretWhole(v)
+		return
+	}
+	sink.AddSecret(v)
+}
+
+var (
+	kvLine       = regexp.MustCompile(`^\s*([A-Za-z0-9_.\- ]{1,63}?)\s*[=:]\s*(.*?)\s*$`)
+	secretishKey = regexp.MustCompile(`(?i)pass|secret|token|key|cred|auth|cert`)
+	plainValue   = regexp.MustCompile(`(?i)^(true|false|yes|no|on|off|[0-9.]+|v[0-9.]+)$`)
+)
+
+// RegisterDocument registers a multi-line secret (an INI cloud-config, a
+// config file) so that neither it nor its secret parts can be printed,
+// without redacting its public structure ("[BlockStorage]",
+// "rescan-on-resize=true") from every output: the whole document and its
+// base64 forms; every option value that is secret-looking by its key, or
+// long enough to identify something (≥ 8 bytes, not a bool or number); and
+// every other line of 8 bytes or more (certificate bodies).
+func RegisterDocument(sink module.SecretSink, doc string) {
+	Whole(sink, doc)
+	for _, line := range strings.Split(doc, "\n") {
+		l := strings.TrimSpace(line)
+		if l == "" || strings.HasPrefix(l, "#") || strings.HasPrefix(l, ";") || (strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]")) {
+			continue
+		}
+		if m := kvLine.FindStringSubmatch(l); m != nil {
+			v := strings.Trim(m[2], `"'`)
+			if plainValue.MatchString(v) {
+				continue
+			}
+			if len(v) >= 8 || (secretishKey.MatchString(m[1]) && len(v) >= 4) {
+				Whole(sink, v)
+			}
+			continue
+		}
+		if len(l) >= 8 {
+			Whole(sink, l)
 		}
 	}
 }

@@ -66,3 +66,24 @@ func TestWithPrecondition(t *testing.T) {
 		t.Errorf("unguarded: %s", b)
 	}
 }
+
+type sink map[string]bool
+
+func (s sink) AddSecret(v string)      { s[v] = true }
+func (s sink) AddSecretWhole(v string) { s[v] = true }
+
+func TestRegisterDocument(t *testing.T) {
+	s := sink{}
+	doc := "[Global]\nusername=nks-user\npassword=pw12\ntenant-id = 0123456789abcdef\n\n[BlockStorage]\nrescan-on-resize=true\nbs-version=v3\n-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUU0nR\n"
+	RegisterDocument(s, doc)
+	for _, want := range []string{doc, "nks-user", "pw12", "0123456789abcdef", "MIIBszCCAVmgAwIBAgIUU0nR"} {
+		if !s[want] {
+			t.Errorf("%q not registered", want)
+		}
+	}
+	for _, public := range []string{"[BlockStorage]", "rescan-on-resize=true", "true", "v3", "[Global]"} {
+		if s[public] {
+			t.Errorf("%q registered: it would be redacted from every output", public)
+		}
+	}
+}

@@ -101,33 +101,19 @@ func dockerConfig(t module.Target, ps *Params) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("credentials file: %w", err)
 		}
-		reg(string(b))
-		var cfg struct {
-			Auths map[string]map[string]any `json:"auths"`
+		if t.Secrets != nil {
+			kubeutil.Whole(t.Secrets, string(b))
 		}
-		if err := json.Unmarshal(b, &cfg); err != nil || len(cfg.Auths) == 0 {
+		if !registerDockerConfig(t.Secrets, b) {
 			return nil, fmt.Errorf("credentials file %s: not a docker config.json with \"auths\"", ps.CredentialsFile)
-		}
-		for _, a := range cfg.Auths {
-			for _, k := range []string{"auth", "password", "identitytoken"} {
-				if s, ok := a[k].(string); ok {
-					reg(s)
-					if k == "auth" {
-						if dec, err := base64.StdEncoding.DecodeString(s); err == nil {
-							reg(string(dec))
-							if _, pw, ok := strings.Cut(string(dec), ":"); ok {
-								reg(pw)
-							}
-						}
-					}
-				}
-			}
 		}
 		var buf bytes.Buffer
 		if err := json.Compact(&buf, b); err != nil {
 			return nil, err
 		}
-		reg(buf.String())
+		if t.Secrets != nil {
+			kubeutil.Whole(t.Secrets, buf.String())
+		}
 		return buf.Bytes(), nil
 	case ps.UsernameEnv != "":
 		user, pass := os.Getenv(ps.UsernameEnv), os.Getenv(ps.PasswordEnv)
@@ -142,7 +128,9 @@ func dockerConfig(t module.Target, ps *Params) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		reg(string(b))
+		if t.Secrets != nil {
+			kubeutil.Whole(t.Secrets, string(b))
+		}
 		return b, nil
 	}
 	return nil, errors.New("no credentials given: set credentials_file, or username_env and password_env")
@@ -191,7 +179,8 @@ func (m Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[
 		default:
 			for _, v := range sec.Data {
 				if t.Secrets != nil {
-					t.Secrets.AddSecret(string(v))
+					kubeutil.Whole(t.Secrets, string(v))
+					registerDockerConfig(t.Secrets, v)
 				}
 			}
 			if sec.Type != corev1.SecretTypeDockerConfigJson {
@@ -284,7 +273,7 @@ func (m Module) Apply(ctx context.Context, t module.Target, s module.Step, p mod
 			}
 			for _, v := range cur.Data {
 				if t.Secrets != nil {
-					t.Secrets.AddSecret(string(v))
+					kubeutil.Whole(t.Secrets, string(v))
 				}
 			}
 			sec.Labels, sec.Annotations = cur.Labels, cur.Annotations
@@ -355,4 +344,36 @@ func uniq(in []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// registerDockerConfig registers every credential in a docker config.json
+// and reports whether it has auths.
+func registerDockerConfig(sink module.SecretSink, b []byte) bool {
+	var cfg struct {
+		Auths map[string]map[string]any `json:"auths"`
+	}
+	if err := json.Unmarshal(b, &cfg); err != nil || len(cfg.Auths) == 0 {
+		return false
+	}
+	if sink == nil {
+		return true
+	}
+	for _, a := range cfg.Auths {
+		for _, k := range []string{"auth", "password", "identitytoken"} {
+			s, ok := a[k].(string)
+			if !ok {
+				continue
+			}
+			sink.AddSecret(s)
+			if k == "auth" {
+				if dec, err := base64.StdEncoding.DecodeString(s); err == nil {
+					sink.AddSecret(string(dec))
+					if _, pw, ok := strings.Cut(string(dec), ":"); ok {
+						sink.AddSecret(pw)
+					}
+				}
+			}
+		}
+	}
+	return true
 }
