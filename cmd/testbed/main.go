@@ -2,6 +2,7 @@
 // SSH worker nodes on loopback, see nksrun/testdata/testbed) up for people:
 //
 //	testbed up [-n 20] [-dir /tmp/nksrun-testbed]   # needs root; stays up in the background
+//	testbed status [-dir /tmp/nksrun-testbed]
 //	testbed down [-dir /tmp/nksrun-testbed]
 //	testbed build-apiserver                          # build/cache the test kube-apiserver
 //
@@ -60,6 +61,16 @@ func main() {
 		err = up(os.Args[2:], os.Stdout)
 	case "down":
 		err = down(os.Args[2:], os.Stdout)
+	case "status":
+		var f *flags
+		if f, err = parse("status", os.Args[2:]); err == nil {
+			var s *State
+			if s, err = readState(f.dir); err == nil && alive(s.PID) {
+				printState(os.Stdout, s)
+			} else {
+				err = fmt.Errorf("no testbed running in %s (%v)", f.dir, err)
+			}
+		}
 	case "serve": // the daemon "up" starts
 		err = serve(os.Args[2:])
 	case "build-apiserver":
@@ -77,7 +88,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: testbed up [-n N] [-dir DIR] [-reboot-delay D] | testbed down [-dir DIR] | testbed build-apiserver")
+	fmt.Fprintln(os.Stderr, "usage: testbed up [-n N] [-dir DIR] [-reboot-delay D] | testbed status [-dir DIR] | testbed down [-dir DIR] | testbed build-apiserver")
 	os.Exit(2)
 }
 

@@ -566,3 +566,31 @@ func startTime(stat []byte) string {
 	}
 	return ""
 }
+
+// BenchmarkStart20 measures Start (API server binary cached) and Close of
+// 20 nodes: go test -run - -bench Start20 ./cmd/testbed
+func BenchmarkStart20(b *testing.B) {
+	if err := testbed.Requirements(); err != nil {
+		b.Skip(err)
+	}
+	ctx := context.Background()
+	if _, err := testbed.APIServerBinary(ctx); err != nil {
+		b.Fatal(err)
+	}
+	var start, stop time.Duration
+	for i := 0; i < b.N; i++ {
+		t0 := time.Now()
+		tb, err := testbed.Start(ctx, testbed.Options{N: 20})
+		if err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if err := tb.Close(); err != nil {
+			b.Fatal(err)
+		}
+		start += t1.Sub(t0)
+		stop += time.Since(t1)
+	}
+	b.ReportMetric(start.Seconds()/float64(b.N), "start-s/op")
+	b.ReportMetric(stop.Seconds()/float64(b.N), "close-s/op")
+}

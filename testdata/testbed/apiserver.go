@@ -48,14 +48,14 @@ func APIServerSource() (string, error) {
 }
 
 // CacheDir is where built fixtures are cached: $NKSRUN_CACHE, else
-// ~/.cache/nksrun (the user cache dir).
+// ~/.cache/nksrun (the user cache dir), else /var/cache/nksrun.
 func CacheDir() (string, error) {
 	if d := os.Getenv("NKSRUN_CACHE"); d != "" {
 		return d, nil
 	}
 	d, err := os.UserCacheDir()
-	if err != nil {
-		return "", fmt.Errorf("testbed: no cache dir (set NKSRUN_CACHE): %w", err)
+	if err != nil { // no $HOME: a machine-wide cache still avoids rebuilds
+		return "/var/cache/nksrun", nil
 	}
 	return filepath.Join(d, "nksrun"), nil
 }
@@ -219,7 +219,7 @@ func startAPIServer(ctx context.Context, bin, dir, token string) (*apiServer, er
 
 // wait blocks until /readyz answers 200.
 func (a *apiServer) wait(ctx context.Context, token string) error {
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(180 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
 		select {
@@ -255,7 +255,7 @@ func (a *apiServer) wait(ctx context.Context, token string) error {
 		}
 		last = fmt.Errorf("readyz %d: %s", resp.StatusCode, body)
 	}
-	return fmt.Errorf("testbed: kube-apiserver at %s not ready after 90s: %v; log %s:\n%s", a.url, last, a.log, tail(a.log, 3000))
+	return fmt.Errorf("testbed: kube-apiserver at %s not ready after 180s: %v; log %s:\n%s", a.url, last, a.log, tail(a.log, 3000))
 }
 
 func (a *apiServer) stop() {
