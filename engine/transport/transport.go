@@ -141,6 +141,17 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
+// Unreachable tells the engine that the node itself could not be reached or
+// was lost (reported as "unreachable"), as opposed to a command failing on it.
+func (e *Error) Unreachable() bool {
+	for _, s := range []error{ErrUnreachable, ErrHandshakeTimeout, ErrAuth, ErrHostKeyUnknown, ErrHostKeyChanged, ErrHostKeyRevoked, ErrConnectionLost, ErrClosed} {
+		if errors.Is(e.Err, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // Dialer holds what every connection of a run shares. It is safe for
 // concurrent use.
 type Dialer struct {
