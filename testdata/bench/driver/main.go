@@ -53,6 +53,7 @@ var (
 	only     = flag.String("only", "plan,apply", "scenarios to run")
 	extra    = flag.String("nksrun-args", "", "extra args for nksrun, space separated (e.g. --forks 64)")
 	verbose  = flag.Bool("v", false, "log testbed progress and every run")
+	costmod  = flag.Bool("costmodel", false, "after the warm-up, price execs, sudo and nksrun's scripts on the nodes (node CPU per node) instead of the comparison")
 	hold     = flag.Bool("hold", false, "after the warm-up, print how to reach the testbed and wait for Ctrl-C instead of measuring (for profiling by hand)")
 )
 
@@ -220,6 +221,9 @@ func run() error {
 	if err := check("warm-up nksrun apply"); err != nil {
 		return err
 	}
+	if *costmod {
+		return costModel(tb, floorArgs, *srcPath)
+	}
 	if *hold {
 		fmt.Printf("export KUBECONFIG=%s KEY=%s KNOWN_HOSTS=%s NODES=%s/nodes  # node files: $NODES/*/root%s\n", tb.Kubeconfig, tb.KeyPath, tb.KnownHosts, tb.Dir, dest)
 		fmt.Printf("%s plan --kubeconfig $KUBECONFIG -i $KEY --known-hosts $KNOWN_HOSTS %s\n", *nksrun, *rbPath)
@@ -343,17 +347,51 @@ func nodeCPU(tb *testbed.Testbed) time.Duration {
 	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
+// settle waits (up to 10s) until no node sshd has a child left: only then
+// is all the run's node-side CPU in the sshds' cutime/cstime.
+func settle(tb *testbed.Testbed) {
+	if tb == nil {
+		return
+	}
+	pids := map[string]bool{}
+	for _, n := range tb.Nodes {
+		if b, err := os.ReadFile(n.Path(testbed.StateDir + "/sshd.pid")); err == nil {
+			pids[strings.TrimSpace(string(b))] = true
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		ents, _ := os.ReadDir("/proc")
+		busy := false
+		for _, e := range ents {
+			st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if err != nil || st[0] < '0' || st[0] > '9' {
+				continue
+			}
+			s := string(st)
+			f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+			if len(f) > 1 && pids[f[1]] { // f[1] is the ppid
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return
+		}
+	}
+}
+
 func measureNodes(tb *testbed.Testbed, bin string, args []string, wantExit int) (sample, error) {
 	cmd := exec.Command(bin, args...)
 	var stderr bytes.Buffer
 	cmd.Stdout = io.Discard
 	cmd.Stderr = &stderr
+	settle(tb)
 	busy0, nodes0 := machineBusy(), nodeCPU(tb)
 	start := time.Now()
 	err := cmd.Run()
 	wall := time.Since(start)
 	busy1 := machineBusy()
-	time.Sleep(50 * time.Millisecond) // let the sshds reap their last children
+	settle(tb) // the sshds must have reaped their per-connection children
 	nodes1 := nodeCPU(tb)
 	code := 0
 	if err != nil {

@@ -57,22 +57,26 @@ func main() {
 		file       = flag.String("file", "/etc/logrotate.d/docker", "file on the nodes")
 		src        = flag.String("src", "runbooks/files/docker-logrotate.conf", "local content for -mode apply")
 		timeout    = flag.Duration("timeout", 2*time.Minute, "limit for the whole run")
+		cmd        = flag.String("cmd", "", "cost model: run this command instead of the mode's (plan-style, no stdin)")
+		execs      = flag.Int("execs", 1, "cost model: run the command this many times, one after the other, on each node's one connection")
+		withStdin  = flag.Bool("stdin", false, "cost model: stream -src to -cmd's stdin")
 	)
 	flag.Var(&hosts, "host", "user@address[:port] (repeatable; instead of -kubeconfig)")
 	flag.Parse()
-	if err := run(*mode, *kubeconfig, hosts, *port, *user, *key, *known, *file, *src, *timeout); err != nil {
+	if err := run(*mode, *kubeconfig, hosts, *port, *user, *key, *known, *file, *src, *timeout, *cmd, *execs, *withStdin); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mode, kubeconfig string, hosts []string, port int, user, key, known, file, src string, timeout time.Duration) error {
+func run(mode, kubeconfig string, hosts []string, port int, user, key, known, file, src string, timeout time.Duration, custom string, execs int, withStdin bool) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 
 	var content []byte
 	var command string
+	var err error
 	switch mode {
 	case "plan":
 		command = "sudo -n sha256sum " + file
@@ -86,6 +90,14 @@ func run(mode, kubeconfig string, hosts []string, port int, user, key, known, fi
 		command = fmt.Sprintf("sudo -n sh -c 'cat > %s && mv -f %s %s'", tmp, tmp, file)
 	default:
 		return fmt.Errorf("-mode %q: want plan or apply", mode)
+	}
+	if custom != "" {
+		command, content = custom, nil
+		if withStdin {
+			if content, err = os.ReadFile(src); err != nil {
+				return err
+			}
+		}
 	}
 
 	pem, err := os.ReadFile(key)
@@ -130,7 +142,7 @@ func run(mode, kubeconfig string, hosts []string, port int, user, key, known, fi
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = one(ctx, t, signer, hostKeys, command, content)
+			errs[i] = one(ctx, t, signer, hostKeys, command, content, execs, custom != "")
 		}()
 	}
 	wg.Wait()
@@ -157,7 +169,7 @@ func run(mode, kubeconfig string, hosts []string, port int, user, key, known, fi
 }
 
 // one is the whole per-node work: connect, one exec, close.
-func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyCallback, command string, stdin []byte) error {
+func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyCallback, command string, stdin []byte, execs int, custom bool) error {
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
@@ -177,6 +189,15 @@ func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyC
 	}
 	client := ssh.NewClient(cc, chans, reqs)
 	defer client.Close()
+	for range execs {
+		if err := exec1(client, command, stdin, custom); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func exec1(client *ssh.Client, command string, stdin []byte, custom bool) error {
 	sess, err := client.NewSession()
 	if err != nil {
 		return err
@@ -190,7 +211,7 @@ func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyC
 	if err := sess.Run(command); err != nil {
 		return fmt.Errorf("%v: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	if stdin == nil && len(stdout.Bytes()) < 64 {
+	if stdin == nil && !custom && len(stdout.Bytes()) < 64 {
 		return fmt.Errorf("unexpected output %q", stdout.String())
 	}
 	return nil
