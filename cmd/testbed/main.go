@@ -21,7 +21,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -136,7 +135,10 @@ func up(args []string, out io.Writer) error {
 	if s, err := readState(f.dir); err == nil && alive(s.PID) {
 		return fmt.Errorf("a testbed is already up in %s (pid %d): run \"testbed down -dir %s\" first", f.dir, s.PID, f.dir)
 	}
-	if _, err := os.Stat(f.dir); err == nil {
+	if ents, err := os.ReadDir(f.dir); err == nil && len(ents) > 0 {
+		if _, err := os.Stat(filepath.Join(f.dir, "testbed.log")); err != nil {
+			return fmt.Errorf("%s exists and is not a testbed directory: choose another -dir", f.dir)
+		}
 		if err := os.RemoveAll(f.dir); err != nil { // left over from a crashed daemon
 			return err
 		}
@@ -274,10 +276,8 @@ func down(args []string, out io.Writer) error {
 			return fmt.Errorf("testbed daemon %d did not stop in 60s", s.PID)
 		}
 	}
-	if _, err := os.Stat(f.dir); err == nil {
-		if strings.HasPrefix(f.dir, "/") && f.dir != "/" {
-			os.RemoveAll(f.dir) // daemon died without cleaning up
-		}
+	if _, err := os.Stat(filepath.Join(f.dir, "state.json")); err == nil {
+		os.RemoveAll(f.dir) // the daemon died without cleaning up
 	}
 	fmt.Fprintf(out, "testbed in %s is down\n", f.dir)
 	return nil
