@@ -32,7 +32,11 @@ func acquireLock(path string) (func(), error) {
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		holder, _ := os.ReadFile(path)
 		f.Close()
-		return nil, exitError{ExitLocked, fmt.Sprintf("nksrun apply: another run holds the lock %s (pid %s); exiting", path, strings.TrimSpace(string(holder)))}
+		who := ""
+		if pid := strings.TrimSpace(string(holder)); pid != "" {
+			who = " (pid " + pid + ")"
+		}
+		return nil, exitError{ExitLocked, fmt.Sprintf("nksrun apply: another run holds the lock %s%s; exiting without doing anything (exit %d)", path, who, ExitLocked)}
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
