@@ -46,6 +46,7 @@ var (
 	nNodes   = flag.Int("n", 200, "nodes (all docker-runtime)")
 	reps     = flag.Int("reps", 5, "measured repetitions of each scenario (median reported)")
 	nksrun   = flag.String("nksrun", "", "nksrun binary (default: go build ./cmd/nksrun)")
+	nksrunB  = flag.String("nksrun-b", "", "A/B: a second nksrun binary (e.g. with a proposed change) measured in the same loop as \"nksrun B\"")
 	floorBin = flag.String("floor", "", "floor binary (default: go build ./testdata/bench/floor)")
 	rbPath   = flag.String("runbook", "runbooks/logrotate.yaml", "runbook to plan/apply")
 	srcPath  = flag.String("src", "runbooks/files/docker-logrotate.conf", "the runbook's config file (what the floor installs)")
@@ -272,6 +273,11 @@ func run() error {
 			if err := second(); err != nil {
 				return err
 			}
+			if *nksrunB != "" {
+				if err := do("nksrun B plan", *nksrunB, nks("plan", "--detailed-exitcode"), 0, nil); err != nil {
+					return err
+				}
+			}
 		}
 		if strings.Contains(*only, "apply") {
 			if err := do("floor apply", *floorBin, floorArgs("apply"), 0, func() error { return reset(2 * r) }); err != nil {
@@ -285,6 +291,14 @@ func run() error {
 			}
 			if err := check("nksrun apply"); err != nil {
 				return err
+			}
+			if *nksrunB != "" {
+				if err := do("nksrun B apply", *nksrunB, nks("apply", "--auto-approve"), 0, func() error { return reset(2*r + 1) }); err != nil {
+					return err
+				}
+				if err := check("nksrun B apply"); err != nil {
+					return err
+				}
 			}
 		}
 	}
@@ -536,6 +550,8 @@ func table(res map[string][]sample, n, reps int, idle float64) string {
 	}{
 		{"plan, nothing to change", "floor plan", "nksrun plan", 1.5},
 		{"apply, every node changed", "floor apply", "nksrun apply", 2.0},
+		{"B: plan, nothing to change", "floor plan", "nksrun B plan", 1.5},
+		{"B: apply, every node changed", "floor apply", "nksrun B apply", 2.0},
 	} {
 		fs, ns := res[sc.floor], res[sc.nks]
 		if len(fs) == 0 || len(ns) == 0 {
@@ -552,7 +568,7 @@ func table(res map[string][]sample, n, reps int, idle float64) string {
 			sc.name, fw, nw, ratio, sc.target, maxRSS, median(pick(ns, cpu)), median(pick(fs, perNode)), median(pick(ns, perNode)), median(pick(fs, mach)), median(pick(ns, mach)), ok)
 	}
 	b.WriteString("\nnksrun phases (median): ")
-	for _, k := range []string{"nksrun plan", "nksrun apply"} {
+	for _, k := range []string{"nksrun plan", "nksrun apply", "nksrun B plan", "nksrun B apply"} {
 		ss := res[k]
 		if len(ss) == 0 {
 			continue
@@ -569,10 +585,10 @@ func table(res map[string][]sample, n, reps int, idle float64) string {
 				med[ph] = time.Duration(median(xs) * float64(time.Second))
 			}
 		}
-		fmt.Fprintf(&b, "%s: %s. ", strings.TrimPrefix(k, "nksrun "), fmtPhases(med))
+		fmt.Fprintf(&b, "%s: %s. ", k, fmtPhases(med))
 	}
 	b.WriteString("\n\nEvery run (wall s / peak RSS MB):\n\n")
-	for _, k := range []string{"floor plan", "nksrun plan", "floor apply", "nksrun apply"} {
+	for _, k := range []string{"floor plan", "nksrun plan", "nksrun B plan", "floor apply", "nksrun apply", "nksrun B apply"} {
 		var cells []string
 		for _, s := range res[k] {
 			cells = append(cells, fmt.Sprintf("%.2f/%.0f", s.wall.Seconds(), s.rssMB))
