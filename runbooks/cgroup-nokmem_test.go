@@ -64,12 +64,19 @@ func nbTail(s string) string {
 func nbPlan(t *testing.T, tb *testbed.Testbed, args ...string) *engine.Plan {
 	t.Helper()
 	code, out, _ := nbRun(t, tb, append([]string{"plan", "--format", "json"}, args...)...)
-	if code != 0 {
-		t.Fatalf("plan exit %d", code)
-	}
 	var p engine.Plan
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
-		t.Fatalf("plan JSON: %v", err)
+		t.Fatalf("plan JSON (exit %d): %v", code, err)
+	}
+	if code != 0 {
+		for _, rb := range p.Runbooks {
+			for _, tp := range rb.Targets {
+				if tp.Status == engine.StatusFailed || tp.Status == engine.StatusUnreachable {
+					t.Errorf("plan: %s %s: %s", tp.Name, tp.Status, tp.Reason)
+				}
+			}
+		}
+		t.Fatalf("plan exit %d", code)
 	}
 	return &p
 }
