@@ -60,6 +60,11 @@ func CacheDir() (string, error) {
 	return filepath.Join(d, "nksrun"), nil
 }
 
+// apiServerLDFlags stamps the version a real v1.36.3 API server reports,
+// so runbooks' cluster.version conditions see what they would on NKS (a
+// module build otherwise reports v0.0.0-master).
+const apiServerLDFlags = "-X k8s.io/component-base/version.gitVersion=v1.36.3 -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=36"
+
 // APIServerBinary returns the path of a built testapiserver, building it
 // once per content of testdata/apiserver/{go.mod,go.sum,main.go}. The cache
 // is shared by parallel test processes (flock): one builds, the others wait.
@@ -82,7 +87,7 @@ func APIServerBinary(ctx context.Context) (string, error) {
 		fmt.Fprintf(h, "%s %d\n", f, len(b))
 		h.Write(b)
 	}
-	fmt.Fprintf(h, "%s/%s\n", runtime.GOOS, runtime.GOARCH)
+	fmt.Fprintf(h, "%s/%s %s\n", runtime.GOOS, runtime.GOARCH, apiServerLDFlags)
 	cache, err := CacheDir()
 	if err != nil {
 		return "", err
@@ -111,7 +116,7 @@ func APIServerBinary(ctx context.Context) (string, error) {
 		goBin = p
 	}
 	tmp := bin + ".tmp" + strconv.Itoa(os.Getpid())
-	cmd := exec.CommandContext(ctx, goBin, "build", "-o", tmp, ".")
+	cmd := exec.CommandContext(ctx, goBin, "build", "-ldflags", apiServerLDFlags, "-o", tmp, ".")
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
 	start := time.Now()
