@@ -67,8 +67,14 @@ func (l *lease) tryAcquire(ctx context.Context) (bool, string, error) {
 		holder = *cur.Spec.HolderIdentity
 	}
 	l.mu.Lock()
-	if cur.ResourceVersion != l.seenRV {
-		l.seenRV, l.seenAt = cur.ResourceVersion, now
+	// Compare the whole record, not only resourceVersion: a renewal
+	// changes renewTime even where an API does not bump the version.
+	rec := cur.ResourceVersion + "|" + holder
+	if cur.Spec.RenewTime != nil {
+		rec += "|" + cur.Spec.RenewTime.String()
+	}
+	if l.seenAt.IsZero() || rec != l.seenRV {
+		l.seenRV, l.seenAt = rec, now
 	}
 	seenAt := l.seenAt
 	l.mu.Unlock()
