@@ -34,23 +34,9 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 		}
 		args = paths
 	}
-	rbs, err := a.loadRunbooks(args)
-	if err != nil {
-		return err
-	}
-	set, err := a.sets()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
-	s, err := a.open(ctx, needsCluster(rbs), needsSSH(rbs))
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	plan, err := s.engine.Plan(ctx, rbs, set)
-	a.log.done()
+	rbs, plan, err := a.planRunbooks(ctx, args)
 	if err != nil {
 		return err
 	}

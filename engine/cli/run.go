@@ -162,24 +162,31 @@ func (a *app) sets() (map[string]string, error) {
 	return out, nil
 }
 
-func runPlan(ctx context.Context, a *app, args []string) error {
+// planRunbooks is what plan and doctor share: load and validate every
+// runbook (before any host), resolve the cluster, inventory and SSH, plan.
+func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbook, *engine.Plan, error) {
 	rbs, err := a.loadRunbooks(args)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	set, err := a.sets()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	ctx, cancel := a.withTimeout(ctx)
-	defer cancel()
 	s, err := a.open(ctx, needsCluster(rbs), needsSSH(rbs))
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer s.close()
 	plan, err := s.engine.Plan(ctx, rbs, set)
 	a.log.done()
+	return rbs, plan, err
+}
+
+func runPlan(ctx context.Context, a *app, args []string) error {
+	ctx, cancel := a.withTimeout(ctx)
+	defer cancel()
+	_, plan, err := a.planRunbooks(ctx, args)
 	if err != nil {
 		return err
 	}

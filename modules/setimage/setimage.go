@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"nksrun/engine/module"
+	"nksrun/engine/runbook"
 	"nksrun/modules/kubeutil"
 )
 
@@ -158,7 +159,7 @@ func editFor(ps *Params) kubeutil.Edit {
 // Rewrite applies the first matching rule to image's repository, keeping
 // its tag and digest; it returns image unchanged when no rule matches.
 func Rewrite(image string, rules []Rule) string {
-	repo, tag, digest := splitImage(image)
+	repo, tag, digest := runbook.SplitImage(image)
 	for _, r := range rules {
 		var out string
 		if r.Regex {
@@ -182,16 +183,4 @@ func Rewrite(image string, rules []Rule) string {
 		return out
 	}
 	return image
-}
-
-// splitImage: "reg:5000/a/b:v1@sha256:…" → ("reg:5000/a/b", "v1", "sha256:…").
-func splitImage(image string) (repo, tag, digest string) {
-	repo = image
-	if i := strings.Index(repo, "@"); i >= 0 {
-		repo, digest = repo[:i], repo[i+1:]
-	}
-	if i := strings.LastIndex(repo, ":"); i >= 0 && !strings.Contains(repo[i+1:], "/") {
-		repo, tag = repo[:i], repo[i+1:]
-	}
-	return repo, tag, digest
 }
