@@ -65,7 +65,7 @@ func (r *Report) Failed() bool {
 // itself (not from disk), so a saved plan applies what was reviewed.
 func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
 	rep := &Report{Started: e.o.Now().UTC()}
-	e.emit(Event{Type: EventRunStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
+	e.emit(Event{Type: EventPhaseStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
 	for i := range p.Runbooks {
 		rp := &p.Runbooks[i]
 		rb, err := runbook.Parse(rp.Path, []byte(rp.Source), e.o.Registry)

@@ -19,7 +19,7 @@ func (e *Engine) Plan(ctx context.Context, rbs []*runbook.Runbook, set map[strin
 		return nil, err
 	}
 	p := &Plan{FormatVersion: PlanFormatVersion, Tool: e.o.Version, CreatedAt: e.o.Now().UTC()}
-	e.emit(Event{Type: EventRunStart, Message: fmt.Sprintf("plan: %d runbook(s), %d node(s)", len(rbs), len(e.o.Hosts))})
+	e.emit(Event{Type: EventPhaseStart, Phase: "plan", Message: fmt.Sprintf("plan: %d runbook(s), %d node(s)", len(rbs), len(e.o.Hosts))})
 	for _, rb := range rbs {
 		rp, err := e.planRunbook(ctx, rb, set)
 		if err != nil {
@@ -188,7 +188,7 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 				maps.Copy(results, more)
 			}
 		}
-		sp, err := e.planStep(ctx, t, s, ps, results)
+		sp, err := e.planStep(ctx, rb.Name, t, s, ps, results)
 		if err != nil {
 			return failTarget(tp, s, err)
 		}
@@ -257,7 +257,7 @@ func (e *Engine) prepare(t module.Target, s *runbook.Step, env map[string]any) (
 	return ps, nil
 }
 
-func (e *Engine) planStep(ctx context.Context, t module.Target, s *runbook.Step, ps *preparedStep, results map[string]module.ProbeResult) (StepPlan, error) {
+func (e *Engine) planStep(ctx context.Context, rbName string, t module.Target, s *runbook.Step, ps *preparedStep, results map[string]module.ProbeResult) (StepPlan, error) {
 	sp := StepPlan{ID: s.ID, Module: s.Module}
 	if ps.skip != "" {
 		sp.Action, sp.Summary, sp.Reason = module.Skip, "skipped", ps.skip
@@ -281,7 +281,7 @@ func (e *Engine) planStep(ctx context.Context, t module.Target, s *runbook.Step,
 	sp.Params = raw
 	sp.Planned = planned
 	for _, f := range planned.Findings {
-		e.emit(Event{Type: EventFinding, Target: targetName(t), Step: s.ID, Module: s.Module, Status: f.Severity, Message: f.Title})
+		e.emit(Event{Type: EventFinding, Phase: "plan", Runbook: rbName, Target: targetName(t), Step: s.ID, Module: s.Module, Status: f.Severity, Message: f.Title})
 	}
 	return sp, nil
 }
@@ -349,7 +349,7 @@ func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, c
 		if err != nil {
 			return failTarget(tp, s, err)
 		}
-		sp, err := e.planStep(ctx, t, s, ps, nil)
+		sp, err := e.planStep(ctx, rb.Name, t, s, ps, nil)
 		if err != nil {
 			return failTarget(tp, s, err)
 		}

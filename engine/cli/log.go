@@ -95,20 +95,14 @@ func (l *eventLog) reopenLoop() {
 }
 
 // event writes one engine event. The engine marks the start of each of its
-// phases with run_start; in the log that is phase_start, so that run_start
-// and run_end stay one per run, written by start and end.
+// phases with phase_start; run_start and run_end, one per run, are written
+// by start and end.
 func (l *eventLog) event(ev engine.Event) {
 	if l == nil {
 		return
 	}
-	if ev.Type == engine.EventRunStart {
-		ev.Type = engine.EventPhaseStart
-	}
 	l.mu.Lock()
 	if ev.Type == engine.EventPhaseStart {
-		if ev.Phase == "" {
-			ev.Phase = "plan"
-		}
 		l.phase = ev.Phase
 	}
 	if ev.Phase == "" {
