@@ -448,14 +448,18 @@ func phases(log []byte, start, end time.Time) map[string]time.Duration {
 		if json.Unmarshal(sc.Bytes(), &e) != nil {
 			continue
 		}
+		// Schema v1 has phase_start (plan|recheck|apply) after the CLI's
+		// run_start; earlier builds had only run_start (phase apply or none).
 		switch {
-		case e.Type == "run_start" && e.Phase == "apply":
+		case (e.Type == "run_start" || e.Type == "phase_start") && e.Phase == "apply":
 			applyStart = e.Time
-		case e.Type == "run_start":
+		case e.Type == "phase_start" && e.Phase == "plan":
+			planStart = e.Time
+		case e.Type == "run_start" && planStart.IsZero():
 			planStart = e.Time
 		case e.Type == "host_result" && e.Phase == "apply":
 			applyEnd = e.Time
-		case e.Type == "host_result" && applyStart.IsZero():
+		case e.Type == "host_result" && (e.Phase == "" || e.Phase == "plan"):
 			planEnd = e.Time
 		}
 	}
