@@ -32,6 +32,8 @@ type Conn struct {
 	mu     sync.Mutex
 	client *ssh.Client // nil while reconnecting
 	closed bool
+	// redialMu serialises redials of a connection found dead by Run.
+	redialMu sync.Mutex
 }
 
 // Host returns the node this Conn talks to, with defaults filled in.
@@ -108,6 +110,36 @@ func (c *Conn) Reconnect(ctx context.Context) error {
 	}
 }
 
+// redial replaces a dead client with one new connection (one attempt, under
+// the dial and handshake limits). Concurrent callers that saw the same dead
+// client share the new one.
+func (c *Conn) redial(ctx context.Context, dead *ssh.Client) (*ssh.Client, error) {
+	c.redialMu.Lock()
+	defer c.redialMu.Unlock()
+	c.mu.Lock()
+	cur, closed := c.client, c.closed
+	c.mu.Unlock()
+	if closed {
+		return nil, c.wrap(ErrClosed)
+	}
+	if cur != nil && cur != dead {
+		return cur, nil
+	}
+	dead.Close()
+	client, err := c.d.connect(ctx, c.host, c.addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		client.Close()
+		return nil, c.wrap(ErrClosed)
+	}
+	c.client = client
+	return client, nil
+}
+
 // Run runs command through `sh -c` on the node (as root through `sudo -n`
 // when opts.Sudo), streaming opts.Stdin to it. A non-zero exit is returned
 // in RunResult.ExitCode, not as an error. Errors are *Error wrapping
@@ -149,6 +181,21 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 	}
 
 	sess, err := newSession(ctx, client)
+	if err != nil && ctx.Err() == nil {
+		// The connection died before the command started (the node was
+		// rebooted by another nksrun process, or an idle connection was
+		// dropped): nothing ran, so one fresh connection and one more try
+		// are safe, even for commands that are not idempotent.
+		fresh, rerr := c.redial(ctx, client)
+		if rerr != nil {
+			var e *Error
+			if errors.As(rerr, &e) {
+				rerr = e.Err
+			}
+			return module.RunResult{}, c.wrap(fmt.Errorf("%w (%v), and reconnecting failed: %w", ErrConnectionLost, err, rerr))
+		}
+		sess, err = newSession(ctx, fresh)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return module.RunResult{}, stopped()

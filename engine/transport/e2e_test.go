@@ -185,7 +185,8 @@ func TestE2E(t *testing.T) {
 		if err := n.Stop(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := c.Run(ctx, "true", module.RunOpts{Timeout: 10 * time.Second}); !errors.Is(err, transport.ErrConnectionLost) {
+		// The connection is dead and the one redial Run tries is refused.
+		if _, err := c.Run(ctx, "true", module.RunOpts{Timeout: 10 * time.Second}); !errors.Is(err, transport.ErrConnectionLost) && !errors.Is(err, transport.ErrUnreachable) {
 			t.Fatalf("run on a stopped node: %v", err)
 		}
 		time.AfterFunc(time.Second, func() {
@@ -201,6 +202,27 @@ func TestE2E(t *testing.T) {
 		res, err := c.Run(ctx, "id -u", module.RunOpts{Sudo: true})
 		if err != nil || strings.TrimSpace(string(res.Stdout)) != "0" {
 			t.Fatalf("%+v %v", res, err)
+		}
+	})
+
+	t.Run("run redials a connection that died between commands", func(t *testing.T) {
+		n := tb.Nodes[2]
+		c := dial(t, config(t), n)
+		before, err := c.Run(ctx, "cat /proc/sys/kernel/random/boot_id", module.RunOpts{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A reboot by someone else: the node goes away and comes back
+		// while this connection sits idle.
+		if err := n.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		after, err := c.Run(ctx, "id -u", module.RunOpts{Sudo: true})
+		if err != nil || strings.TrimSpace(string(after.Stdout)) != "0" {
+			t.Fatalf("run after the node came back: %+v %v (boot id before %s)", after, err, before.Stdout)
 		}
 	})
 
