@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync"
 	"time"
 
 	"nksrun/engine/module"
@@ -73,6 +74,9 @@ func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
 			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
 		}
 		e.registerSecrets(rb, rp.Params)
+		// Kubernetes facts for verify are listed once per runbook (by the
+		// first target to verify), never once per node.
+		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return e.k8sFacts(ctx, rb) })
 		results := make([]TargetResult, len(rp.Targets))
 		fails := &failures{limit: e.o.MaxFailures}
 		forEach(ctx, len(rp.Targets), e.o.Forks, func(j int) {
@@ -81,7 +85,7 @@ func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
 				results[j] = TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
 				return
 			}
-			results[j] = e.applyTarget(ctx, rb, rp, tp)
+			results[j] = e.applyTarget(ctx, rb, rp, tp, k8sFacts)
 			switch results[j].Status {
 			case StatusFailed, StatusUnreachable, StatusStale:
 				fails.add()
@@ -109,7 +113,7 @@ func (e *Engine) nodeFacts(name string) map[string]any {
 	return map[string]any{"name": name}
 }
 
-func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan) TargetResult {
+func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan, k8sFacts func() (map[string]any, error)) TargetResult {
 	res := TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusOK}
 	switch tp.Status {
 	case StatusSkipped, StatusNotRun:
@@ -168,7 +172,7 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 		maps.Copy(r, applied.Outputs)
 		stepsEnv[sp.ID] = r
 	}
-	e.verify(ctx, rb, rp, tp, t, stepsEnv, &res)
+	e.verify(ctx, rb, rp, tp, t, stepsEnv, k8sFacts, &res)
 	return res
 }
 
@@ -187,8 +191,9 @@ func (e *Engine) applyStep(ctx context.Context, t module.Target, sp StepPlan) (m
 }
 
 // verify re-reads facts and evaluates the runbook's verify conditions for
-// this target's scope.
-func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan, t module.Target, stepsEnv map[string]any, res *TargetResult) {
+// this target's scope. A node is read only for what the checks use: host.*
+// and command facts in one exec, or no exec at all.
+func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan, t module.Target, stepsEnv map[string]any, k8sFacts func() (map[string]any, error), res *TargetResult) {
 	var checks []*runbook.Check
 	for i := range rb.Verify {
 		c := &rb.Verify[i]
@@ -206,23 +211,40 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPla
 	if len(checks) == 0 {
 		return
 	}
-	k8sFacts, err := e.k8sFacts(ctx, rb)
+	shared, err := k8sFacts()
 	if err != nil {
 		res.Status, res.Reason = StatusFailed, "verify: "+err.Error()
 		return
 	}
+	facts := maps.Clone(shared)
 	env := map[string]any{
 		runbook.EnvParams: rp.Params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: e.clusterEnv(ctx),
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: k8sFacts, runbook.EnvSteps: stepsEnv,
+		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: facts, runbook.EnvSteps: stepsEnv,
 	}
 	if t.Node != nil {
 		env[runbook.EnvNode] = t.Node.Facts
-		host, _, err := gatherNode(ctx, t.Node.Runner, rb, nil, k8sFacts)
+		uses := map[string]bool{}
+		for _, c := range checks {
+			maps.Copy(uses, c.That.Uses)
+		}
+		var probes []module.Probe
+		if uses[runbook.EnvHost] {
+			probes = append(probes, builtinProbes...)
+		}
+		if uses[runbook.EnvFacts] {
+			probes = append(probes, factProbes(rb)...)
+		}
+		results, err := runProbes(ctx, t.Node.Runner, probes)
+		if err == nil {
+			err = parseFacts(rb, results, facts)
+		}
 		if err != nil {
 			res.Status, res.Reason = StatusFailed, "verify: gathering facts: "+err.Error()
 			return
 		}
-		env[runbook.EnvHost] = host
+		if uses[runbook.EnvHost] {
+			env[runbook.EnvHost] = hostFacts(results)
+		}
 	}
 	for _, c := range checks {
 		ok, err := c.That.EvalBool(env)

@@ -183,16 +183,28 @@ func gatherNode(ctx context.Context, r module.Runner, rb *runbook.Runbook, extra
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := parseFacts(rb, results, facts); err != nil {
+		return nil, nil, err
+	}
+	return hostFacts(results), results, nil
+}
+
+// parseFacts fills facts with the runbook's command facts found in results.
+func parseFacts(rb *runbook.Runbook, results map[string]module.ProbeResult, facts map[string]any) error {
 	for _, name := range sortedKeys(rb.Facts) {
 		f := rb.Facts[name]
 		if f.Command == "" {
 			continue
 		}
-		v, err := parseFact(name, f, results["fact."+name])
+		r, ok := results["fact."+name]
+		if !ok {
+			continue
+		}
+		v, err := parseFact(name, f, r)
 		if err != nil {
-			return nil, nil, err
+			return err
 		}
 		facts[name] = v
 	}
-	return hostFacts(results), results, nil
+	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"nksrun/engine/module"
 	"nksrun/modules/modutil"
@@ -121,22 +122,29 @@ func sum(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-// The probe prints "<sha256> <mode> <owner> <group>" or "absent".
+// The state probe prints one line, "<sha256> <mode> <owner> <group>
+// <leftovers>" or "absent <leftovers>" (leftovers: temp files of a killed
+// upload), followed by the current content when it differs from the
+// desired one (for the diff; never for sensitive files). One probe, few
+// processes: it runs on every node at every plan.
 const probeState = "state"
-const probeContent = "content"
 
 func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
 	p := s.Params.(*Params)
-	q := modutil.Quote(p.Dest)
-	probes := []module.Probe{{
-		Key:     probeState,
-		Command: fmt.Sprintf(`if [ -e %[1]s ]; then h=$(sha256sum %[1]s) && printf '%%s %%s\n' "${h%%%% *}" "$(stat -c '%%a %%U %%G' %[1]s)"; else echo absent; fi`, q),
-		Sudo:    true,
-	}}
-	if !p.Sensitive {
-		probes = append(probes, module.Probe{Key: probeContent, Command: fmt.Sprintf("head -c %d %s", modutil.MaxDiffBytes+1, q), Sudo: true})
+	want, err := desired(t.RunbookDir, p)
+	if err != nil {
+		return nil, err
 	}
-	return probes, nil
+	content := ""
+	if !p.Sensitive {
+		content = fmt.Sprintf(`; [ "$h" = %s ] || head -c %d "$d"`, sum(want), modutil.MaxDiffBytes+1)
+	}
+	return []module.Probe{{
+		Key: probeState,
+		Command: fmt.Sprintf(`d=%s; set -- "${d%%/*}"/.nksrun-"${d##*/}".*~; [ -e "$1" ] && n=$# || n=0
+if [ -e "$d" ]; then h=$(sha256sum "$d") && h=${h%%%% *} && printf '%%s %%s %%s\n' "$h" "$(stat -c '%%a %%U %%G' "$d")" "$n"%s; else echo absent "$n"; fi`, modutil.Quote(p.Dest), content),
+		Sudo: true,
+	}}, nil
 }
 
 // state is what the node has.
@@ -144,21 +152,24 @@ type state struct {
 	exists             bool
 	hash               string
 	mode, owner, group string
+	leftovers          bool
+	content            []byte
 }
 
 func parseState(r module.ProbeResult) (state, error) {
-	line := strings.TrimSpace(string(r.Output))
+	line, rest, _ := strings.Cut(string(r.Output), "\n")
+	line = strings.TrimSpace(line)
 	if r.ExitCode != 0 {
 		return state{}, fmt.Errorf("reading the destination failed (exit %d): %s", r.ExitCode, line)
 	}
-	if line == "absent" {
-		return state{}, nil
-	}
 	f := strings.Fields(line)
-	if len(f) != 4 || len(f[0]) != 64 {
-		return state{}, fmt.Errorf("unexpected state probe output %q", line)
+	switch {
+	case len(f) == 2 && f[0] == "absent":
+		return state{leftovers: f[1] != "0"}, nil
+	case len(f) == 5 && len(f[0]) == 64:
+		return state{exists: true, hash: f[0], mode: fmt.Sprintf("%04s", f[1]), owner: f[2], group: f[3], leftovers: f[4] != "0", content: []byte(rest)}, nil
 	}
-	return state{exists: true, hash: f[0], mode: fmt.Sprintf("%04s", f[1]), owner: f[2], group: f[3]}, nil
+	return state{}, fmt.Errorf("unexpected state probe output %q", line)
 }
 
 // data is what a plan carries for apply: the exact content reviewed (unless
@@ -166,6 +177,8 @@ func parseState(r module.ProbeResult) (state, error) {
 type data struct {
 	Content *string `json:"content,omitempty"`
 	Hash    string  `json:"sha256"`
+	// Cleanup: the plan saw temp files of a killed upload to remove.
+	Cleanup bool `json:"cleanup,omitempty"`
 }
 
 func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes map[string]module.ProbeResult) (module.Planned, error) {
@@ -212,13 +225,13 @@ func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes m
 	} else {
 		out.Summary = fmt.Sprintf("create %s (%s %s %s:%s)", p.Dest, modutil.Short(wantHash), mode, owner, group)
 	}
-	d := data{Hash: wantHash}
+	d := data{Hash: wantHash, Cleanup: cur.leftovers}
 	if p.Sensitive {
 		out.Diff = "(sensitive: content not shown)\n"
 	} else {
 		c := string(want)
 		d.Content = &c
-		old := probes[probeContent].Output
+		old := cur.content
 		if !cur.exists {
 			old = nil
 		}
@@ -243,24 +256,28 @@ const (
 	exitStale    = 95
 )
 
-// installScript is the whole apply in one exec. It reads the content on stdin.
-func installScript(p *Params, hash, planned string) string {
+// installScript is the whole apply in one exec. It reads the content on
+// stdin. It runs on every changed node, so it starts as few processes as it
+// can (parameter expansion instead of dirname/basename, the backup stamp
+// from Go instead of date).
+func installScript(p *Params, d data, planned, stamp string) string {
 	mode, owner, group := defaults(p)
-	dest := modutil.Quote(p.Dest)
 	var b strings.Builder
-	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", dest)
+	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", modutil.Quote(p.Dest))
 	// Temp and backup names end in "~" and contain a ".": directories read
 	// as a whole (logrotate.d, sudoers.d, cron.d) skip such files, so they
 	// never see a half-written temp file or a second copy of the config.
-	// Temp files of an earlier run killed mid-write (SIGKILL skips the trap)
-	// are removed once they are an hour old.
-	b.WriteString(`dir=$(dirname "$dest"); base=$(basename "$dest")` + "\n")
-	b.WriteString(`find "$dir" -maxdepth 1 -name ".nksrun-$base.*~" -mmin +60 -delete 2>/dev/null || true` + "\n")
+	b.WriteString(`dir=${dest%/*}; dir=${dir:-/}; base=${dest##*/}` + "\n")
+	if d.Cleanup {
+		// Temp files of an earlier upload killed mid-write (SIGKILL skips
+		// the trap) go once they are an hour old.
+		b.WriteString(`find "$dir" -maxdepth 1 -name ".nksrun-$base.*~" -mmin +60 -delete 2>/dev/null || true` + "\n")
+	}
 	b.WriteString(`tmp=$(mktemp --suffix='~' "$dir/.nksrun-$base.XXXXXX")` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"' EXIT` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
 	b.WriteString(`cat > "$tmp"` + "\n")
-	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", hash, exitCorrupt)
+	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", d.Hash, exitCorrupt)
 	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", modutil.Quote(owner), modutil.Quote(group), mode)
 	if p.Validate != "" {
 		cmd := strings.Replace(p.Validate, "%s", `"$tmp"`, 1)
@@ -269,9 +286,9 @@ func installScript(p *Params, hash, planned string) string {
 	// Re-check, right before the rename, that the node still has what the
 	// plan saw; anything else is someone else's change, not ours to overwrite.
 	fmt.Fprintf(&b, `cur=absent; if [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
-	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", planned, hash, exitStale)
+	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", planned, d.Hash, exitStale)
 	if p.Backup {
-		b.WriteString(`if [ -e "$dest" ]; then cp -p "$dest" "$dest.$(date +%Y%m%d%H%M%S).nksrun-backup~"; fi` + "\n")
+		fmt.Fprintf(&b, `if [ -e "$dest" ]; then cp -p "$dest" "$dest.%s.nksrun-backup~"; fi`+"\n", stamp)
 	}
 	b.WriteString(`mv -f "$tmp" "$dest"` + "\n")
 	b.WriteString("trap - EXIT\n")
@@ -300,7 +317,8 @@ func (Module) Apply(ctx context.Context, t module.Target, s module.Step, pl modu
 	if sum(content) != d.Hash {
 		return module.Applied{}, fmt.Errorf("plan data for %s does not match its hash", p.Dest)
 	}
-	res, err := t.Node.Runner.Run(ctx, installScript(p, d.Hash, pl.Fingerprint["sha256"]), module.RunOpts{Sudo: true, Stdin: bytes.NewReader(content)})
+	script := installScript(p, d, pl.Fingerprint["sha256"], time.Now().UTC().Format("20060102150405"))
+	res, err := t.Node.Runner.Run(ctx, script, module.RunOpts{Sudo: true, Stdin: bytes.NewReader(content)})
 	if err != nil {
 		return module.Applied{}, fmt.Errorf("installing %s: %w", p.Dest, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"nksrun/engine/module"
 )
@@ -145,7 +146,7 @@ func TestTruncatedUploadLeavesNoPartialFile(t *testing.T) {
 	os.WriteFile(dest, []byte("old\n"), 0o644)
 	pl := plan(t, m, tgt, s)
 	p := s.Params.(*Params)
-	script := installScript(p, pl.Outputs["sha256"].(string), pl.Fingerprint["sha256"])
+	script := installScript(p, data{Hash: pl.Outputs["sha256"].(string)}, pl.Fingerprint["sha256"], "20260101000000")
 	res, err := localRunner{}.Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
 	if err != nil {
 		t.Fatal(err)
@@ -212,5 +213,33 @@ func assertNoTemp(t *testing.T, dir string) {
 	left, _ := filepath.Glob(filepath.Join(dir, ".nksrun-*"))
 	if len(left) > 0 {
 		t.Fatalf("temp files left behind: %v", left)
+	}
+}
+
+// TestLeftoverTempCleanup: a temp file of an upload killed by SIGKILL is
+// seen by the plan and removed by the next install once it is an hour old.
+func TestLeftoverTempCleanup(t *testing.T) {
+	m, tgt, s, dest := setup(t, "new\n", "")
+	old := filepath.Join(filepath.Dir(dest), ".nksrun-docker.abc123~")
+	fresh := filepath.Join(filepath.Dir(dest), ".nksrun-docker.def456~")
+	for _, f := range []string{old, fresh} {
+		if err := os.WriteFile(f, []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hourAgo := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(old, hourAgo, hourAgo)
+	pl := plan(t, m, tgt, s)
+	if !strings.Contains(string(pl.Data), `"cleanup":true`) {
+		t.Fatalf("plan did not see the leftovers: %s", pl.Data)
+	}
+	if _, err := m.Apply(context.Background(), tgt, s, pl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("old leftover not removed: %v", err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a recent temp file (maybe a running upload) was removed: %v", err)
 	}
 }
