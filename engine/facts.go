@@ -25,40 +25,53 @@ var builtinProbes = []module.Probe{
 }
 
 // runProbes runs every probe of a node in one exec (as root: probes only
-// read) and splits the output. Each probe's output is framed by a random
-// boundary line, so no file content can forge a frame.
+// read) and splits the output.
 func runProbes(ctx context.Context, r module.Runner, probes []module.Probe) (map[string]module.ProbeResult, error) {
-	out := make(map[string]module.ProbeResult, len(probes))
 	if len(probes) == 0 {
-		return out, nil
+		return map[string]module.ProbeResult{}, nil
 	}
-	var nonce [12]byte
-	_, _ = rand.Read(nonce[:])
-	boundary := "--nksrun-" + hex.EncodeToString(nonce[:])
-	var script strings.Builder
-	for i, p := range probes {
-		cmd := p.Command
-		fmt.Fprintf(&script, "printf '%%s\\n' '%s %d'\n( %s\n) </dev/null 2>/dev/null\nprintf '\\n%s rc=%%d\\n' $?\n", boundary, i, cmd, boundary)
-	}
-	res, err := r.Run(ctx, script.String(), module.RunOpts{Sudo: true})
+	script, boundary := probeScript(probes)
+	res, err := r.Run(ctx, script, module.RunOpts{Sudo: true})
 	if err != nil {
 		return nil, err
 	}
 	if res.ExitCode != 0 && len(res.Stdout) == 0 {
 		return nil, fmt.Errorf("gathering facts: exit %d: %s", res.ExitCode, firstLine(res.Stderr))
 	}
-	data := res.Stdout
+	out, err := parseProbes(res.Stdout, boundary, probes)
+	if err != nil {
+		return nil, fmt.Errorf("gathering facts: %w (exit %d: %s)", err, res.ExitCode, firstLine(res.Stderr))
+	}
+	return out, nil
+}
+
+// probeScript is one sh script running every probe. Each probe's output is
+// framed by a random boundary line, so no file content can forge a frame.
+func probeScript(probes []module.Probe) (script, boundary string) {
+	var nonce [12]byte
+	_, _ = rand.Read(nonce[:])
+	boundary = "--nksrun-" + hex.EncodeToString(nonce[:])
+	var b strings.Builder
+	for i, p := range probes {
+		fmt.Fprintf(&b, "printf '%%s\\n' '%s %d'\n( %s\n) </dev/null 2>/dev/null\nprintf '\\n%s rc=%%d\\n' $?\n", boundary, i, p.Command, boundary)
+	}
+	return b.String(), boundary
+}
+
+// parseProbes splits the output of probeScript.
+func parseProbes(data []byte, boundary string, probes []module.Probe) (map[string]module.ProbeResult, error) {
+	out := make(map[string]module.ProbeResult, len(probes))
 	for i, p := range probes {
 		start := []byte(fmt.Sprintf("%s %d\n", boundary, i))
 		j := bytes.Index(data, start)
 		if j < 0 {
-			return nil, fmt.Errorf("gathering facts: output of %q is missing (exit %d): %s", p.Command, res.ExitCode, firstLine(res.Stderr))
+			return nil, fmt.Errorf("output of %q is missing", p.Command)
 		}
 		data = data[j+len(start):]
 		end := []byte("\n" + boundary + " rc=")
 		k := bytes.Index(data, end)
 		if k < 0 {
-			return nil, fmt.Errorf("gathering facts: output of %q is truncated", p.Command)
+			return nil, fmt.Errorf("output of %q is truncated", p.Command)
 		}
 		body := data[:k]
 		rest := data[k+len(end):]
