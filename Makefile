@@ -59,6 +59,12 @@ demo: testbed
 	echo "+ nksrun plan --detailed-exitcode $$F runbooks/logrotate.yaml"; ./bin/nksrun plan --detailed-exitcode $$F runbooks/logrotate.yaml; \
 	echo; echo "In sync. The testbed stays up: try other runbooks with the flags above; 'make testbed-down' removes it."
 
+# bench: as root, a 200-node testbed; nksrun plan/apply against the floor
+# (one connection + one exec per node), then the engine micro-benchmarks.
+bench: deps
+	$(GO) run ./testdata/bench/driver -n 200 -reps 5
+	$(GO) test ./engine -run '^$$' -bench . -benchmem
+
 fuzz:
 	$(GO) test ./engine/runbook/ -run XXX -fuzz FuzzParse -fuzztime 60s
 

@@ -74,7 +74,12 @@ func (c *cannedNode) Run(_ context.Context, command string, opts module.RunOpts)
 		case strings.Contains(cmd, "os-release"):
 			body = "centos\n"
 		case strings.Contains(cmd, "stat -c"):
-			body = hash + " 644 root root\n"
+			// file_sync's state probe: state line, then the old content
+			// only when it differs from the desired hash in the command.
+			body = hash + " 644 root root 0\n"
+			if !strings.Contains(cmd, `"$h" = `+hash) {
+				body += string(c.current)
+			}
 		case strings.Contains(cmd, "head -c"):
 			body = string(c.current)
 		case strings.Contains(cmd, "sha256sum"):
@@ -189,9 +194,7 @@ func BenchmarkProbeParse200(b *testing.B) {
 	rb := loadBenchRunbook(b)
 	want := wantConfig(b)
 	probes := append(append([]module.Probe{}, builtinProbes...), factProbes(rb)...)
-	probes = append(probes,
-		module.Probe{Key: "step.config.state", Command: "if [ -e /etc/logrotate.d/docker ]; then h=$(sha256sum /etc/logrotate.d/docker) && printf '%s %s\\n' \"${h%% *}\" \"$(stat -c '%a %U %G' /etc/logrotate.d/docker)\"; else echo absent; fi"},
-		module.Probe{Key: "step.config.content", Command: "head -c 65537 /etc/logrotate.d/docker"})
+	probes = append(probes, module.Probe{Key: "step.config.state", Command: "stat -c ... head -c (file_sync's state probe)"})
 	// Record one node's answer once, then replay it with each call's
 	// boundary, so the loop measures runProbes, not the canned node.
 	rec := &recorder{r: &cannedNode{current: want}}
