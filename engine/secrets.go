@@ -20,38 +20,10 @@ type Secrets struct {
 	sorted []string
 }
 
-// AddSecret registers a value and its base64 forms. Values shorter than 4
-// bytes are ignored: redacting them would mangle ordinary output.
-func (s *Secrets) AddSecret(v string) {
-	if len(v) < 4 {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.values == nil {
-		s.values = map[string]bool{}
-	}
-	for _, form := range []string{
-		v,
-		base64.StdEncoding.EncodeToString([]byte(v)),
-		base64.RawStdEncoding.EncodeToString([]byte(v)),
-		base64.URLEncoding.EncodeToString([]byte(v)),
-	} {
-		s.values[form] = true
-	}
-	// Multi-line secrets also leak line by line (diffs print lines).
-	for _, line := range strings.Split(v, "\n") {
-		if len(strings.TrimSpace(line)) >= 8 {
-			s.values[line] = true
-		}
-	}
-	s.sorted = s.sorted[:0]
-	for k := range s.values {
-		s.sorted = append(s.sorted, k)
-	}
-	// Longest first, so a value containing another is replaced whole.
-	sort.Slice(s.sorted, func(i, j int) bool { return len(s.sorted[i]) > len(s.sorted[j]) })
-}
+// AddSecret registers a value, its base64 forms and, for multi-line values,
+// each line of 8 characters or more (diffs print lines). Values shorter than
+// 4 bytes are ignored: redacting them would mangle ordinary output.
+func (s *Secrets) AddSecret(v string) { s.add(v, true) }
 
 // AddSecretWhole registers a value and its base64 forms but not its lines.
 // Modules use it for documents (an INI cloud-config, a docker config.json)
@@ -59,7 +31,9 @@ func (s *Secrets) AddSecret(v string) {
 // public, after registering the document's secret parts one by one;
 // AddSecret would redact those lines from every output (runbook text and
 // saved plans included).
-func (s *Secrets) AddSecretWhole(v string) {
+func (s *Secrets) AddSecretWhole(v string) { s.add(v, false) }
+
+func (s *Secrets) add(v string, lines bool) {
 	if len(v) < 4 {
 		return
 	}
@@ -76,10 +50,18 @@ func (s *Secrets) AddSecretWhole(v string) {
 	} {
 		s.values[form] = true
 	}
+	if lines {
+		for _, line := range strings.Split(v, "\n") {
+			if len(strings.TrimSpace(line)) >= 8 {
+				s.values[line] = true
+			}
+		}
+	}
 	s.sorted = s.sorted[:0]
 	for k := range s.values {
 		s.sorted = append(s.sorted, k)
 	}
+	// Longest first, so a value containing another is replaced whole.
 	sort.Slice(s.sorted, func(i, j int) bool { return len(s.sorted[i]) > len(s.sorted[j]) })
 }
 

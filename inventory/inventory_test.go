@@ -31,7 +31,7 @@ func node(name, ip string, ready bool, labels map[string]string, runtime string)
 	return &corev1.Node{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 		Status: corev1.NodeStatus{
-			Addresses: []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}, {Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeExternalIP, Address: "203.0.113.9"}},
+			Addresses:  []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: name}, {Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeExternalIP, Address: "203.0.113.9"}},
 			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: st}},
 			NodeInfo: corev1.NodeSystemInfo{OSImage: "Rocky Linux 8.10 (Green Obsidian)", KernelVersion: "4.18.0-553.el8_10.x86_64",
 				ContainerRuntimeVersion: runtime, KubeletVersion: "v1.29.3"},
