@@ -2,33 +2,14 @@ package engine
 
 import (
 	"context"
-	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
 
 	"nksrun/engine/module"
+	"nksrun/engine/module/moduletest"
 	"nksrun/engine/runbook"
 )
-
-// localRunner runs commands with the local /bin/sh (ignoring Sudo): the
-// probe framing is shell code, so it is tested against a real shell.
-type localRunner struct{ calls int }
-
-func (l *localRunner) Run(ctx context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
-	l.calls++
-	cmd := exec.CommandContext(ctx, "sh", "-c", command)
-	cmd.Stdin = opts.Stdin
-	var res module.RunResult
-	out, err := cmd.Output()
-	res.Stdout = out
-	if ee, ok := err.(*exec.ExitError); ok {
-		res.ExitCode = ee.ExitCode()
-		res.Stderr = ee.Stderr
-		err = nil
-	}
-	return res, err
-}
 
 func TestRunProbesOneRoundTrip(t *testing.T) {
 	probes := []module.Probe{
@@ -41,13 +22,13 @@ func TestRunProbesOneRoundTrip(t *testing.T) {
 		{Key: "multi", Command: "printf 'a\\n\\nb\\n'"},
 		{Key: "stderr", Command: "echo out; echo err >&2"},
 	}
-	r := &localRunner{}
+	r := &moduletest.LocalRunner{}
 	got, err := runProbes(context.Background(), r, probes)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.calls != 1 {
-		t.Fatalf("probes took %d execs, want 1", r.calls)
+	if r.Calls.Load() != 1 {
+		t.Fatalf("probes took %d execs, want 1", r.Calls.Load())
 	}
 	want := map[string]module.ProbeResult{
 		"plain":  {Output: []byte("hello\n")},
@@ -113,7 +94,7 @@ func TestSecretsRedact(t *testing.T) {
 // verify gets the probes of the last command, read after it ran.
 func TestVerifyRider(t *testing.T) {
 	dir := t.TempDir()
-	local := &localRunner{}
+	local := &moduletest.LocalRunner{}
 	rider := &verifyRider{Runner: local, probes: []module.Probe{{Key: "fact.x", Command: "cat " + dir + "/x"}}}
 	cmds := []struct {
 		cmd    string
@@ -140,9 +121,9 @@ func TestVerifyRider(t *testing.T) {
 		}
 	}
 	// Commands without sudo are not touched.
-	before := local.calls
+	before := local.Calls.Load()
 	res, _ := rider.Run(context.Background(), "echo plain", module.RunOpts{})
-	if string(res.Stdout) != "plain\n" || local.calls != before+1 {
+	if string(res.Stdout) != "plain\n" || local.Calls.Load() != before+1 {
 		t.Errorf("non-sudo command changed: %q", res.Stdout)
 	}
 }

@@ -1,12 +1,10 @@
 package filesync
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strings"
@@ -14,25 +12,8 @@ import (
 	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/module/moduletest"
 )
-
-// localRunner runs the module's shell code with the local sh, so the install
-// script's atomicity is tested against a real shell and file system.
-type localRunner struct{}
-
-func (localRunner) Run(ctx context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
-	cmd := exec.CommandContext(ctx, "sh", "-c", command)
-	cmd.Stdin = opts.Stdin
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	res := module.RunResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		res.ExitCode, err = ee.ExitCode(), nil
-	}
-	return res, err
-}
 
 func me(t *testing.T) (string, string) {
 	u, err := user.Current()
@@ -54,7 +35,7 @@ func probe(t *testing.T, m Module, tgt module.Target, s module.Step) map[string]
 	}
 	out := map[string]module.ProbeResult{}
 	for _, p := range probes {
-		r, err := localRunner{}.Run(context.Background(), p.Command, module.RunOpts{})
+		r, err := (&moduletest.LocalRunner{}).Run(context.Background(), p.Command, module.RunOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -72,7 +53,7 @@ func setup(t *testing.T, content, validate string) (Module, module.Target, modul
 	if err := m.Validate(p); err != nil {
 		t.Fatal(err)
 	}
-	return m, module.Target{Node: &module.Node{Name: "n1", Runner: localRunner{}}, RunbookDir: dir}, module.Step{ID: "config", Params: p}, p.Dest
+	return m, module.Target{Node: &module.Node{Name: "n1", Runner: &moduletest.LocalRunner{}}, RunbookDir: dir}, module.Step{ID: "config", Params: p}, p.Dest
 }
 
 func plan(t *testing.T, m Module, tgt module.Target, s module.Step) module.Planned {
@@ -147,7 +128,7 @@ func TestTruncatedUploadLeavesNoPartialFile(t *testing.T) {
 	pl := plan(t, m, tgt, s)
 	p := s.Params.(*Params)
 	script := installScript(p, data{Hash: pl.Outputs["sha256"].(string)}, pl.Fingerprint["sha256"], "20260101000000")
-	res, err := localRunner{}.Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
+	res, err := (&moduletest.LocalRunner{}).Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,6 @@
 package grubarg
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -11,24 +10,8 @@ import (
 	"testing"
 
 	"nksrun/engine/module"
+	"nksrun/engine/module/moduletest"
 )
-
-// localRunner runs commands with the local sh (root in CI), standing in for
-// one node, so the apply script's backup/restore logic is tested for real.
-type localRunner struct{}
-
-func (localRunner) Run(ctx context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
-	cmd := exec.CommandContext(ctx, "sh", "-c", command)
-	cmd.Stdin = opts.Stdin
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code, err = ee.ExitCode(), nil
-	}
-	return module.RunResult{Stdout: o.Bytes(), Stderr: e.Bytes(), ExitCode: code}, err
-}
 
 const original = "GRUB_TIMEOUT=5\nGRUB_CMDLINE_LINUX='crashkernel=auto rhgb quiet'  # odd quoting on purpose\n"
 
@@ -50,7 +33,7 @@ func fakeMkconfig(file, cfg, mode string) string {
 
 func planFor(t *testing.T, dir string, p *Params, cmdline string) module.Planned {
 	t.Helper()
-	node := &module.Node{Name: "n1", Facts: map[string]any{"osFamily": "rocky", "host": map[string]any{"os": "rocky", "cmdline": cmdline}}, Runner: localRunner{}}
+	node := &module.Node{Name: "n1", Facts: map[string]any{"osFamily": "rocky", "host": map[string]any{"os": "rocky", "cmdline": cmdline}}, Runner: &moduletest.LocalRunner{}}
 	tg := module.Target{Node: node}
 	probes, err := Module{}.Probes(tg, module.Step{ID: "grub", Params: p})
 	if err != nil {
@@ -58,7 +41,7 @@ func planFor(t *testing.T, dir string, p *Params, cmdline string) module.Planned
 	}
 	res := map[string]module.ProbeResult{}
 	for _, pr := range probes {
-		r, err := localRunner{}.Run(context.Background(), pr.Command, module.RunOpts{})
+		r, err := (&moduletest.LocalRunner{}).Run(context.Background(), pr.Command, module.RunOpts{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +83,7 @@ func TestPlanApplyLocal(t *testing.T) {
 			if pl.Outputs["reboot_required"] != true {
 				t.Fatalf("reboot_required = %v", pl.Outputs["reboot_required"])
 			}
-			tg := module.Target{Node: &module.Node{Name: "n1", Runner: localRunner{}}}
+			tg := module.Target{Node: &module.Node{Name: "n1", Runner: &moduletest.LocalRunner{}}}
 			ap, err := Module{}.Apply(context.Background(), tg, module.Step{ID: "grub", Params: p}, pl)
 			got, _ := os.ReadFile(file)
 			baks, _ := filepath.Glob(file + ".nksrun-*")
