@@ -296,9 +296,10 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPla
 // commands instead of costing an exec of their own (at 200 nodes that exec
 // was a third of apply's time on the nodes). Each sudo command of that step
 // runs in a subshell followed by the verify probes; the module sees its own
-// output and exit code unchanged, and the probe output of the step's last
-// command is what verify uses. When it is missing (the step failed, the
-// connection dropped), verify reads on its own.
+// output and exit code unchanged, and the probe output is what verify uses
+// if that command was the step's last. When it is missing (the step's last
+// command did not use sudo, it failed, the connection dropped, the node was
+// reconnected), verify reads on its own.
 type verifyRider struct {
 	module.Runner
 	probes  []module.Probe
@@ -308,6 +309,9 @@ type verifyRider struct {
 
 func (v *verifyRider) Run(ctx context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
 	if !opts.Sudo {
+		// Probes need root; a command that cannot carry them makes any
+		// earlier reading stale (it may have changed the node).
+		v.forget()
 		return v.Runner.Run(ctx, command, opts)
 	}
 	script, boundary := probeScript(v.probes)
@@ -327,9 +331,16 @@ func (v *verifyRider) Run(ctx context.Context, command string, opts module.RunOp
 	return res, nil
 }
 
+func (v *verifyRider) forget() {
+	v.mu.Lock()
+	v.results = nil
+	v.mu.Unlock()
+}
+
 // Reconnect passes through, so modules that wait for a node (reboot) keep
-// working with the rider in between.
+// working with the rider in between. Readings from before are stale.
 func (v *verifyRider) Reconnect(ctx context.Context) error {
+	v.forget()
 	r, ok := v.Runner.(module.Reconnector)
 	if !ok {
 		return errors.New("this connection cannot reconnect")

@@ -120,10 +120,14 @@ func TestVerifyRider(t *testing.T) {
 			t.Errorf("%q: rode %q rc %d, want %q rc %d", c.cmd, got.Output, got.ExitCode, c.fact, c.factRC)
 		}
 	}
-	// Commands without sudo are not touched.
+	// Commands without sudo are not touched, and make the reading stale:
+	// verify must then read on its own.
 	before := local.Calls.Load()
 	res, _ := rider.Run(context.Background(), "echo plain", module.RunOpts{})
 	if string(res.Stdout) != "plain\n" || local.Calls.Load() != before+1 {
 		t.Errorf("non-sudo command changed: %q", res.Stdout)
+	}
+	if got := rider.taken(); got != nil {
+		t.Errorf("a reading from before a later command was kept: %v", got)
 	}
 }
