@@ -232,6 +232,11 @@ func verifyPlan(rb *runbook.Runbook, tp *TargetPlan) ([]*runbook.Check, []module
 			maps.Copy(uses, c.That.Uses)
 		}
 	}
+	if uses[runbook.EnvVars] {
+		for _, v := range rb.Vars {
+			maps.Copy(uses, v.Expr.Uses)
+		}
+	}
 	var probes []module.Probe
 	if tp.Kind == TargetNode && len(checks) > 0 {
 		if uses[runbook.EnvHost] {
@@ -277,6 +282,11 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPla
 		if _, ok := results[builtinProbes[0].Key]; ok {
 			env[runbook.EnvHost] = hostFacts(results)
 		}
+	}
+	// Vars are derived from facts: computed again from the fresh ones.
+	if err := rb.EvalVars(env); err != nil {
+		res.Status, res.Reason = StatusFailed, "verify: "+err.Error()
+		return
 	}
 	for _, c := range checks {
 		ok, err := c.That.EvalBool(env)

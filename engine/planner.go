@@ -121,7 +121,7 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 	tp := nodeTarget(h, StatusOK, "")
 	env := map[string]any{
 		runbook.EnvParams: params, runbook.EnvNode: h.Facts, runbook.EnvCluster: clusterEnv,
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvSteps: map[string]any{},
+		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
 	}
 	if reason, err := skipReason(rb, env, h, e.o.IncludeNotReady); err != nil {
 		tp.Status, tp.Reason = StatusFailed, err.Error()
@@ -165,6 +165,10 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 		return tp
 	}
 	env[runbook.EnvHost] = host
+	if err := rb.EvalVars(env); err != nil {
+		tp.Status, tp.Reason = StatusFailed, err.Error()
+		return tp
+	}
 	node.Facts = withHostFacts(h.Facts, env[runbook.EnvHost].(map[string]any))
 	t.Node = node
 
@@ -336,7 +340,11 @@ func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, c
 	}
 	env := map[string]any{
 		runbook.EnvParams: params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: clusterEnv,
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvSteps: map[string]any{},
+		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
+	}
+	if err := rb.EvalVars(env); err != nil {
+		tp.Status, tp.Reason = StatusFailed, err.Error()
+		return tp
 	}
 	t := e.target(rb, nil)
 	stepsEnv := env[runbook.EnvSteps].(map[string]any)

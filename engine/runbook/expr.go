@@ -41,14 +41,17 @@ const (
 	EnvFacts   = "facts"
 	EnvCluster = "cluster"
 	EnvSteps   = "steps"
+	EnvVars    = "vars"
 )
 
 // Which names an expression may use depends on when it is evaluated.
 var (
 	// Node skip rules run before nksrun connects: only free facts.
 	envBeforeConnect = []string{EnvParams, EnvNode, EnvCluster}
+	// Vars are computed once facts are read, before any step.
+	envVars = []string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvVars}
 	// Conditions, parameters and verify checks run with everything.
-	envFull = []string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvSteps}
+	envFull = []string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvVars, EnvSteps}
 )
 
 // functions are the helpers available in every expression.

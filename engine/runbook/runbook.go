@@ -37,8 +37,35 @@ type Runbook struct {
 	Params      map[string]Param `yaml:"params"`
 	Nodes       NodeSelect       `yaml:"nodes"`
 	Facts       map[string]Fact  `yaml:"facts"`
-	Steps       []Step           `yaml:"steps" nks:"required"`
+	// VarsNode holds `vars:`, a mapping of names to expressions computed per
+	// target once its facts are read, in file order (a var may use the ones
+	// above it). Steps and verify read them as vars.<name>, so a derived
+	// value is written once, not in every step that needs it.
+	VarsNode yaml.Node `yaml:"vars"`
+	Vars     []Var     `yaml:"-"`
+	Steps    []Step    `yaml:"steps" nks:"required"`
 	Verify      []Check          `yaml:"verify"`
+}
+
+// Var is one computed value of `vars:`.
+type Var struct {
+	Name string
+	Expr Expr
+}
+
+// EvalVars computes the runbook's vars against env (which must already hold
+// params, node, host, facts and cluster) and stores them as env["vars"].
+func (rb *Runbook) EvalVars(env map[string]any) error {
+	vars := map[string]any{}
+	env[EnvVars] = vars
+	for i := range rb.Vars {
+		v, err := rb.Vars[i].Expr.Eval(env)
+		if err != nil {
+			return fmt.Errorf("vars.%s: %w", rb.Vars[i].Name, err)
+		}
+		vars[rb.Vars[i].Name] = v
+	}
+	return nil
 }
 
 // Param is a typed runbook parameter, set with --set name=value.
@@ -244,6 +271,7 @@ func (v *validator) validate(root *yaml.Node) {
 	for i := range rb.Nodes.Skip {
 		v.compile(&rb.Nodes.Skip[i].If, envBeforeConnect, true)
 	}
+	v.validateVars()
 	stepsNode := keyNode(root, "steps")
 	ids := map[string]bool{}
 	for i := range rb.Steps {
@@ -259,6 +287,36 @@ func (v *validator) validate(root *yaml.Node) {
 		if c.On != "" && c.On != "node" && c.On != "cluster" {
 			v.errAt(c.That.Pos, "on %q: want node or cluster", c.On)
 		}
+	}
+}
+
+func (v *validator) validateVars() {
+	n := &v.rb.VarsNode
+	if n.Kind == 0 {
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		v.d.errorf(n, "vars: expected a mapping of names to expressions, got %s", kindName(n))
+		return
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		switch {
+		case !nameRE.MatchString(k.Value):
+			v.d.errorf(k, "var name %q: use lower-case letters, digits and _", k.Value)
+			continue
+		case seen[k.Value]:
+			v.d.errorf(k, "duplicate var %q", k.Value)
+			continue
+		case val.Kind != yaml.ScalarNode:
+			v.d.errorf(val, "var %s: expected an expression (a string), got %s", k.Value, kindName(val))
+			continue
+		}
+		seen[k.Value] = true
+		e := v.d.newExpr(val)
+		v.compile(&e, envVars, false)
+		v.rb.Vars = append(v.rb.Vars, Var{Name: k.Value, Expr: e})
 	}
 }
 

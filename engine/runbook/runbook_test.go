@@ -218,3 +218,41 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestVars(t *testing.T) {
+	src := `name: v
+title: V
+section: "1"
+vars:
+  images: facts.images ?? []
+  missing: 'filter(["pause", "kube-proxy"], {# not in vars.images})'
+  later: vars.not_yet_defined
+steps:
+  - id: r
+    module: report
+    with:
+      found: !expr len(vars.missing) > 0
+      title: !expr '"missing: " + join(vars.missing, ", ")'
+  - {id: not_yet_defined, module: report, with: {title: x}}
+`
+	rb, err := runbook.Parse("v.yaml", []byte(src), modules.Registry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]any{"params": map[string]any{}, "node": map[string]any{}, "host": map[string]any{},
+		"facts": map[string]any{"images": []any{"pause"}}, "cluster": map[string]any{}, "steps": map[string]any{}}
+	if err := rb.EvalVars(env); err != nil {
+		t.Fatal(err)
+	}
+	vars := env["vars"].(map[string]any)
+	if m, _ := vars["missing"].([]any); len(m) != 1 || m[0] != "kube-proxy" {
+		t.Errorf("vars.missing = %v", vars["missing"])
+	}
+	// A var sees only the vars above it.
+	if vars["later"] != nil {
+		t.Errorf("vars.later = %v, want nil", vars["later"])
+	}
+	if rb.Steps[0].Uses()["vars"] != true {
+		t.Errorf("step using vars is not marked as such: %v", rb.Steps[0].Uses())
+	}
+}
