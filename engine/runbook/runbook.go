@@ -44,7 +44,7 @@ type Runbook struct {
 	VarsNode yaml.Node `yaml:"vars"`
 	Vars     []Var     `yaml:"-"`
 	Steps    []Step    `yaml:"steps" nks:"required"`
-	Verify      []Check          `yaml:"verify"`
+	Verify   []Check   `yaml:"verify"`
 }
 
 // Var is one computed value of `vars:`.
