@@ -53,7 +53,7 @@ demo: testbed
 	I=$$(sed -n 's/.*"key": *"\([^"]*\)".*/\1/p' $$S); \
 	H=$$(sed -n 's/.*"known_hosts": *"\([^"]*\)".*/\1/p' $$S); \
 	F="--kubeconfig $$K -i $$I --known-hosts $$H"; \
-	echo "+ nksrun inventory $$F"; ./bin/nksrun inventory $$F; \
+	echo "+ nksrun inventory --kubeconfig $$K"; ./bin/nksrun inventory --kubeconfig $$K; \
 	echo "+ nksrun plan $$F runbooks/logrotate.yaml"; ./bin/nksrun plan $$F runbooks/logrotate.yaml || true; \
 	echo "+ nksrun apply --auto-approve $$F runbooks/logrotate.yaml"; ./bin/nksrun apply --auto-approve $$F runbooks/logrotate.yaml; \
 	echo "+ nksrun plan --detailed-exitcode $$F runbooks/logrotate.yaml"; ./bin/nksrun plan --detailed-exitcode $$F runbooks/logrotate.yaml; \

@@ -84,6 +84,8 @@ type StepPlan struct {
 // Counts summarises a plan.
 type Counts struct {
 	Change, NoOp, Skip, Unknown, Findings, Unreachable, Failed int
+	// SkippedTargets are nodes skipped as a whole (skip rules, NotReady).
+	SkippedTargets int
 }
 
 // Counts adds up actions and target failures.
@@ -96,6 +98,8 @@ func (p *Plan) Counts() Counts {
 				c.Unreachable++
 			case StatusFailed:
 				c.Failed++
+			case StatusSkipped:
+				c.SkippedTargets++
 			}
 			for _, s := range t.Steps {
 				switch s.Action {

@@ -170,8 +170,8 @@ func renderPlanText(w io.Writer, p *Plan) error {
 		}
 	}
 	c := p.Counts()
-	_, err := fmt.Fprintf(w, "\nPlan: %d to change, %d unchanged, %d skipped, %d unknown until apply, %d finding(s); %d node(s) unreachable, %d failed.\n",
-		c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.Unreachable, c.Failed)
+	_, err := fmt.Fprintf(w, "\nPlan: %d to change, %d unchanged, %d skipped, %d unknown until apply, %d finding(s); %d node(s) skipped, %d unreachable, %d failed.\n",
+		c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.SkippedTargets, c.Unreachable, c.Failed)
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"golang.org/x/term"
@@ -423,12 +424,13 @@ func runInventory(ctx context.Context, a *app, args []string) error {
 		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
 		return err
 	}
-	fmt.Fprintf(a.stdout, "%-40s %-16s %-8s %-6s %-26s %-22s %-12s %s\n", "NAME", "ADDRESS", "USER", "READY", "OS", "KERNEL", "RUNTIME", "NODEGROUP")
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESS\tUSER\tREADY\tOS\tKERNEL\tRUNTIME\tNODEGROUP")
 	for _, h := range s.hosts {
 		f := h.Facts
-		fmt.Fprintf(a.stdout, "%-40s %-16s %-8s %-6v %-26s %-22s %-12s %s\n", h.Name, h.Address, h.User, f["ready"], f["osImage"], f["kernel"], f["runtime"], f["nodegroup"])
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", h.Name, h.Address, h.User, f["ready"], f["osImage"], f["kernel"], f["runtime"], f["nodegroup"])
 	}
-	return nil
+	return tw.Flush()
 }
 
 // sortedNames is a helper for stable output.

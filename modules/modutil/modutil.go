@@ -32,7 +32,7 @@ func Diff(old, new []byte, oldName, newName string) string {
 		return fmt.Sprintf("content differs (%d → %d bytes; too large to show)\n", len(old), len(new))
 	}
 	d, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-		A: difflib.SplitLines(string(old)), B: difflib.SplitLines(string(new)),
+		A: splitLines(old), B: splitLines(new),
 		FromFile: oldName, ToFile: newName, Context: 3,
 	})
 	if err != nil {
@@ -50,6 +50,15 @@ func Diff(old, new []byte, oldName, newName string) string {
 		}
 	}
 	return b.String()
+}
+
+// splitLines is difflib.SplitLines except that empty content has no lines
+// (difflib would diff a new file against one empty line).
+func splitLines(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	return difflib.SplitLines(string(b))
 }
 
 func isText(b []byte) bool {
