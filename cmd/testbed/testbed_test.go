@@ -439,7 +439,7 @@ func TestStart20AndTeardown(t *testing.T) {
 		}
 		t.Skip(err)
 	}
-	if testing.Short() {
+	if testing.Short() && os.Getenv("CI") == "" { // CI always runs the end-to-end tests
 		t.Skip("20 nodes: not in -short")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)

@@ -23,7 +23,7 @@ import (
 // sudo (the testbed). One testbed for all subtests: node 0 is left alone,
 // the others each get one kind of breakage.
 func TestE2E(t *testing.T) {
-	if testing.Short() {
+	if testing.Short() && os.Getenv("CI") == "" { // CI always runs the end-to-end tests
 		t.Skip("end-to-end")
 	}
 	tb := testbed.New(t, testbed.Options{N: 4})
