@@ -426,10 +426,11 @@ func TestCgroupNokmemTwoProcesses(t *testing.T) {
 			t.Errorf("%s: /etc/default/grub has %s %d times", n.Name, nokmem, strings.Count(g, nokmem))
 		}
 	}
-	// The safety property is the watcher's. A process whose SSH connection
-	// to a node drops because the other process rebooted that node (between
-	// its plan and a later step or verify) reports the node unreachable and
-	// exits 1; a re-run converges. At least one process must succeed.
+	// The safety property is the watcher's. A connection that died between
+	// two commands (the other process rebooted the node) is redialled, but a
+	// command that is running on a node when the other process reboots it
+	// (its grub edit, say) fails, and that process exits 1 saying the node
+	// was unreachable; a re-run converges. At least one process must succeed.
 	t.Logf("exit codes %v", codes)
 	if codes[0] != 0 && codes[1] != 0 {
 		t.Errorf("both processes failed: exit codes %v", codes)
