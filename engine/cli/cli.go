@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -285,4 +284,3 @@ func (a *app) withTimeout(ctx context.Context) (context.Context, context.CancelF
 	return context.WithCancel(ctx)
 }
 
-var _ = time.Second

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -431,16 +430,6 @@ func runInventory(ctx context.Context, a *app, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", h.Name, h.Address, h.User, f["ready"], f["osImage"], f["kernel"], f["runtime"], f["nodegroup"])
 	}
 	return tw.Flush()
-}
-
-// sortedNames is a helper for stable output.
-func sortedNames(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func countStatus(r *engine.Report, status string) int {
