@@ -283,4 +283,3 @@ func (a *app) withTimeout(ctx context.Context) (context.Context, context.CancelF
 	}
 	return context.WithCancel(ctx)
 }
-
