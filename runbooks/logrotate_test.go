@@ -4,10 +4,12 @@ package runbooks_test
 // kube-apiserver, real sshd + sudo nodes, real logrotate.
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"nksrun/engine"
+	"nksrun/engine/cli"
 	"nksrun/engine/module"
 	"nksrun/engine/transport"
 	"nksrun/modules/filesync"
@@ -383,4 +386,35 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	s.left -= n
 	return n, err
+}
+
+// TestLogrotateStaticInventory runs the runbook on machines listed in a
+// static inventory, with no cluster at all (no kubeconfig anywhere).
+func TestLogrotateStaticInventory(t *testing.T) {
+	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{lrDockerCentOS, lrContainerd}})
+	var inv strings.Builder
+	inv.WriteString("hosts:\n")
+	for _, n := range tb.Nodes {
+		fmt.Fprintf(&inv, "  - {name: %s, address: %s, user: %s, labels: {role: legacy}}\n", n.Name, n.Address, n.User)
+	}
+	path := filepath.Join(t.TempDir(), "inventory.yaml")
+	if err := os.WriteFile(path, []byte(inv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KUBECONFIG", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("HOME", t.TempDir())
+	var out, errb bytes.Buffer
+	args := []string{"apply", "--auto-approve", "--lock-file", filepath.Join(t.TempDir(), "lock"), "--inventory", path,
+		"-i", tb.KeyPath, "--known-hosts", tb.KnownHosts, "--limit", "role=legacy", "logrotate.yaml"}
+	code := cli.Run(context.Background(), args, strings.NewReader(""), &out, &errb)
+	if code != 0 {
+		t.Fatalf("apply with a static inventory: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	// Static hosts have no runtime fact, so the docker-only skip rule does
+	// not apply: both machines get the file.
+	for _, n := range tb.Nodes {
+		if got := fileSHA(t, n.Path(logrotateDest)); got != fileSHA(t, "files/docker-logrotate.conf") {
+			t.Errorf("%s: sha256 %s after apply", n.Name, got)
+		}
+	}
 }
