@@ -558,3 +558,36 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 		t.Errorf("the PDB-protected pod is gone: %v", err)
 	}
 }
+
+// TestCgroupNokmemSerialTwo: with serial=2 at most two nodes are cordoned or
+// down at any moment, and every node is rebooted exactly once.
+func TestCgroupNokmemSerialTwo(t *testing.T) {
+	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{nbCentOS, nbRocky, nbCentOS, nbRocky}})
+	w := nbWatch(t, tb, nil)
+	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "serial=2"}, nbFast...)...)
+	w.Stop()
+	t.Logf("watcher: %d samples, max cordoned %d, max down %d", w.samples.Load(), w.maxCordoned.Load(), w.maxDown.Load())
+	if code != 0 {
+		t.Fatalf("apply exit %d: %+v", code, rep)
+	}
+	if w.samples.Load() < 10 {
+		t.Fatalf("watcher took only %d samples", w.samples.Load())
+	}
+	if w.maxCordoned.Load() > 2 || w.maxDown.Load() > 2 {
+		t.Errorf("serial=2 exceeded: max cordoned %d, max down %d", w.maxCordoned.Load(), w.maxDown.Load())
+	}
+	if w.maxCordoned.Load() < 1 {
+		t.Errorf("the watcher never saw a cordoned node")
+	}
+	for _, n := range tb.Nodes {
+		if n.Reboots() != 1 || !strings.Contains(n.Cmdline(), nokmem) {
+			t.Errorf("%s: %d reboots, cmdline %q", n.Name, n.Reboots(), n.Cmdline())
+		}
+		if nbNode(t, tb, n.Name).Spec.Unschedulable {
+			t.Errorf("%s still cordoned", n.Name)
+		}
+	}
+	if h, _ := nbLease(t, tb); h != "" {
+		t.Errorf("reboot lease still held by %q", h)
+	}
+}
