@@ -7,8 +7,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
 
 	"nksrun/engine/module"
 	"nksrun/engine/runbook"
@@ -35,30 +33,13 @@ func (e *Engine) k8sFacts(ctx context.Context, rb *runbook.Runbook) (map[string]
 	return out, nil
 }
 
-// Resource resolves apiVersion+kind to a dynamic resource client.
-func Resource(c *module.Cluster, apiVersion, kind, namespace string) (dynamic.ResourceInterface, bool, error) {
-	gv, err := schema.ParseGroupVersion(apiVersion)
-	if err != nil {
-		return nil, false, fmt.Errorf("apiVersion %q: %w", apiVersion, err)
-	}
-	m, err := c.Mapper.RESTMapping(schema.GroupKind{Group: gv.Group, Kind: kind}, gv.Version)
-	if err != nil {
-		return nil, false, fmt.Errorf("%s %s: %w", apiVersion, kind, err)
-	}
-	namespaced := m.Scope.Name() == "namespace"
-	if namespaced && namespace != "" {
-		return c.Dynamic.Resource(m.Resource).Namespace(namespace), true, nil
-	}
-	return c.Dynamic.Resource(m.Resource), namespaced, nil
-}
-
 // K8sLookup gets one object (Name set; nil when absent) or lists objects.
 // Secrets are refused: their values would reach expressions and output.
 func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any, error) {
 	if f.Kind == "Secret" {
 		return nil, fmt.Errorf("Secrets cannot be read as facts (their values would reach expressions and output); modules read them and redact")
 	}
-	ri, _, err := Resource(c, f.APIVersion, f.Kind, f.Namespace)
+	ri, err := c.Resource(f.APIVersion, f.Kind, f.Namespace)
 	if err != nil {
 		return nil, err
 	}

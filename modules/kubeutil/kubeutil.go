@@ -19,7 +19,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
@@ -48,26 +47,6 @@ func PatchType(t string) (types.PatchType, error) {
 	return "", fmt.Errorf("patch type %q: want json, merge or strategic", t)
 }
 
-// Resource resolves apiVersion+kind to a dynamic client (namespaced to ns
-// when the kind is namespaced and ns is not empty).
-func Resource(c *module.Cluster, apiVersion, kind, ns string) (dynamic.ResourceInterface, error) {
-	if c == nil || c.Dynamic == nil || c.Mapper == nil {
-		return nil, errors.New("no cluster configured (--kubeconfig)")
-	}
-	gv, err := schema.ParseGroupVersion(apiVersion)
-	if err != nil {
-		return nil, fmt.Errorf("apiVersion %q: %w", apiVersion, err)
-	}
-	m, err := c.Mapper.RESTMapping(schema.GroupKind{Group: gv.Group, Kind: kind}, gv.Version)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", apiVersion, kind, err)
-	}
-	if m.Scope.Name() == "namespace" && ns != "" {
-		return c.Dynamic.Resource(m.Resource).Namespace(ns), nil
-	}
-	return c.Dynamic.Resource(m.Resource), nil
-}
-
 // Selector picks objects of one kind.
 type Selector struct {
 	APIVersion string
@@ -83,7 +62,7 @@ type Selector struct {
 // List finds the selected objects with one list call (or one get for a
 // single name). Absent names are not an error: they are simply not there.
 func List(ctx context.Context, c *module.Cluster, s Selector) ([]unstructured.Unstructured, error) {
-	ri, err := Resource(c, s.APIVersion, s.Kind, s.Namespace)
+	ri, err := c.Resource(s.APIVersion, s.Kind, s.Namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +306,7 @@ func PlanEdits(ctx context.Context, t module.Target, objs []unstructured.Unstruc
 			unchanged = append(unchanged, ObjectName(obj))
 			continue
 		}
-		ri, err := Resource(t.Cluster, apiVersion, kind, obj.GetNamespace())
+		ri, err := t.Cluster.Resource(apiVersion, kind, obj.GetNamespace())
 		if err != nil {
 			return module.Planned{}, err
 		}
@@ -427,7 +406,7 @@ func ApplyEdits(ctx context.Context, t module.Target, p module.Planned, edit Edi
 	}
 	var todo []work
 	for _, oc := range data.Objects {
-		ri, err := Resource(t.Cluster, oc.APIVersion, oc.Kind, oc.Namespace)
+		ri, err := t.Cluster.Resource(oc.APIVersion, oc.Kind, oc.Namespace)
 		if err != nil {
 			return module.Applied{}, err
 		}

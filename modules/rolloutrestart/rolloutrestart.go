@@ -139,7 +139,7 @@ func (m *Module) wait(ctx context.Context, t module.Target, objs []kubeutil.Obje
 	for {
 		var still []kubeutil.ObjectChange
 		for _, oc := range pending {
-			ri, err := kubeutil.Resource(t.Cluster, oc.APIVersion, oc.Kind, oc.Namespace)
+			ri, err := t.Cluster.Resource(oc.APIVersion, oc.Kind, oc.Namespace)
 			if err != nil {
 				return err
 			}
