@@ -217,40 +217,34 @@ func BenchmarkProbeParse200(b *testing.B) {
 	}
 }
 
-// BenchmarkPlan200InSync: the whole plan of 200 nodes with nothing to
-// change (skip rules, step preparation, facts, file_sync's Plan), no SSH.
-func BenchmarkPlan200InSync(b *testing.B) {
+// BenchmarkPlan200: the whole plan of 200 nodes (skip rules, step
+// preparation, facts, file_sync's Plan), no SSH; with nothing to change and
+// with every node differing (diffs made).
+func BenchmarkPlan200(b *testing.B) {
 	rb := loadBenchRunbook(b)
-	e, _ := benchEngine(benchNodes, wantConfig(b))
-	defer e.Close()
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if c := p.Counts(); c.NoOp != benchNodes {
-			b.Fatalf("counts %+v", c)
-		}
-	}
-}
-
-// BenchmarkPlan200Changed: the same with every node differing (diffs made).
-func BenchmarkPlan200Changed(b *testing.B) {
-	rb := loadBenchRunbook(b)
-	e, _ := benchEngine(benchNodes, []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"))
-	defer e.Close()
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if c := p.Counts(); c.Change != benchNodes {
-			b.Fatalf("counts %+v", c)
-		}
+	for _, bc := range []struct {
+		name    string
+		current []byte
+		count   func(Counts) int
+	}{
+		{"in-sync", wantConfig(b), func(c Counts) int { return c.NoOp }},
+		{"changed", []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"), func(c Counts) int { return c.Change }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e, _ := benchEngine(benchNodes, bc.current)
+			defer e.Close()
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if c := p.Counts(); bc.count(c) != benchNodes {
+					b.Fatalf("counts %+v", c)
+				}
+			}
+		})
 	}
 }
 
