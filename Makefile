@@ -6,7 +6,7 @@
 N        ?= 6
 GO       ?= go
 VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  := -X nksrun/engine/cli.Version=$(VERSION)
+LDFLAGS  := -X nksrun/cmd/nksrun/cli.Version=$(VERSION)
 TESTBED  ?= /tmp/nksrun-testbed
 DEB_PKGS := openssh-server openssh-client sudo logrotate util-linux iproute2 procps git
 

@@ -23,7 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"nksrun/engine"
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 	"nksrun/modules/reboot"
 	"nksrun/testdata/testbed"
 )

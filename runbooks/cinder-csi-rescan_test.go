@@ -24,7 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"nksrun/engine"
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 	"nksrun/engine/module"
 	"nksrun/engine/runbook"
 	"nksrun/modules"

@@ -20,7 +20,7 @@ import (
 	"nksrun/modules"
 )
 
-// Version is set at build time (-ldflags "-X nksrun/engine/cli.Version=...").
+// Version is set at build time (-ldflags "-X nksrun/cmd/nksrun/cli.Version=...").
 var Version = "dev"
 
 // Exit codes, documented in the README for cron users.

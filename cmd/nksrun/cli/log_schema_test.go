@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 )
 
 // eventSchema is the JSON log schema of README "Cron" → "JSON log", version

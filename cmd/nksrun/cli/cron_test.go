@@ -9,7 +9,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 )
 
 func runOK(t *testing.T, args ...string) string {

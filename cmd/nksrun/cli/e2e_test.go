@@ -32,7 +32,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"nksrun/engine"
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 	"nksrun/testdata/testbed"
 )
 
