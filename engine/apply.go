@@ -8,65 +8,17 @@ import (
 	"fmt"
 	"maps"
 	"sync"
-	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
 	"nksrun/inventory"
 )
 
-// Report is the outcome of an apply.
-type Report struct {
-	Started  time.Time      `json:"started"`
-	Finished time.Time      `json:"finished"`
-	Targets  []TargetResult `json:"targets"`
-}
-
-// TargetResult is what apply did on one target.
-type TargetResult struct {
-	Runbook string        `json:"runbook"`
-	Kind    string        `json:"kind"`
-	Name    string        `json:"name"`
-	Address string        `json:"address,omitempty"`
-	Status  string        `json:"status"`
-	Reason  string        `json:"reason,omitempty"`
-	Steps   []StepResult  `json:"steps,omitempty"`
-	Verify  []CheckResult `json:"verify,omitempty"`
-}
-
-// StepResult is one applied step.
-type StepResult struct {
-	ID       string               `json:"id"`
-	Module   string               `json:"module"`
-	Action   module.Action        `json:"action"`
-	Changed  bool                 `json:"changed"`
-	Summary  string               `json:"summary,omitempty"`
-	Error    string               `json:"error,omitempty"`
-	Findings []module.FindingInfo `json:"findings,omitempty"`
-}
-
-// CheckResult is one verify condition after apply.
-type CheckResult struct {
-	Message string `json:"message"`
-	OK      bool   `json:"ok"`
-	Error   string `json:"error,omitempty"`
-}
-
-// Failed reports whether any target failed, was unreachable, stale or not run.
-func (r *Report) Failed() bool {
-	for _, t := range r.Targets {
-		switch t.Status {
-		case StatusFailed, StatusUnreachable, StatusStale, StatusNotRun:
-			return true
-		}
-	}
-	return false
-}
-
 // Apply performs exactly what p says. Runbooks are re-read from the plan
 // itself (not from disk), so a saved plan applies what was reviewed.
-func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
-	rep := &Report{Started: e.o.Now().UTC()}
+func (e *Engine) Apply(ctx context.Context, p *plans.Plan) (*plans.Report, error) {
+	rep := &plans.Report{Started: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
 	for i := range p.Runbooks {
 		rp := &p.Runbooks[i]
@@ -78,20 +30,20 @@ func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
 		// Kubernetes facts for verify are listed once per runbook (by the
 		// first target to verify), never once per node.
 		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return e.k8sFacts(ctx, rb) })
-		results := make([]TargetResult, len(rp.Targets))
+		results := make([]plans.TargetResult, len(rp.Targets))
 		fails := &failures{limit: e.o.MaxFailures}
 		forEach(ctx, len(rp.Targets), e.o.Forks, func(j int) {
 			tp := &rp.Targets[j]
 			if fails.exceeded() {
-				results[j] = TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
+				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
 				return
 			}
 			results[j] = e.applyTarget(ctx, rb, rp, tp, k8sFacts)
 			switch results[j].Status {
-			case StatusFailed, StatusUnreachable, StatusStale:
+			case plans.StatusFailed, plans.StatusUnreachable, plans.StatusStale:
 				fails.add()
 			}
-			e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: results[j].Status, Message: results[j].Reason})
+			e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: string(results[j].Status), Message: results[j].Reason})
 		})
 		rep.Targets = append(rep.Targets, results...)
 	}
@@ -99,7 +51,7 @@ func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
 	return rep, nil
 }
 
-func hostOf(tp *TargetPlan, facts map[string]any) inventory.Host {
+func hostOf(tp *plans.TargetPlan, facts map[string]any) inventory.Host {
 	return inventory.Host{Name: tp.Name, Address: tp.Address, User: tp.User, Port: tp.Port, Labels: tp.Labels, Facts: facts}
 }
 
@@ -114,27 +66,27 @@ func (e *Engine) nodeFacts(name string) map[string]any {
 	return map[string]any{"name": name}
 }
 
-func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan, k8sFacts func() (map[string]any, error)) TargetResult {
-	res := TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusOK}
+func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *plans.RunbookPlan, tp *plans.TargetPlan, k8sFacts func() (map[string]any, error)) plans.TargetResult {
+	res := plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusOK}
 	switch tp.Status {
-	case StatusSkipped, StatusNotRun:
+	case plans.StatusSkipped, plans.StatusNotRun:
 		res.Status, res.Reason = tp.Status, tp.Reason
 		return res
-	case StatusFailed, StatusUnreachable:
+	case plans.StatusFailed, plans.StatusUnreachable:
 		res.Status, res.Reason = tp.Status, "at plan time: "+tp.Reason
 		return res
 	}
 	var node *module.Node
-	if tp.Kind == TargetNode {
+	if tp.Kind == plans.TargetNode {
 		h := hostOf(tp, e.nodeFacts(tp.Name))
 		runner, err := e.connect(ctx, h)
 		if err != nil {
-			res.Status, res.Reason = StatusUnreachable, err.Error()
+			res.Status, res.Reason = plans.StatusUnreachable, err.Error()
 			return res
 		}
 		node = &module.Node{Name: tp.Name, Address: tp.Address, Facts: h.Facts, Runner: runner}
 	} else if e.o.Cluster == nil {
-		res.Status, res.Reason = StatusFailed, "no cluster configured (--kubeconfig)"
+		res.Status, res.Reason = plans.StatusFailed, "no cluster configured (--kubeconfig)"
 		return res
 	}
 	t := e.target(rb, node)
@@ -151,7 +103,7 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 	}
 	stepsEnv := map[string]any{}
 	for i, sp := range tp.Steps {
-		sr := StepResult{ID: sp.ID, Module: sp.Module, Action: sp.Action, Summary: sp.Summary, Findings: sp.Findings}
+		sr := plans.StepResult{ID: sp.ID, Module: sp.Module, Action: sp.Action, Summary: sp.Summary, Findings: sp.Findings}
 		if sp.Action != module.Change && sp.Action != module.Unknown {
 			res.Steps = append(res.Steps, sr)
 			stepsEnv[sp.ID] = registered(sp.Planned, false)
@@ -167,12 +119,12 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 		if err != nil {
 			sr.Error = e.o.Secrets.Redact(err.Error())
 			res.Steps = append(res.Steps, sr)
-			res.Status = StatusFailed
+			res.Status = plans.StatusFailed
 			switch {
 			case errors.Is(err, module.ErrStale), errors.Is(err, module.ErrConflict):
-				res.Status = StatusStale
+				res.Status = plans.StatusStale
 			case isTransport(err):
-				res.Status = StatusUnreachable
+				res.Status = plans.StatusUnreachable
 			}
 			res.Reason = fmt.Sprintf("step %s (%s): %s", sp.ID, sp.Module, sr.Error)
 			return res
@@ -182,7 +134,7 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 			sr.Summary = applied.Summary
 		}
 		if applied.Changed {
-			res.Status = StatusChanged
+			res.Status = plans.StatusChanged
 			e.emit(Event{Type: EventChange, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Step: sp.ID, Module: sp.Module, Message: sr.Summary})
 		}
 		res.Steps = append(res.Steps, sr)
@@ -198,7 +150,7 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 	return res
 }
 
-func (e *Engine) applyStep(ctx context.Context, t module.Target, sp StepPlan) (module.Applied, error) {
+func (e *Engine) applyStep(ctx context.Context, t module.Target, sp plans.StepPlan) (module.Applied, error) {
 	mod, err := e.instance(sp.Module)
 	if err != nil {
 		return module.Applied{}, err
@@ -215,16 +167,16 @@ func (e *Engine) applyStep(ctx context.Context, t module.Target, sp StepPlan) (m
 // verifyPlan selects the verify checks of a target's scope and the node
 // probes they need: host.* only if a check names host, command facts only if
 // a check names facts; none at all for checks on params and steps.
-func verifyPlan(rb *runbook.Runbook, tp *TargetPlan) ([]*runbook.Check, []module.Probe) {
+func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan) ([]*runbook.Check, []module.Probe) {
 	var checks []*runbook.Check
 	uses := map[string]bool{}
 	for i := range rb.Verify {
 		c := &rb.Verify[i]
-		on := c.On
+		on := plans.Kind(c.On)
 		if on == "" {
-			on = TargetNode
+			on = plans.TargetNode
 			if !rb.HasScope(module.ScopeNode) {
-				on = TargetCluster
+				on = plans.TargetCluster
 			}
 		}
 		if on == tp.Kind {
@@ -238,7 +190,7 @@ func verifyPlan(rb *runbook.Runbook, tp *TargetPlan) ([]*runbook.Check, []module
 		}
 	}
 	var probes []module.Probe
-	if tp.Kind == TargetNode && len(checks) > 0 {
+	if tp.Kind == plans.TargetNode && len(checks) > 0 {
 		if uses[runbook.EnvHost] {
 			probes = append(probes, builtinProbes...)
 		}
@@ -252,13 +204,13 @@ func verifyPlan(rb *runbook.Runbook, tp *TargetPlan) ([]*runbook.Check, []module
 // verify evaluates the runbook's verify conditions for this target on freshly
 // read facts: those that rode on the last change's command (rode), or one
 // read of its own.
-func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, checks []*runbook.Check, probes []module.Probe, rode map[string]module.ProbeResult, t module.Target, stepsEnv map[string]any, k8sFacts func() (map[string]any, error), res *TargetResult) {
+func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.RunbookPlan, checks []*runbook.Check, probes []module.Probe, rode map[string]module.ProbeResult, t module.Target, stepsEnv map[string]any, k8sFacts func() (map[string]any, error), res *plans.TargetResult) {
 	if len(checks) == 0 {
 		return
 	}
 	shared, err := k8sFacts()
 	if err != nil {
-		res.Status, res.Reason = StatusFailed, "verify: "+err.Error()
+		res.Status, res.Reason = plans.StatusFailed, "verify: "+err.Error()
 		return
 	}
 	facts := maps.Clone(shared)
@@ -276,7 +228,7 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPla
 			err = parseFacts(rb, results, facts)
 		}
 		if err != nil {
-			res.Status, res.Reason = StatusFailed, "verify: gathering facts: "+err.Error()
+			res.Status, res.Reason = plans.StatusFailed, "verify: gathering facts: "+err.Error()
 			return
 		}
 		if _, ok := results[builtinProbes[0].Key]; ok {
@@ -285,18 +237,18 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPla
 	}
 	// Vars are derived from facts: computed again from the fresh ones.
 	if err := rb.EvalVars(env); err != nil {
-		res.Status, res.Reason = StatusFailed, "verify: "+err.Error()
+		res.Status, res.Reason = plans.StatusFailed, "verify: "+err.Error()
 		return
 	}
 	for _, c := range checks {
 		ok, err := c.That.EvalBool(env)
-		cr := CheckResult{Message: c.Message, OK: ok && err == nil}
+		cr := plans.CheckResult{Message: c.Message, OK: ok && err == nil}
 		if err != nil {
 			cr.Error = e.o.Secrets.Redact(err.Error())
 		}
 		res.Verify = append(res.Verify, cr)
 		if !cr.OK {
-			res.Status = StatusFailed
+			res.Status = plans.StatusFailed
 			res.Reason = "verify failed: " + c.Message
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
 	"nksrun/inventory"
 )
@@ -35,7 +36,7 @@ type Options struct {
 	// MaxFailures stops starting new targets once this many have failed or
 	// were unreachable (0 = no limit).
 	MaxFailures int
-	Secrets     *Secrets
+	Secrets     *redact.Secrets
 	// Observer receives progress events (may be nil). Called concurrently.
 	Observer func(Event)
 	Version  string
@@ -65,7 +66,7 @@ func New(o Options) *Engine {
 		o.Forks = 256
 	}
 	if o.Secrets == nil {
-		o.Secrets = &Secrets{}
+		o.Secrets = &redact.Secrets{}
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -25,7 +25,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"nksrun/engine/module"
+	"nksrun/engine/planfile"
+	"nksrun/engine/plans"
+	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
+	"nksrun/engine/views"
 	"nksrun/inventory"
 	"nksrun/modules"
 )
@@ -225,10 +229,10 @@ func BenchmarkPlan200(b *testing.B) {
 	for _, bc := range []struct {
 		name    string
 		current []byte
-		count   func(Counts) int
+		count   func(plans.Counts) int
 	}{
-		{"in-sync", wantConfig(b), func(c Counts) int { return c.NoOp }},
-		{"changed", []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"), func(c Counts) int { return c.Change }},
+		{"in-sync", wantConfig(b), func(c plans.Counts) int { return c.NoOp }},
+		{"changed", []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"), func(c plans.Counts) int { return c.Change }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			e, _ := benchEngine(benchNodes, bc.current)
@@ -248,7 +252,7 @@ func BenchmarkPlan200(b *testing.B) {
 	}
 }
 
-func changedPlan(b *testing.B) *Plan {
+func changedPlan(b *testing.B) *plans.Plan {
 	rb := loadBenchRunbook(b)
 	e, _ := benchEngine(benchNodes, []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"))
 	defer e.Close()
@@ -263,13 +267,13 @@ func changedPlan(b *testing.B) *Plan {
 // diff per node), in each format, plus Seal (the checksum over its JSON).
 func BenchmarkRender200(b *testing.B) {
 	p := changedPlan(b)
-	for _, format := range []string{FormatText, FormatMarkdown, FormatJSON} {
+	for _, format := range []string{views.FormatText, views.FormatMarkdown, views.FormatJSON} {
 		b.Run(format, func(b *testing.B) {
 			var buf bytes.Buffer
 			b.ReportAllocs()
 			for b.Loop() {
 				buf.Reset()
-				if err := RenderPlan(&buf, p, format, &Secrets{}); err != nil {
+				if err := views.RenderPlan(&buf, p, format, &redact.Secrets{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -279,7 +283,7 @@ func BenchmarkRender200(b *testing.B) {
 	b.Run("seal", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := p.Seal(); err != nil {
+			if err := planfile.Seal(p); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 
 	"nksrun/engine/module"
 	"nksrun/engine/module/moduletest"
+	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
 )
 
@@ -74,7 +75,7 @@ func TestParseFact(t *testing.T) {
 }
 
 func TestSecretsRedact(t *testing.T) {
-	s := &Secrets{}
+	s := &redact.Secrets{}
 	s.AddSecret("hunter2-password")
 	s.AddSecret("[Global]\nusername=admin\npassword=very-secret-value\n")
 	s.AddSecret("abc") // too short to redact safely

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
 )
 
@@ -16,7 +17,7 @@ import (
 // saw (a fingerprint: file hash, resourceVersion, boot id) has changed.
 type StaleTarget struct {
 	Runbook string
-	Kind    string
+	Kind    plans.Kind
 	Name    string
 	Address string
 	Reason  string
@@ -33,7 +34,7 @@ type StaleTarget struct {
 // modules with a resourceVersion precondition), which is what refuses a stale
 // change with `--on-stale continue` and what covers a change made between
 // Recheck and Apply.
-func (e *Engine) Recheck(ctx context.Context, p *Plan) ([]StaleTarget, error) {
+func (e *Engine) Recheck(ctx context.Context, p *plans.Plan) ([]StaleTarget, error) {
 	var mu sync.Mutex
 	var out []StaleTarget
 	e.emit(Event{Type: EventPhaseStart, Phase: "recheck", Message: "re-checking what the saved plan saw"})
@@ -44,7 +45,7 @@ func (e *Engine) Recheck(ctx context.Context, p *Plan) ([]StaleTarget, error) {
 			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
 		}
 		e.registerSecrets(rb, rp.Params)
-		var todo []*TargetPlan
+		var todo []*plans.TargetPlan
 		for j := range rp.Targets {
 			if pendingSteps(&rp.Targets[j]) {
 				todo = append(todo, &rp.Targets[j])
@@ -60,8 +61,8 @@ func (e *Engine) Recheck(ctx context.Context, p *Plan) ([]StaleTarget, error) {
 		}
 		forEach(ctx, len(todo), e.o.Forks, func(j int) {
 			tp := todo[j]
-			var fresh TargetPlan
-			if tp.Kind == TargetCluster {
+			var fresh plans.TargetPlan
+			if tp.Kind == plans.TargetCluster {
 				fresh = e.planCluster(ctx, rb, rp.Params, clusterEnv, k8sFacts)
 			} else {
 				fresh = e.planNode(ctx, rb, rp.Params, clusterEnv, k8sFacts, hostOf(tp, e.nodeFacts(tp.Name)))
@@ -74,7 +75,7 @@ func (e *Engine) Recheck(ctx context.Context, p *Plan) ([]StaleTarget, error) {
 			mu.Lock()
 			out = append(out, StaleTarget{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Reason: reason})
 			mu.Unlock()
-			e.emit(Event{Type: EventTarget, Phase: "recheck", Runbook: rp.Name, Target: tp.Name, Status: StatusStale, Message: reason})
+			e.emit(Event{Type: EventTarget, Phase: "recheck", Runbook: rp.Name, Target: tp.Name, Status: string(plans.StatusStale), Message: reason})
 		})
 	}
 	if err := ctx.Err(); err != nil {
@@ -89,7 +90,7 @@ func (e *Engine) Recheck(ctx context.Context, p *Plan) ([]StaleTarget, error) {
 	return out, nil
 }
 
-func pendingSteps(tp *TargetPlan) bool {
+func pendingSteps(tp *plans.TargetPlan) bool {
 	for _, s := range tp.Steps {
 		if s.Action == module.Change || s.Action == module.Unknown {
 			return true
@@ -100,12 +101,12 @@ func pendingSteps(tp *TargetPlan) bool {
 
 // staleReason compares the fingerprints of a planned target's pending steps
 // with a fresh plan of the same target; "" means the plan still holds.
-func staleReason(saved, fresh *TargetPlan) string {
+func staleReason(saved, fresh *plans.TargetPlan) string {
 	switch fresh.Status {
-	case StatusFailed, StatusUnreachable, StatusSkipped, StatusNotRun:
+	case plans.StatusFailed, plans.StatusUnreachable, plans.StatusSkipped, plans.StatusNotRun:
 		return fmt.Sprintf("could not re-check what the plan saw: %s: %s", fresh.Status, fresh.Reason)
 	}
-	byID := map[string]*StepPlan{}
+	byID := map[string]*plans.StepPlan{}
 	for i := range fresh.Steps {
 		byID[fresh.Steps[i].ID] = &fresh.Steps[i]
 	}
@@ -148,26 +149,26 @@ func shortFP(v string) string {
 
 // StoppedReport is the report of an apply that changed nothing because some
 // targets were stale (--on-stale stop): those are stale, the rest not run.
-func StoppedReport(p *Plan, stale []StaleTarget, now time.Time) *Report {
+func StoppedReport(p *plans.Plan, stale []StaleTarget, now time.Time) *plans.Report {
 	type key struct{ rb, name string }
 	st := map[key]string{}
 	for _, s := range stale {
 		st[key{s.Runbook, s.Name}] = s.Reason
 	}
-	rep := &Report{Started: now.UTC(), Finished: now.UTC()}
+	rep := &plans.Report{Started: now.UTC(), Finished: now.UTC()}
 	for _, rp := range p.Runbooks {
 		for _, tp := range rp.Targets {
-			r := TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address}
+			r := plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address}
 			switch reason, ok := st[key{rp.Name, tp.Name}]; {
 			case ok:
-				r.Status, r.Reason = StatusStale, reason
+				r.Status, r.Reason = plans.StatusStale, reason
 			case !pendingSteps(&tp):
 				r.Status, r.Reason = tp.Status, tp.Reason
-				if r.Status == StatusChanges {
-					r.Status = StatusOK
+				if r.Status == plans.StatusChanges {
+					r.Status = plans.StatusOK
 				}
 			default:
-				r.Status, r.Reason = StatusNotRun, "not applied: another target is stale (--on-stale stop)"
+				r.Status, r.Reason = plans.StatusNotRun, "not applied: another target is stale (--on-stale stop)"
 			}
 			rep.Targets = append(rep.Targets, r)
 		}

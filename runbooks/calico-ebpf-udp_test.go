@@ -7,8 +7,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"nksrun/engine"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 )
 
 // calicoNode seeds DaemonSet kube-system/calico-node with the given env on
@@ -91,7 +91,7 @@ func e2eCalicoEBPFUDPConflict(k *kenv) {
 	}
 
 	r, code := k.apply(path)
-	if code == 0 || len(r.Targets) == 0 || r.Targets[0].Status != engine.StatusStale {
+	if code == 0 || len(r.Targets) == 0 || r.Targets[0].Status != plans.StatusStale {
 		k.t.Fatalf("want a stale (conflict) result, got exit %d %+v", code, r.Targets)
 	}
 	if !strings.Contains(r.Targets[0].Reason, "conflict") {

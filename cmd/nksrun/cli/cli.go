@@ -14,8 +14,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"nksrun/engine"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
+	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
 	"nksrun/modules"
 )
@@ -89,18 +90,18 @@ type app struct {
 	stdout, stderr io.Writer
 	opts           options
 	registry       module.Registry
-	secrets        *engine.Secrets
+	secrets        *redact.Secrets
 	log            *eventLog
 
 	// What the run did, for run_end and --metrics-file.
 	runbooks []string
-	plan     *engine.Plan
-	report   *engine.Report
+	plan     *plans.Plan
+	report   *plans.Report
 }
 
 // Run runs nksrun with args (without the program name) and returns the exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, registry: modules.Registry(), secrets: &engine.Secrets{}}
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, registry: modules.Registry(), secrets: &redact.Secrets{}}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		a.usage(stdout)
 		if len(args) == 0 {

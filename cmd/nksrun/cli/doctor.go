@@ -9,8 +9,9 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"nksrun/engine"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
+	"nksrun/engine/views"
 )
 
 // doctorRow is one runbook's diagnosis.
@@ -44,7 +45,7 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	for i, rp := range plan.Runbooks {
 		rows = append(rows, diagnose(rp, rbs[i].Path))
 	}
-	if a.opts.format == engine.FormatJSON {
+	if a.opts.format == views.FormatJSON {
 		b, err := json.MarshalIndent(rows, "", "  ")
 		if err != nil {
 			return err
@@ -73,14 +74,14 @@ func (w *redactWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func diagnose(rp engine.RunbookPlan, path string) doctorRow {
+func diagnose(rp plans.RunbookPlan, path string) doctorRow {
 	row := doctorRow{Section: rp.Section, Runbook: rp.Name, Problem: rp.Title}
 	applicable, errs := false, 0
 	for _, t := range rp.Targets {
 		switch t.Status {
-		case engine.StatusSkipped, engine.StatusNotRun:
+		case plans.StatusSkipped, plans.StatusNotRun:
 			continue
-		case engine.StatusFailed, engine.StatusUnreachable:
+		case plans.StatusFailed, plans.StatusUnreachable:
 			errs++
 			row.Evidence = append(row.Evidence, fmt.Sprintf("%s: %s", t.Name, t.Reason))
 			continue
@@ -116,7 +117,7 @@ func diagnose(rp engine.RunbookPlan, path string) doctorRow {
 	return row
 }
 
-func hasChanges(rp engine.RunbookPlan) bool {
+func hasChanges(rp plans.RunbookPlan) bool {
 	for _, t := range rp.Targets {
 		for _, s := range t.Steps {
 			if s.Action == module.Change {

@@ -31,8 +31,8 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"nksrun/engine"
 	"nksrun/cmd/nksrun/cli"
+	"nksrun/engine/plans"
 	"nksrun/testdata/testbed"
 )
 
@@ -116,13 +116,13 @@ func nksrun(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, o.String(), eb.String()
 }
 
-func reportOf(t *testing.T, stdout string) map[string]engine.TargetResult {
+func reportOf(t *testing.T, stdout string) map[string]plans.TargetResult {
 	t.Helper()
-	var rep engine.Report
+	var rep plans.Report
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("apply --format json: %v\n%s", err, stdout)
 	}
-	out := map[string]engine.TargetResult{}
+	out := map[string]plans.TargetResult{}
 	for _, r := range rep.Targets {
 		out[r.Name] = r
 	}
@@ -279,21 +279,21 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 			t.Fatalf("apply with one stale node: exit %d, want %d with a stale message", code, cli.ExitError)
 		}
 		rep := reportOf(t, out)
-		if r := rep[stale.Name]; r.Status != engine.StatusStale || !strings.Contains(r.Reason, "changed since the plan") {
+		if r := rep[stale.Name]; r.Status != plans.StatusStale || !strings.Contains(r.Reason, "changed since the plan") {
 			t.Errorf("%s: %s (%s), want stale", stale.Name, r.Status, r.Reason)
 		}
 		if got := e.file(t, stale); got != byHand {
 			t.Errorf("stale node's file was overwritten: %q", got)
 		}
 		for _, n := range []*testbed.Node{e.docker[0], e.docker[2]} {
-			if r := rep[n.Name]; r.Status != engine.StatusChanged {
+			if r := rep[n.Name]; r.Status != plans.StatusChanged {
 				t.Errorf("%s: %s (%s), want changed", n.Name, r.Status, r.Reason)
 			}
 			if got := e.file(t, n); got != string(e.want) {
 				t.Errorf("%s not applied: %q", n.Name, got)
 			}
 		}
-		if r := rep[e.other[0].Name]; r.Status != engine.StatusSkipped {
+		if r := rep[e.other[0].Name]; r.Status != plans.StatusSkipped {
 			t.Errorf("containerd node: %s, want skipped", r.Status)
 		}
 	})
@@ -313,11 +313,11 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 			t.Fatalf("exit %d, want %d and 'nothing was applied'", code, cli.ExitError)
 		}
 		rep := reportOf(t, out)
-		if rep[stale.Name].Status != engine.StatusStale {
+		if rep[stale.Name].Status != plans.StatusStale {
 			t.Errorf("%s: %s, want stale", stale.Name, rep[stale.Name].Status)
 		}
 		for _, n := range e.docker[:2] {
-			if rep[n.Name].Status != engine.StatusNotRun {
+			if rep[n.Name].Status != plans.StatusNotRun {
 				t.Errorf("%s: %s, want not-run", n.Name, rep[n.Name].Status)
 			}
 			if got := e.file(t, n); got != drifted {

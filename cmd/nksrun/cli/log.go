@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"nksrun/engine"
+	"nksrun/engine/redact"
+	"nksrun/engine/views"
 )
 
 // eventLog writes engine events as text lines or JSON lines (one object per
@@ -30,14 +32,14 @@ type eventLog struct {
 	stop     chan struct{}
 	progress bool // a terminal: one updating line instead of many
 	count    int
-	secrets  *engine.Secrets
+	secrets  *redact.Secrets
 	run      string // run id, on every JSON line
 	started  time.Time
 	ended    bool
 	phase    string // of the engine's last phase_start, for events without one
 }
 
-func newEventLog(format, path string, stderr io.Writer, secrets *engine.Secrets) (*eventLog, error) {
+func newEventLog(format, path string, stderr io.Writer, secrets *redact.Secrets) (*eventLog, error) {
 	l := &eventLog{w: stderr, secrets: secrets, started: time.Now()}
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
@@ -130,7 +132,7 @@ func (l *eventLog) write(ev engine.Event) {
 		if err == nil {
 			// One write per line: with O_APPEND a line is never interleaved
 			// with another run's line in a shared log file.
-			_, _ = l.w.Write(append(engine.RedactJSON(b, l.secrets), '\n'))
+			_, _ = l.w.Write(append(views.RedactJSON(b, l.secrets), '\n'))
 		}
 		return
 	}

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"nksrun/engine"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 )
 
 // finish ends a run: run_end in the log and --metrics-file, then closes the
@@ -55,12 +55,12 @@ func (a *app) targetCounts() map[string]int {
 	switch {
 	case a.report != nil:
 		for _, t := range a.report.Targets {
-			c[t.Status]++
+			c[string(t.Status)]++
 		}
 	case a.plan != nil:
 		for _, rp := range a.plan.Runbooks {
 			for _, t := range rp.Targets {
-				c[t.Status]++
+				c[string(t.Status)]++
 			}
 		}
 	default:
@@ -88,7 +88,7 @@ func (a *app) writeMetrics(phase string, code int) {
 			c := &counts{}
 			per[rp.Name] = c
 			for _, t := range rp.Targets {
-				if t.Status == engine.StatusFailed || t.Status == engine.StatusUnreachable {
+				if t.Status == plans.StatusFailed || t.Status == plans.StatusUnreachable {
 					c.failed++
 				}
 				for _, s := range t.Steps {
@@ -110,12 +110,12 @@ func (a *app) writeMetrics(phase string, code int) {
 				continue
 			}
 			switch t.Status {
-			case engine.StatusChanged:
+			case plans.StatusChanged:
 				c.changed++
-			case engine.StatusStale:
+			case plans.StatusStale:
 				c.stale++
 				c.failed++
-			case engine.StatusFailed, engine.StatusUnreachable, engine.StatusNotRun:
+			case plans.StatusFailed, plans.StatusUnreachable, plans.StatusNotRun:
 				c.failed++
 			}
 		}

@@ -17,8 +17,12 @@ import (
 
 	"nksrun/engine"
 	"nksrun/engine/module"
+	"nksrun/engine/planfile"
+	"nksrun/engine/plans"
+	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
 	"nksrun/engine/transport"
+	"nksrun/engine/views"
 	"nksrun/inventory"
 )
 
@@ -164,7 +168,7 @@ func (a *app) sets() (map[string]string, error) {
 
 // planRunbooks is what plan and doctor share: load and validate every
 // runbook (before any host), resolve the cluster, inventory and SSH, plan.
-func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbook, *engine.Plan, error) {
+func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbook, *plans.Plan, error) {
 	rbs, err := a.loadRunbooks(args)
 	if err != nil {
 		return nil, nil, err
@@ -192,7 +196,7 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 	}
 	a.plan = plan
 	absPlanPaths(plan)
-	if err := plan.Seal(); err != nil {
+	if err := planfile.Seal(plan); err != nil {
 		return err
 	}
 	if a.opts.out != "" {
@@ -200,7 +204,7 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
-	if err := engine.RenderPlan(a.stdout, plan, a.opts.format, a.secrets); err != nil {
+	if err := views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
@@ -217,7 +221,7 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 
 // absPlanPaths records runbook paths as absolute paths, so that applying
 // the saved plan from another directory resolves the runbook's files the same.
-func absPlanPaths(p *engine.Plan) {
+func absPlanPaths(p *plans.Plan) {
 	for i := range p.Runbooks {
 		if ap, err := filepath.Abs(p.Runbooks[i].Path); err == nil {
 			p.Runbooks[i].Path = ap
@@ -226,12 +230,12 @@ func absPlanPaths(p *engine.Plan) {
 }
 
 // writePlan saves a plan atomically (temp file + rename), redacted.
-func writePlan(path string, p *engine.Plan, secrets *engine.Secrets) error {
+func writePlan(path string, p *plans.Plan, secrets *redact.Secrets) error {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
 		return err
 	}
-	if !bytes.Equal(engine.RedactJSON(b, secrets), b) {
+	if !bytes.Equal(views.RedactJSON(b, secrets), b) {
 		return errors.New("refusing to save the plan: it would contain secret values (a step's parameters carry a secret param; pass secrets as file paths or env var names)")
 	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".nksrun-plan-*")
@@ -258,13 +262,13 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		return usageError{"no runbook or plan given"}
 	}
 	var rbs []*runbook.Runbook
-	var saved *engine.Plan
+	var saved *plans.Plan
 	if isPlanFile(args) {
 		data, err := os.ReadFile(args[0])
 		if err != nil {
 			return err
 		}
-		if saved, err = engine.ReadPlan(data, a.opts.maxPlanAge, time.Now()); err != nil {
+		if saved, err = planfile.Read(data, a.opts.maxPlanAge, time.Now()); err != nil {
 			return fmt.Errorf("%s: %w", args[0], err)
 		}
 		for _, rp := range saved.Runbooks {
@@ -320,8 +324,8 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		a.plan = plan
 	}
 	format := a.opts.format
-	if format != engine.FormatJSON {
-		if err := engine.RenderPlan(a.stdout, plan, format, a.secrets); err != nil {
+	if format != views.FormatJSON {
+		if err := views.RenderPlan(a.stdout, plan, format, a.secrets); err != nil {
 			return err
 		}
 	}
@@ -339,7 +343,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 			a.log.done()
 			rep := engine.StoppedReport(plan, stale, time.Now())
 			a.report = rep
-			if err := engine.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+			if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
 				return err
 			}
 			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", len(stale))}
@@ -357,13 +361,13 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	a.report = rep
-	if err := engine.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+	if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("apply interrupted: %w", context.Cause(ctx))
 	}
-	if n := countStatus(rep, engine.StatusStale); n > 0 {
+	if n := countStatus(rep, plans.StatusStale); n > 0 {
 		return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) refused as stale (changed since the plan; see the recap); the others were applied. Make a new plan for them.", n)}
 	}
 	if rep.Failed() || plan.HasErrors() {
@@ -398,11 +402,11 @@ func runShow(_ context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	plan, err := engine.ReadPlan(data, 0, time.Now())
+	plan, err := planfile.Read(data, 0, time.Now())
 	if err != nil {
 		return fmt.Errorf("%s: %w", args[0], err)
 	}
-	return engine.RenderPlan(a.stdout, plan, a.opts.format, a.secrets)
+	return views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets)
 }
 
 func runInventory(ctx context.Context, a *app, args []string) error {
@@ -415,7 +419,7 @@ func runInventory(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer s.close()
-	if a.opts.format == engine.FormatJSON {
+	if a.opts.format == views.FormatJSON {
 		b, err := json.MarshalIndent(s.hosts, "", "  ")
 		if err != nil {
 			return err
@@ -432,7 +436,7 @@ func runInventory(ctx context.Context, a *app, args []string) error {
 	return tw.Flush()
 }
 
-func countStatus(r *engine.Report, status string) int {
+func countStatus(r *plans.Report, status plans.Status) int {
 	n := 0
 	for _, t := range r.Targets {
 		if t.Status == status {

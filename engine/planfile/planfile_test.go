@@ -1,21 +1,24 @@
-package engine
+package planfile_test
 
 import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"nksrun/engine/planfile"
+	"nksrun/engine/plans"
+	"nksrun/engine/plans/planstest"
 	"strings"
 	"testing"
 	"time"
 )
 
-func savedPlan(t *testing.T) (*Plan, []byte) {
+func savedPlan(t *testing.T) (*plans.Plan, []byte) {
 	t.Helper()
-	p, _ := goldenPlan()
+	p, _ := planstest.Golden()
 	// Numbers and nesting that a Go round trip could change.
 	p.Runbooks[0].Params["ratio"] = 0.1
 	p.Runbooks[0].Params["big"] = int64(1) << 60
-	if err := p.Seal(); err != nil {
+	if err := planfile.Seal(p); err != nil {
 		t.Fatal(err)
 	}
 	b, err := json.MarshalIndent(p, "", "  ")
@@ -27,7 +30,7 @@ func savedPlan(t *testing.T) (*Plan, []byte) {
 
 func TestReadPlanRoundTrip(t *testing.T) {
 	p, b := savedPlan(t)
-	got, err := ReadPlan(b, 24*time.Hour, p.CreatedAt.Add(time.Hour))
+	got, err := planfile.Read(b, 24*time.Hour, p.CreatedAt.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +42,7 @@ func TestReadPlanRoundTrip(t *testing.T) {
 	if err := json.Compact(&compact, b); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadPlan(compact.Bytes(), 0, time.Now()); err != nil {
+	if _, err := planfile.Read(compact.Bytes(), 0, time.Now()); err != nil {
 		t.Errorf("compacted plan refused: %v", err)
 	}
 }
@@ -69,9 +72,9 @@ func TestReadPlanRefusesEdits(t *testing.T) {
 			if edited == string(b) {
 				t.Fatal("edit did not apply")
 			}
-			_, err := ReadPlan([]byte(edited), 0, now)
-			if !errors.Is(err, ErrPlanEdited) {
-				t.Errorf("err = %v, want ErrPlanEdited", err)
+			_, err := planfile.Read([]byte(edited), 0, now)
+			if !errors.Is(err, planfile.ErrPlanEdited) {
+				t.Errorf("err = %v, want planfile.ErrPlanEdited", err)
 			}
 		})
 	}
@@ -79,20 +82,20 @@ func TestReadPlanRefusesEdits(t *testing.T) {
 
 func TestReadPlanAgeAndVersion(t *testing.T) {
 	p, b := savedPlan(t)
-	if _, err := ReadPlan(b, time.Hour, p.CreatedAt.Add(2*time.Hour)); !errors.Is(err, ErrPlanExpired) {
-		t.Errorf("2h old plan with 1h limit: err = %v, want ErrPlanExpired", err)
+	if _, err := planfile.Read(b, time.Hour, p.CreatedAt.Add(2*time.Hour)); !errors.Is(err, planfile.ErrPlanExpired) {
+		t.Errorf("2h old plan with 1h limit: err = %v, want planfile.ErrPlanExpired", err)
 	}
-	if _, err := ReadPlan(b, 0, p.CreatedAt.Add(1000*time.Hour)); err != nil {
+	if _, err := planfile.Read(b, 0, p.CreatedAt.Add(1000*time.Hour)); err != nil {
 		t.Errorf("max age 0 means no limit: %v", err)
 	}
-	if _, err := ReadPlan(b, time.Hour, p.CreatedAt.Add(-time.Hour)); !errors.Is(err, ErrPlanExpired) {
+	if _, err := planfile.Read(b, time.Hour, p.CreatedAt.Add(-time.Hour)); !errors.Is(err, planfile.ErrPlanExpired) {
 		t.Errorf("plan from the future: err = %v", err)
 	}
 	v2 := strings.Replace(string(b), `"format_version": 1`, `"format_version": 2`, 1)
-	if _, err := ReadPlan([]byte(v2), 0, p.CreatedAt); err == nil || !strings.Contains(err.Error(), "format version 2") {
+	if _, err := planfile.Read([]byte(v2), 0, p.CreatedAt); err == nil || !strings.Contains(err.Error(), "format version 2") {
 		t.Errorf("version 2: err = %v", err)
 	}
-	if _, err := ReadPlan([]byte(`{"runbooks": []}`), 0, p.CreatedAt); err == nil || !strings.Contains(err.Error(), "not a plan") {
+	if _, err := planfile.Read([]byte(`{"runbooks": []}`), 0, p.CreatedAt); err == nil || !strings.Contains(err.Error(), "not a plan") {
 		t.Errorf("not a plan: err = %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package engine
+package views
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
+	"nksrun/engine/redact"
 )
 
 // Formats a plan or report can be rendered in. All come from the same data.
@@ -21,7 +23,7 @@ const (
 // the last line of defence for every view.
 type redactingWriter struct {
 	w io.Writer
-	s *Secrets
+	s *redact.Secrets
 }
 
 func (r redactingWriter) Write(p []byte) (int, error) {
@@ -35,7 +37,7 @@ func (r redactingWriter) Write(p []byte) (int, error) {
 // values and keys. It works on the decoded strings, so a secret that JSON
 // escapes (quotes, <, &, newlines) is still found; everything else, key
 // order and indentation included, is left byte for byte.
-func RedactJSON(doc []byte, s *Secrets) []byte {
+func RedactJSON(doc []byte, s *redact.Secrets) []byte {
 	if s == nil {
 		return doc
 	}
@@ -76,12 +78,12 @@ func RedactJSON(doc []byte, s *Secrets) []byte {
 // redactedPlan is a deep copy of p with every string redacted: the views
 // render from it, so escaping done by a view (Markdown, JSON) can never hide
 // a secret from the redactor.
-func redactedPlan(p *Plan, s *Secrets) (*Plan, error) {
+func redactedPlan(p *plans.Plan, s *redact.Secrets) (*plans.Plan, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
 	}
-	var c Plan
+	var c plans.Plan
 	if err := json.Unmarshal(RedactJSON(b, s), &c); err != nil {
 		return nil, err
 	}
@@ -91,7 +93,7 @@ func redactedPlan(p *Plan, s *Secrets) (*Plan, error) {
 // RenderPlan writes p in the given format. Text, Markdown and JSON are views
 // of the same Plan value; secrets are redacted in the data first and again,
 // as the last line of defence, on the way out.
-func RenderPlan(w io.Writer, p *Plan, format string, secrets *Secrets) error {
+func RenderPlan(w io.Writer, p *plans.Plan, format string, secrets *redact.Secrets) error {
 	w = redactingWriter{w, secrets}
 	switch format {
 	case FormatJSON:
@@ -119,14 +121,14 @@ var actionSign = map[module.Action]string{
 	module.Change: "~", module.NoOp: "=", module.Skip: "-", module.Unknown: "?", module.Finding: "!",
 }
 
-func sortedRunbookTargets(rp RunbookPlan) []TargetPlan {
-	ts := append([]TargetPlan(nil), rp.Targets...)
-	sortedTargets(ts)
+func sortedRunbookTargets(rp plans.RunbookPlan) []plans.TargetPlan {
+	ts := append([]plans.TargetPlan(nil), rp.Targets...)
+	plans.SortTargets(ts)
 	return ts
 }
 
-func targetLabel(t TargetPlan) string {
-	if t.Kind == TargetCluster {
+func targetLabel(t plans.TargetPlan) string {
+	if t.Kind == plans.TargetCluster {
 		return "cluster"
 	}
 	if t.User != "" {
@@ -135,7 +137,7 @@ func targetLabel(t TargetPlan) string {
 	return fmt.Sprintf("%s (%s)", t.Name, t.Address)
 }
 
-func renderPlanText(w io.Writer, p *Plan) error {
+func renderPlanText(w io.Writer, p *plans.Plan) error {
 	for _, rp := range p.Runbooks {
 		fmt.Fprintf(w, "runbook %s (guide §%s): %s\n", rp.Name, rp.Section, rp.Title)
 		for _, t := range sortedRunbookTargets(rp) {
@@ -175,7 +177,7 @@ func renderPlanText(w io.Writer, p *Plan) error {
 	return err
 }
 
-func renderPlanMarkdown(w io.Writer, p *Plan) error {
+func renderPlanMarkdown(w io.Writer, p *plans.Plan) error {
 	c := p.Counts()
 	fmt.Fprintf(w, "## nksrun plan\n\n")
 	fmt.Fprintf(w, "Created %s by nksrun %s. **%d to change**, %d unchanged, %d skipped, %d unknown until apply, %d finding(s), %d unreachable, %d failed.\n\n",
@@ -186,14 +188,14 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 	// Summary: one row per runbook, targets by status, then step counts.
 	fmt.Fprintf(w, "| runbook | guide | targets | with changes | in sync | skipped | failed/unreachable | changes | unknown | findings |\n|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, rp := range p.Runbooks {
-		by := map[string]int{}
+		by := map[plans.Status]int{}
 		for _, t := range rp.Targets {
 			by[t.Status]++
 		}
-		one := Plan{Runbooks: []RunbookPlan{rp}}
+		one := plans.Plan{Runbooks: []plans.RunbookPlan{rp}}
 		rc := one.Counts()
 		fmt.Fprintf(w, "| `%s` | §%s | %d | %d | %d | %d | %d | %d | %d | %d |\n", mdCode(rp.Name), mdEscape(rp.Section), len(rp.Targets),
-			by[StatusChanges], by[StatusOK], by[StatusSkipped]+by[StatusNotRun], by[StatusFailed]+by[StatusUnreachable], rc.Change, rc.Unknown, rc.Findings)
+			by[plans.StatusChanges], by[plans.StatusOK], by[plans.StatusSkipped]+by[plans.StatusNotRun], by[plans.StatusFailed]+by[plans.StatusUnreachable], rc.Change, rc.Unknown, rc.Findings)
 	}
 	fmt.Fprintln(w)
 	for _, rp := range p.Runbooks {
@@ -222,7 +224,7 @@ func renderPlanMarkdown(w io.Writer, p *Plan) error {
 			for i, s := range t.Steps {
 				label, status := "", ""
 				if i == 0 {
-					label, status = mdEscape(targetLabel(t)), t.Status
+					label, status = mdEscape(targetLabel(t)), string(t.Status)
 				}
 				sum := s.Summary
 				if s.Reason != "" {
@@ -291,7 +293,7 @@ func short(h string) string {
 }
 
 // RenderReport writes an apply report.
-func RenderReport(w io.Writer, r *Report, format string, secrets *Secrets) error {
+func RenderReport(w io.Writer, r *plans.Report, format string, secrets *redact.Secrets) error {
 	w = redactingWriter{w, secrets}
 	if format == FormatJSON {
 		b, err := json.MarshalIndent(r, "", "  ")
@@ -301,12 +303,12 @@ func RenderReport(w io.Writer, r *Report, format string, secrets *Secrets) error
 		_, err = fmt.Fprintf(w, "%s\n", RedactJSON(b, secrets))
 		return err
 	}
-	counts := map[string]int{}
+	counts := map[plans.Status]int{}
 	fmt.Fprintln(w, "\nRecap:")
 	for _, t := range r.Targets {
 		counts[t.Status]++
 		name := t.Name
-		if t.Kind == TargetNode && t.Address != "" {
+		if t.Kind == plans.TargetNode && t.Address != "" {
 			name += " (" + t.Address + ")"
 		}
 		fmt.Fprintf(w, "  %-12s %s/%s", t.Status, t.Runbook, name)
@@ -336,6 +338,6 @@ func RenderReport(w io.Writer, r *Report, format string, secrets *Secrets) error
 		}
 	}
 	_, err := fmt.Fprintf(w, "ok=%d changed=%d failed=%d unreachable=%d skipped=%d stale=%d not-run=%d\n",
-		counts[StatusOK], counts[StatusChanged], counts[StatusFailed], counts[StatusUnreachable], counts[StatusSkipped], counts[StatusStale], counts[StatusNotRun])
+		counts[plans.StatusOK], counts[plans.StatusChanged], counts[plans.StatusFailed], counts[plans.StatusUnreachable], counts[plans.StatusSkipped], counts[plans.StatusStale], counts[plans.StatusNotRun])
 	return err
 }

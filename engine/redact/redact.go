@@ -1,4 +1,6 @@
-package engine
+// Package redact keeps secret values out of every output: plans, diffs, logs
+// and errors pass through Secrets.Redact at the output boundary.
+package redact
 
 import (
 	"encoding/base64"

@@ -1,0 +1,140 @@
+package views
+
+import (
+	"bytes"
+	"encoding/json"
+	"nksrun/testdata/golden"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"nksrun/engine/planfile"
+	"nksrun/engine/plans/planstest"
+	"nksrun/engine/redact"
+)
+
+func TestRenderPlanGolden(t *testing.T) {
+	p, secrets := planstest.Golden()
+	for _, tc := range []struct{ format, file string }{
+		{FormatMarkdown, "plan.md"},
+		{FormatJSON, "plan.json"},
+		{FormatText, "plan.txt"},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			var buf bytes.Buffer
+			if err := RenderPlan(&buf, p, tc.format, secrets); err != nil {
+				t.Fatal(err)
+			}
+			got := buf.Bytes()
+			assertNoSecret(t, got)
+			if !bytes.Contains(got, []byte(redact.Redacted)) {
+				t.Errorf("%s view: no %q marker: the secret param should be shown redacted", tc.format, redact.Redacted)
+			}
+			golden.Assert(t, filepath.Join("plan", tc.file), got)
+		})
+	}
+}
+
+// assertNoSecret checks the secret in clear, JSON-escaped and Markdown-escaped
+// form, and its distinctive halves.
+func assertNoSecret(t *testing.T, out []byte) {
+	t.Helper()
+	esc, _ := json.Marshal(planstest.Secret)
+	for _, form := range []string{planstest.Secret, string(esc[1 : len(esc)-1]), strings.ReplaceAll(planstest.Secret, "|", `\|`), "hunter2", `pa\|ss`} {
+		if bytes.Contains(out, []byte(form)) {
+			t.Errorf("output contains the secret (as %q)", form)
+		}
+	}
+}
+
+func lineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < max(len(w), len(g)); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			b.WriteString("line " + strconv.Itoa(i+1) + ":\n  want: " + wl + "\n  got:  " + gl + "\n")
+		}
+	}
+	return b.String()
+}
+
+// The Markdown view: one summary row per runbook, a table per runbook with
+// a row per target and step, diffs in fences that a ``` inside cannot close.
+func TestRenderMarkdownStructure(t *testing.T) {
+	p, secrets := planstest.Golden()
+	var buf bytes.Buffer
+	if err := RenderPlan(&buf, p, FormatMarkdown, secrets); err != nil {
+		t.Fatal(err)
+	}
+	md := buf.String()
+	for _, want := range []string{
+		"| `logrotate` | §1 | 4 | 1 | 1 | 1 | 1 | 1 | 0 | 0 |",
+		"| `dockerhub-ratelimit` | §7.2 | 1 | 1 | 0 | 0 | 0 | 1 | 1 | 1 |",
+		"| w-node-0 (centos@10.0.0.10) | changes | `config` | change |",
+		"````diff\n", // the diff holds ``` so the fence is longer
+		"Docker Hub pull rate limit \\| image pull secret", // | escaped in a heading is harmless, in a cell required
+		"Plan checksum `" + p.Checksum + "`",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q", want)
+		}
+	}
+}
+
+// JSON is the saved-plan schema: the view of a sealed plan without secrets
+// is byte for byte what plan -o writes, so it can be applied.
+func TestRenderJSONIsThePlanFile(t *testing.T) {
+	p, _ := planstest.Golden()
+	p.Runbooks = p.Runbooks[:1]
+	if err := planfile.Seal(p); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := RenderPlan(&buf, p, FormatJSON, &redact.Secrets{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := planfile.Read(buf.Bytes(), 0, time.Now())
+	if err != nil {
+		t.Fatalf("JSON view is not a readable plan: %v", err)
+	}
+	if got.Checksum != p.Checksum || len(got.Runbooks) != 1 || len(got.Runbooks[0].Targets) != 4 {
+		t.Errorf("round trip lost data: %+v", got)
+	}
+	// With a secret redacted the checksum no longer matches: a redacted
+	// view can never be applied by mistake.
+	q, secrets := planstest.Golden()
+	buf.Reset()
+	if err := RenderPlan(&buf, q, FormatJSON, secrets); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := planfile.Read(buf.Bytes(), 0, time.Now()); err == nil {
+		t.Error("a redacted JSON view was accepted as a plan")
+	}
+}
+
+func TestRedactJSON(t *testing.T) {
+	s := &redact.Secrets{}
+	s.AddSecret(planstest.Secret)
+	in, _ := json.MarshalIndent(map[string]any{"a": "x " + planstest.Secret + " y", planstest.Secret: 1, "b": []any{"plain", 2.5}}, "", "  ")
+	out := RedactJSON(in, s)
+	assertNoSecret(t, out)
+	var v map[string]any
+	if err := json.Unmarshal(out, &v); err != nil {
+		t.Fatalf("redacted JSON is invalid: %v\n%s", err, out)
+	}
+	if v["a"] != "x "+redact.Redacted+" y" || v[redact.Redacted] != 1.0 {
+		t.Errorf("redacted = %v", v)
+	}
+	if plain := []byte(`{"k": "v \"q\" \\ \u00e9"}`); !bytes.Equal(RedactJSON(plain, s), plain) {
+		t.Error("JSON without secrets was changed")
+	}
+}
