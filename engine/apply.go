@@ -9,6 +9,7 @@ import (
 	"maps"
 	"sync"
 
+	"nksrun/engine/gather"
 	"nksrun/engine/module"
 	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
@@ -29,7 +30,7 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan) (*plans.Report, error
 		e.registerSecrets(rb, rp.Params)
 		// Kubernetes facts for verify are listed once per runbook (by the
 		// first target to verify), never once per node.
-		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return e.k8sFacts(ctx, rb) })
+		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return gather.Kubernetes(ctx, e.o.Cluster, rb) })
 		results := make([]plans.TargetResult, len(rp.Targets))
 		fails := &failures{limit: e.o.MaxFailures}
 		forEach(ctx, len(rp.Targets), e.o.Forks, func(j int) {
@@ -192,10 +193,10 @@ func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan) ([]*runbook.Check, []
 	var probes []module.Probe
 	if tp.Kind == plans.TargetNode && len(checks) > 0 {
 		if uses[runbook.EnvHost] {
-			probes = append(probes, builtinProbes...)
+			probes = append(probes, gather.BuiltinProbes...)
 		}
 		if uses[runbook.EnvFacts] {
-			probes = append(probes, factProbes(rb)...)
+			probes = append(probes, gather.FactProbes(rb)...)
 		}
 	}
 	return checks, probes
@@ -222,17 +223,17 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.Runb
 		env[runbook.EnvNode] = t.Node.Facts
 		results, err := rode, error(nil)
 		if results == nil {
-			results, err = runProbes(ctx, t.Node.Runner, probes)
+			results, err = gather.Run(ctx, t.Node.Runner, probes)
 		}
 		if err == nil {
-			err = parseFacts(rb, results, facts)
+			err = gather.ParseFacts(rb, results, facts)
 		}
 		if err != nil {
 			res.Status, res.Reason = plans.StatusFailed, "verify: gathering facts: "+err.Error()
 			return
 		}
-		if _, ok := results[builtinProbes[0].Key]; ok {
-			env[runbook.EnvHost] = hostFacts(results)
+		if _, ok := results[gather.BuiltinProbes[0].Key]; ok {
+			env[runbook.EnvHost] = gather.HostFacts(results)
 		}
 	}
 	// Vars are derived from facts: computed again from the fresh ones.
@@ -276,7 +277,7 @@ func (v *verifyRider) Run(ctx context.Context, command string, opts module.RunOp
 		v.forget()
 		return v.Runner.Run(ctx, command, opts)
 	}
-	script, boundary := probeScript(v.probes)
+	script, boundary := gather.Script(v.probes)
 	res, err := v.Runner.Run(ctx, "(\n"+command+"\n)\nnksrun_rc=$?\n"+script+"exit $nksrun_rc\n", opts)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -285,7 +286,7 @@ func (v *verifyRider) Run(ctx context.Context, command string, opts module.RunOp
 		return res, err
 	}
 	if i := bytes.Index(res.Stdout, []byte(boundary+" 0\n")); i >= 0 {
-		if results, perr := parseProbes(res.Stdout[i:], boundary, v.probes); perr == nil {
+		if results, perr := gather.ParseOutput(res.Stdout[i:], boundary, v.probes); perr == nil {
 			v.results = results
 		}
 		res.Stdout = res.Stdout[:i]

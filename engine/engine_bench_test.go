@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"nksrun/engine/gather"
 	"nksrun/engine/module"
 	"nksrun/engine/planfile"
 	"nksrun/engine/plans"
@@ -197,12 +198,12 @@ func BenchmarkLoadRunbook(b *testing.B) {
 func BenchmarkProbeParse200(b *testing.B) {
 	rb := loadBenchRunbook(b)
 	want := wantConfig(b)
-	probes := append(append([]module.Probe{}, builtinProbes...), factProbes(rb)...)
+	probes := append(append([]module.Probe{}, gather.BuiltinProbes...), gather.FactProbes(rb)...)
 	probes = append(probes, module.Probe{Key: "step.config.state", Command: "stat -c ... head -c (file_sync's state probe)"})
 	// Record one node's answer once, then replay it with each call's
-	// boundary, so the loop measures runProbes, not the canned node.
+	// boundary, so the loop measures gather.Run, not the canned node.
 	rec := &recorder{r: &cannedNode{current: want}}
-	if _, err := runProbes(context.Background(), rec, probes); err != nil {
+	if _, err := gather.Run(context.Background(), rec, probes); err != nil {
 		b.Fatal(err)
 	}
 	node := replayRunner{tmpl: bytes.ReplaceAll(rec.out, []byte(rec.boundary), []byte("@B@"))}
@@ -210,7 +211,7 @@ func BenchmarkProbeParse200(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for range benchNodes {
-			res, err := runProbes(ctx, node, probes)
+			res, err := gather.Run(ctx, node, probes)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 
+	"nksrun/engine/gather"
 	"nksrun/engine/module"
 	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
@@ -68,7 +69,7 @@ func (e *Engine) planRunbook(ctx context.Context, rb *runbook.Runbook, set map[s
 		Source: string(rb.Source), SourceHash: rb.Hash, Params: params,
 	}
 	clusterEnv := e.clusterEnv(ctx)
-	k8sFacts, err := e.k8sFacts(ctx, rb)
+	k8sFacts, err := gather.Kubernetes(ctx, e.o.Cluster, rb)
 	if err != nil {
 		return nil, fmt.Errorf("runbook %s: %w", rb.Name, err)
 	}
@@ -156,7 +157,7 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 		prepared[i] = ps
 		probes = append(probes, ps.probes...)
 	}
-	host, results, err := gatherNode(ctx, runner, rb, probes, env[runbook.EnvFacts].(map[string]any))
+	host, results, err := gather.Node(ctx, runner, rb, probes, env[runbook.EnvFacts].(map[string]any))
 	if err != nil {
 		tp.Status, tp.Reason = plans.StatusFailed, fmt.Sprintf("gathering facts: %v", err)
 		if isTransport(err) {
@@ -185,7 +186,7 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 				return failTarget(tp, s, err)
 			}
 			if len(ps.probes) > 0 {
-				more, err := runProbes(ctx, runner, ps.probes)
+				more, err := gather.Run(ctx, runner, ps.probes)
 				if err != nil {
 					return failTarget(tp, s, err)
 				}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"nksrun/engine/gather"
 	"nksrun/engine/module"
 	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
@@ -55,7 +56,7 @@ func (e *Engine) Recheck(ctx context.Context, p *plans.Plan) ([]StaleTarget, err
 			continue
 		}
 		clusterEnv := e.clusterEnv(ctx)
-		k8sFacts, err := e.k8sFacts(ctx, rb)
+		k8sFacts, err := gather.Kubernetes(ctx, e.o.Cluster, rb)
 		if err != nil {
 			return nil, fmt.Errorf("runbook %s: re-checking the plan: %w", rp.Name, err)
 		}

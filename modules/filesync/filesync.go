@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/shell"
 	"nksrun/modules/modutil"
 )
 
@@ -142,7 +143,7 @@ func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
 	return []module.Probe{{
 		Key: probeState,
 		Command: fmt.Sprintf(`d=%s; set -- "${d%%/*}"/.nksrun-"${d##*/}".*~; [ -e "$1" ] && n=$# || n=0
-if [ -e "$d" ]; then h=$(sha256sum "$d") && h=${h%%%% *} && printf '%%s %%s %%s\n' "$h" "$(stat -c '%%a %%U %%G' "$d")" "$n"%s; else echo absent "$n"; fi`, modutil.Quote(p.Dest), content),
+if [ -e "$d" ]; then h=$(sha256sum "$d") && h=${h%%%% *} && printf '%%s %%s %%s\n' "$h" "$(stat -c '%%a %%U %%G' "$d")" "$n"%s; else echo absent "$n"; fi`, shell.Quote(p.Dest), content),
 		Sudo: true,
 	}}, nil
 }
@@ -263,7 +264,7 @@ const (
 func installScript(p *Params, d data, planned, stamp string) string {
 	mode, owner, group := defaults(p)
 	var b strings.Builder
-	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", modutil.Quote(p.Dest))
+	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", shell.Quote(p.Dest))
 	// Temp and backup names end in "~" and contain a ".": directories read
 	// as a whole (logrotate.d, sudoers.d, cron.d) skip such files, so they
 	// never see a half-written temp file or a second copy of the config.
@@ -278,7 +279,7 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
 	b.WriteString(`cat > "$tmp"` + "\n")
 	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", d.Hash, exitCorrupt)
-	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", modutil.Quote(owner), modutil.Quote(group), mode)
+	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", shell.Quote(owner), shell.Quote(group), mode)
 	if p.Validate != "" {
 		cmd := strings.Replace(p.Validate, "%s", `"$tmp"`, 1)
 		fmt.Fprintf(&b, "if ! out=$(%s 2>&1); then printf 'validate failed: %%s\\n' \"$out\" >&2; exit %d; fi\n", cmd, exitValidate)

@@ -24,20 +24,20 @@ func TestCommandLine(t *testing.T) {
 		stderr   string
 		noStdout bool
 	}{
-		{args: []string{"validate", "../../runbooks/logrotate.yaml"}, code: ExitOK, stdout: "logrotate.yaml: ok (logrotate, guide §1"},
-		{args: []string{"validate", "../../testdata/runbooks/bad/unknown-key.yaml"}, code: ExitError, stderr: `unknown-key.yaml:6:5: unknown key "modul"`, noStdout: true},
-		{args: []string{"validate", "../../runbooks/logrotate.yaml", "../../testdata/runbooks/bad/bad-expr.yaml", "../../testdata/runbooks/bad/syntax.yaml"}, code: ExitError, stderr: "bad-expr.yaml:7:24: expression: unexpected token EOF"},
+		{args: []string{"validate", "../../../runbooks/logrotate.yaml"}, code: ExitOK, stdout: "logrotate.yaml: ok (logrotate, guide §1"},
+		{args: []string{"validate", "../../../testdata/runbooks/bad/unknown-key.yaml"}, code: ExitError, stderr: `unknown-key.yaml:6:5: unknown key "modul"`, noStdout: true},
+		{args: []string{"validate", "../../../runbooks/logrotate.yaml", "../../../testdata/runbooks/bad/bad-expr.yaml", "../../../testdata/runbooks/bad/syntax.yaml"}, code: ExitError, stderr: "bad-expr.yaml:7:24: expression: unexpected token EOF"},
 		// A bad runbook fails plan before the cluster is even looked up.
-		{args: []string{"plan", "--kubeconfig", "/nonexistent", "../../testdata/runbooks/bad/unknown-module.yaml"}, code: ExitError, stderr: `unknown module "file_synk"`},
-		{args: []string{"list", "../../runbooks"}, code: ExitOK, stdout: "§13"},
+		{args: []string{"plan", "--kubeconfig", "/nonexistent", "../../../testdata/runbooks/bad/unknown-module.yaml"}, code: ExitError, stderr: `unknown module "file_synk"`},
+		{args: []string{"list", "../../../runbooks"}, code: ExitOK, stdout: "§13"},
 		{args: []string{"version"}, code: ExitOK, stdout: "nksrun "},
 		{args: []string{"plan", "--help"}, code: ExitOK, stdout: "--detailed-exitcode"},
 		{args: []string{"apply", "--help"}, code: ExitOK, stdout: "Examples:"},
 		{args: []string{"frobnicate"}, code: ExitUsage, stderr: `unknown command "frobnicate"`},
 		{args: []string{"plan", "--no-such-flag", "x.yaml"}, code: ExitUsage, stderr: "unknown flag: --no-such-flag"},
 		{args: []string{"plan"}, code: ExitUsage, stderr: "no runbook given"},
-		{args: []string{"plan", "--set", "novalue", "../../runbooks/logrotate.yaml"}, code: ExitUsage, stderr: `--set "novalue": want name=value`},
-		{args: []string{"apply", "../../runbooks/logrotate.yaml"}, code: ExitError, stderr: "pass --auto-approve"},
+		{args: []string{"plan", "--set", "novalue", "../../../runbooks/logrotate.yaml"}, code: ExitUsage, stderr: `--set "novalue": want name=value`},
+		{args: []string{"apply", "../../../runbooks/logrotate.yaml"}, code: ExitError, stderr: "pass --auto-approve"},
 		{args: []string{}, code: ExitUsage, stdout: "Commands:"},
 	}
 	for _, tc := range tests {

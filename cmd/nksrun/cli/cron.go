@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"nksrun/engine/shell"
 	"os"
 	"path/filepath"
 	"sort"
@@ -131,6 +132,5 @@ func crontabQuote(s string) string {
 	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._-=:,+@") == "" {
 		return s
 	}
-	q := "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-	return strings.ReplaceAll(q, "%", `\%`)
+	return strings.ReplaceAll(shell.Quote(s), "%", `\%`)
 }

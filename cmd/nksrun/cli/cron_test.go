@@ -23,7 +23,7 @@ func runOK(t *testing.T, args ...string) string {
 
 func TestCronLine(t *testing.T) {
 	dir := t.TempDir()
-	out := runOK(t, "cron", "--schedule", "15 3 * * 1-5", "-i", "key with space.pem", "--metrics-file", filepath.Join(dir, "100%.prom"), "../../runbooks/logrotate.yaml")
+	out := runOK(t, "cron", "--schedule", "15 3 * * 1-5", "-i", "key with space.pem", "--metrics-file", filepath.Join(dir, "100%.prom"), "../../../runbooks/logrotate.yaml")
 	var line string
 	for _, l := range strings.Split(out, "\n") {
 		if l != "" && !strings.HasPrefix(l, "#") {
@@ -36,7 +36,7 @@ func TestCronLine(t *testing.T) {
 	if !strings.HasPrefix(line, "15 3 * * 1-5 ") {
 		t.Fatalf("line: %q", line)
 	}
-	rb, _ := filepath.Abs("../../runbooks/logrotate.yaml")
+	rb, _ := filepath.Abs("../../../runbooks/logrotate.yaml")
 	key, _ := filepath.Abs("key with space.pem")
 	for _, want := range []string{
 		" apply --auto-approve --lock-file /", " --timeout 1h0m0s ", " --log-format json --log-file /",
@@ -50,7 +50,7 @@ func TestCronLine(t *testing.T) {
 		t.Errorf("unescaped %% in the crontab line: %s", line)
 	}
 	var errb bytes.Buffer
-	if code := cli.Run(context.Background(), []string{"cron", "--schedule", "daily", "../../runbooks/logrotate.yaml"}, nil, &bytes.Buffer{}, &errb); code != cli.ExitUsage {
+	if code := cli.Run(context.Background(), []string{"cron", "--schedule", "daily", "../../../runbooks/logrotate.yaml"}, nil, &bytes.Buffer{}, &errb); code != cli.ExitUsage {
 		t.Errorf("bad schedule: exit %d", code)
 	}
 }
@@ -101,13 +101,13 @@ func hasRule(rules []map[string]any, group, resource string, verbs ...string) bo
 
 func TestCronJobRBACPerRunbook(t *testing.T) {
 	// logrotate works over SSH only: listing nodes is all it needs.
-	rules := manifestRules(t, runOK(t, "cron", "--kubernetes", "../../runbooks/logrotate.yaml"))
+	rules := manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/logrotate.yaml"))
 	if len(rules) != 1 || len(rules["ClusterRole"]) != 1 || !hasRule(rules["ClusterRole"], "", "nodes", "get", "list") {
 		t.Errorf("logrotate RBAC: %v", rules)
 	}
 	// upgrade-finalizers patches objects found at run time: the kinds come
 	// from the literal step parameters, namespaced ones in a Role.
-	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../runbooks/upgrade-finalizers.yaml"))
+	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/upgrade-finalizers.yaml"))
 	if !hasRule(rules["ClusterRole"], "rbac.authorization.k8s.io", "clusterroles", "get", "list", "patch") {
 		t.Errorf("upgrade-finalizers cluster rules: %v", rules["ClusterRole"])
 	}

@@ -67,11 +67,11 @@ func newE2E(t *testing.T) *e2e {
 			t.Fatalf("node %s listens on port %d: the cluster inventory assumes 22 (is a host sshd on *:22?)", n.Name, n.Port)
 		}
 	}
-	rb, err := filepath.Abs("../../runbooks/logrotate.yaml")
+	rb, err := filepath.Abs("../../../runbooks/logrotate.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := os.ReadFile("../../runbooks/files/docker-logrotate.conf")
+	want, err := os.ReadFile("../../../runbooks/files/docker-logrotate.conf")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -108,7 +108,7 @@ func TestJSONLogFailedRun(t *testing.T) {
 	dir := t.TempDir()
 	log := filepath.Join(dir, "sub", "nksrun.log") // the directory is created
 	var out, errb bytes.Buffer
-	code := cli.Run(context.Background(), []string{"plan", "--log-format", "json", "--log-file", log, "--kubeconfig", filepath.Join(dir, "missing"), "../../runbooks/logrotate.yaml"},
+	code := cli.Run(context.Background(), []string{"plan", "--log-format", "json", "--log-file", log, "--kubeconfig", filepath.Join(dir, "missing"), "../../../runbooks/logrotate.yaml"},
 		strings.NewReader(""), &out, &errb)
 	if code != cli.ExitError {
 		t.Fatalf("exit %d: %s", code, errb.String())
@@ -132,7 +132,7 @@ func TestJSONLogFailedRun(t *testing.T) {
 
 	// JSON on stderr when there is no --log-file.
 	errb.Reset()
-	cli.Run(context.Background(), []string{"plan", "--log-format", "json", "--kubeconfig", filepath.Join(dir, "missing"), "../../runbooks/logrotate.yaml"},
+	cli.Run(context.Background(), []string{"plan", "--log-format", "json", "--kubeconfig", filepath.Join(dir, "missing"), "../../../runbooks/logrotate.yaml"},
 		strings.NewReader(""), &out, &errb)
 	first, _, _ := strings.Cut(errb.String(), "\n")
 	if !strings.HasPrefix(first, `{"v":1,`) {
@@ -154,7 +154,7 @@ func TestLockHeldExitsAtOnce(t *testing.T) {
 	}
 	var out, errb bytes.Buffer
 	begin := time.Now()
-	code := cli.Run(context.Background(), []string{"apply", "--auto-approve", "--lock-file", lock, "--kubeconfig", filepath.Join(dir, "missing"), "../../runbooks/logrotate.yaml"},
+	code := cli.Run(context.Background(), []string{"apply", "--auto-approve", "--lock-file", lock, "--kubeconfig", filepath.Join(dir, "missing"), "../../../runbooks/logrotate.yaml"},
 		strings.NewReader(""), &out, &errb)
 	took := time.Since(begin)
 	t.Logf("exit %d after %s: %s", code, took, errb.String())

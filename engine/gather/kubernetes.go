@@ -1,10 +1,11 @@
-package engine
+package gather
 
 import (
 	"context"
 	"fmt"
 	"sort"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -12,19 +13,19 @@ import (
 	"nksrun/engine/runbook"
 )
 
-// k8sFacts reads a runbook's declared Kubernetes facts once per run: a list
-// per fact, never a get per object.
-func (e *Engine) k8sFacts(ctx context.Context, rb *runbook.Runbook) (map[string]any, error) {
+// Kubernetes reads a runbook's declared Kubernetes facts: a list per fact,
+// never a get per object. c may be nil (no cluster configured).
+func Kubernetes(ctx context.Context, c *module.Cluster, rb *runbook.Runbook) (map[string]any, error) {
 	out := map[string]any{}
 	for _, name := range sortedKeys(rb.Facts) {
 		f := rb.Facts[name]
 		if f.K8s == nil {
 			continue
 		}
-		if e.o.Cluster == nil {
+		if c == nil {
 			return nil, fmt.Errorf("fact %s reads %s objects but no cluster is configured (--kubeconfig)", name, f.K8s.Kind)
 		}
-		v, err := K8sLookup(ctx, e.o.Cluster, f.K8s)
+		v, err := K8sLookup(ctx, c, f.K8s)
 		if err != nil {
 			return nil, fmt.Errorf("fact %s: %w", name, err)
 		}
@@ -47,7 +48,7 @@ func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any,
 	if f.Name != "" {
 		obj, err := ri.Get(ctx, f.Name, metav1.GetOptions{})
 		if err != nil {
-			if isNotFound(err) {
+			if apierrors.IsNotFound(err) {
 				return nil, nil
 			}
 			return nil, err

@@ -1,4 +1,7 @@
-package engine
+// Package gather reads facts: a node's built-in host.* facts, a runbook's
+// command facts and every step's probes in one exec per node, and a
+// runbook's Kubernetes facts in one list per fact.
+package gather
 
 import (
 	"bytes"
@@ -13,24 +16,25 @@ import (
 
 	"nksrun/engine/module"
 	"nksrun/engine/runbook"
+	"nksrun/engine/shell"
 )
 
-// builtinProbes are the host.* facts, read over SSH in the same round trip
+// BuiltinProbes are the host.* facts, read over SSH in the same round trip
 // as everything else a node needs.
-var builtinProbes = []module.Probe{
+var BuiltinProbes = []module.Probe{
 	{Key: "host.bootID", Command: "cat /proc/sys/kernel/random/boot_id"},
 	{Key: "host.cmdline", Command: "cat /proc/cmdline"},
 	{Key: "host.kernel", Command: "uname -r"},
 	{Key: "host.os", Command: ". /etc/os-release 2>/dev/null && echo \"$ID\""},
 }
 
-// runProbes runs every probe of a node in one exec (as root: probes only
+// Run runs every probe of a node in one exec (as root: probes only
 // read) and splits the output.
-func runProbes(ctx context.Context, r module.Runner, probes []module.Probe) (map[string]module.ProbeResult, error) {
+func Run(ctx context.Context, r module.Runner, probes []module.Probe) (map[string]module.ProbeResult, error) {
 	if len(probes) == 0 {
 		return map[string]module.ProbeResult{}, nil
 	}
-	script, boundary := probeScript(probes)
+	script, boundary := Script(probes)
 	res, err := r.Run(ctx, script, module.RunOpts{Sudo: true})
 	if err != nil {
 		return nil, err
@@ -38,16 +42,16 @@ func runProbes(ctx context.Context, r module.Runner, probes []module.Probe) (map
 	if res.ExitCode != 0 && len(res.Stdout) == 0 {
 		return nil, fmt.Errorf("gathering facts: exit %d: %s", res.ExitCode, firstLine(res.Stderr))
 	}
-	out, err := parseProbes(res.Stdout, boundary, probes)
+	out, err := ParseOutput(res.Stdout, boundary, probes)
 	if err != nil {
 		return nil, fmt.Errorf("gathering facts: %w (exit %d: %s)", err, res.ExitCode, firstLine(res.Stderr))
 	}
 	return out, nil
 }
 
-// probeScript is one sh script running every probe. Each probe's output is
+// Script is one sh script running every probe. Each probe's output is
 // framed by a random boundary line, so no file content can forge a frame.
-func probeScript(probes []module.Probe) (script, boundary string) {
+func Script(probes []module.Probe) (script, boundary string) {
 	var nonce [12]byte
 	_, _ = rand.Read(nonce[:])
 	boundary = "--nksrun-" + hex.EncodeToString(nonce[:])
@@ -58,8 +62,8 @@ func probeScript(probes []module.Probe) (script, boundary string) {
 	return b.String(), boundary
 }
 
-// parseProbes splits the output of probeScript.
-func parseProbes(data []byte, boundary string, probes []module.Probe) (map[string]module.ProbeResult, error) {
+// ParseOutput splits the output of Script.
+func ParseOutput(data []byte, boundary string, probes []module.Probe) (map[string]module.ProbeResult, error) {
 	out := make(map[string]module.ProbeResult, len(probes))
 	for i, p := range probes {
 		start := []byte(fmt.Sprintf("%s %d\n", boundary, i))
@@ -94,10 +98,10 @@ func firstLine(b []byte) string {
 	return s
 }
 
-// hostFacts turns the built-in probe results into the host.* map.
-func hostFacts(res map[string]module.ProbeResult) map[string]any {
+// HostFacts turns the built-in probe results into the host.* map.
+func HostFacts(res map[string]module.ProbeResult) map[string]any {
 	h := map[string]any{}
-	for _, p := range builtinProbes {
+	for _, p := range BuiltinProbes {
 		name := strings.TrimPrefix(p.Key, "host.")
 		if r, ok := res[p.Key]; ok && r.ExitCode == 0 {
 			h[name] = strings.TrimSpace(string(r.Output))
@@ -108,8 +112,8 @@ func hostFacts(res map[string]module.ProbeResult) map[string]any {
 	return h
 }
 
-// factProbes are the declared command facts of a runbook, as probes.
-func factProbes(rb *runbook.Runbook) []module.Probe {
+// FactProbes are the declared command facts of a runbook, as probes.
+func FactProbes(rb *runbook.Runbook) []module.Probe {
 	var out []module.Probe
 	for _, name := range sortedKeys(rb.Facts) {
 		f := rb.Facts[name]
@@ -120,7 +124,7 @@ func factProbes(rb *runbook.Runbook) []module.Probe {
 		if !f.Sudo {
 			// Probes run as root in one exec; a fact that asked not to be
 			// root runs as the login user.
-			cmd = fmt.Sprintf("sudo -n -u \"${SUDO_USER:-$(id -un)}\" -- sh -c %s", shellQuote(f.Command))
+			cmd = fmt.Sprintf("sudo -n -u \"${SUDO_USER:-$(id -un)}\" -- sh -c %s", shell.Quote(f.Command))
 		}
 		out = append(out, module.Probe{Key: "fact." + name, Command: cmd})
 	}
@@ -173,11 +177,6 @@ func parseFact(name string, f runbook.Fact, r module.ProbeResult) (any, error) {
 	return nil, fmt.Errorf("fact %s: unknown parser %q", name, f.Parse)
 }
 
-// shellQuote quotes s for sh as one word.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -187,23 +186,23 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// gatherNode runs the built-in probes, the runbook's command facts and extra
+// Node runs the built-in probes, the runbook's command facts and extra
 // (step) probes in one round trip. It returns host.* facts and fills facts
 // with the parsed command facts.
-func gatherNode(ctx context.Context, r module.Runner, rb *runbook.Runbook, extra []module.Probe, facts map[string]any) (map[string]any, map[string]module.ProbeResult, error) {
-	probes := append(append(append([]module.Probe{}, builtinProbes...), factProbes(rb)...), extra...)
-	results, err := runProbes(ctx, r, probes)
+func Node(ctx context.Context, r module.Runner, rb *runbook.Runbook, extra []module.Probe, facts map[string]any) (map[string]any, map[string]module.ProbeResult, error) {
+	probes := append(append(append([]module.Probe{}, BuiltinProbes...), FactProbes(rb)...), extra...)
+	results, err := Run(ctx, r, probes)
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := parseFacts(rb, results, facts); err != nil {
+	if err := ParseFacts(rb, results, facts); err != nil {
 		return nil, nil, err
 	}
-	return hostFacts(results), results, nil
+	return HostFacts(results), results, nil
 }
 
-// parseFacts fills facts with the runbook's command facts found in results.
-func parseFacts(rb *runbook.Runbook, results map[string]module.ProbeResult, facts map[string]any) error {
+// ParseFacts fills facts with the runbook's command facts found in results.
+func ParseFacts(rb *runbook.Runbook, results map[string]module.ProbeResult, facts map[string]any) error {
 	for _, name := range sortedKeys(rb.Facts) {
 		f := rb.Facts[name]
 		if f.Command == "" {
