@@ -27,7 +27,9 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan) (*plans.Report, error
 		if err != nil {
 			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
 		}
-		e.registerSecrets(rb, rp.Params)
+		if err := e.registerSecrets(rb, rp.Params); err != nil {
+			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
+		}
 		// Kubernetes facts for verify are listed once per runbook (by the
 		// first target to verify), never once per node.
 		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return gather.Kubernetes(ctx, e.o.Cluster, rb) })

@@ -207,11 +207,19 @@ func (e *Engine) target(rb *runbook.Runbook, node *module.Node) module.Target {
 	}
 }
 
-// registerSecrets adds a runbook's secret params to the redactor.
-func (e *Engine) registerSecrets(rb *runbook.Runbook, params map[string]any) {
+// registerSecrets adds a runbook's secret params to the redactor. A
+// non-empty secret shorter than redact.MinLen is refused: it could neither
+// be redacted safely nor printed.
+func (e *Engine) registerSecrets(rb *runbook.Runbook, params map[string]any) error {
 	for _, name := range rb.SecretParams() {
-		if s, ok := params[name].(string); ok {
-			e.o.Secrets.AddSecret(s)
+		s, ok := params[name].(string)
+		if !ok || s == "" {
+			continue
 		}
+		if len(s) < redact.MinLen {
+			return fmt.Errorf("secret param %s is shorter than %d characters: refused (a value that short cannot be kept out of the output)", name, redact.MinLen)
+		}
+		e.o.Secrets.AddSecret(s)
 	}
+	return nil
 }

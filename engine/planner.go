@@ -63,7 +63,9 @@ func (e *Engine) planRunbook(ctx context.Context, rb *runbook.Runbook, set map[s
 	if err != nil {
 		return nil, err
 	}
-	e.registerSecrets(rb, params)
+	if err := e.registerSecrets(rb, params); err != nil {
+		return nil, err
+	}
 	rp := &plans.RunbookPlan{
 		Name: rb.Name, Title: rb.Title, Section: rb.Section, Path: rb.Path,
 		Source: string(rb.Source), SourceHash: rb.Hash, Params: params,

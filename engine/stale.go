@@ -45,7 +45,9 @@ func (e *Engine) Recheck(ctx context.Context, p *plans.Plan) ([]StaleTarget, err
 		if err != nil {
 			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
 		}
-		e.registerSecrets(rb, rp.Params)
+		if err := e.registerSecrets(rb, rp.Params); err != nil {
+			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
+		}
 		var todo []*plans.TargetPlan
 		for j := range rp.Targets {
 			if pendingSteps(&rp.Targets[j]) {

@@ -22,9 +22,15 @@ type Secrets struct {
 	sorted []string
 }
 
+// MinLen is the shortest value that is registered as a secret. A shorter
+// value would match ordinary words of the output ("ok", "status",
+// "changes"), so redacting it would let whoever chose it rewrite a review;
+// secret params shorter than this are refused (engine) rather than printed.
+const MinLen = 8
+
 // AddSecret registers a value, its base64 forms and, for multi-line values,
-// each line of 8 characters or more (diffs print lines). Values shorter than
-// 4 bytes are ignored: redacting them would mangle ordinary output.
+// each line of MinLen characters or more (diffs print lines). Values shorter
+// than MinLen are ignored.
 func (s *Secrets) AddSecret(v string) { s.add(v, true) }
 
 // AddSecretWhole registers a value and its base64 forms but not its lines.
@@ -36,7 +42,7 @@ func (s *Secrets) AddSecret(v string) { s.add(v, true) }
 func (s *Secrets) AddSecretWhole(v string) { s.add(v, false) }
 
 func (s *Secrets) add(v string, lines bool) {
-	if len(v) < 4 {
+	if len(v) < MinLen {
 		return
 	}
 	s.mu.Lock()
@@ -54,7 +60,7 @@ func (s *Secrets) add(v string, lines bool) {
 	}
 	if lines {
 		for _, line := range strings.Split(v, "\n") {
-			if len(strings.TrimSpace(line)) >= 8 {
+			if len(strings.TrimSpace(line)) >= MinLen {
 				s.values[line] = true
 			}
 		}

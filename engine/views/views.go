@@ -1,6 +1,7 @@
 package views
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -19,8 +20,12 @@ const (
 	FormatJSON     = "json"
 )
 
-// redactingWriter filters everything written through the secret redactor:
-// the last line of defence for every view.
+// RedactingWriter filters everything written through the secret redactor.
+// It is for free text that does not come from a plan or report (doctor's
+// table, messages); plan and report views redact their data instead, so a
+// secret's value can never rewrite their structure.
+func RedactingWriter(w io.Writer, s *redact.Secrets) io.Writer { return redactingWriter{w, s} }
+
 type redactingWriter struct {
 	w io.Writer
 	s *redact.Secrets
@@ -34,9 +39,12 @@ func (r redactingWriter) Write(p []byte) (int, error) {
 }
 
 // RedactJSON returns doc (JSON) with every secret replaced inside string
-// values and keys. It works on the decoded strings, so a secret that JSON
-// escapes (quotes, <, &, newlines) is still found; everything else, key
-// order and indentation included, is left byte for byte.
+// values. Object keys are never rewritten: they are structure (field names,
+// object names as map keys), and rewriting them would let whoever chose a
+// secret's value rename the fields of a plan or a log line. It works on the
+// decoded strings, so a secret that JSON escapes (quotes, <, &, newlines) is
+// still found; everything else, key order and indentation included, is left
+// byte for byte.
 func RedactJSON(doc []byte, s *redact.Secrets) []byte {
 	if s == nil {
 		return doc
@@ -58,6 +66,10 @@ func RedactJSON(doc []byte, s *redact.Secrets) []byte {
 			break
 		}
 		lit := doc[i : j+1]
+		if isKey(doc[j+1:]) {
+			i = j
+			continue
+		}
 		var str string
 		if json.Unmarshal(lit, &str) == nil {
 			if red := s.Redact(str); red != str {
@@ -75,35 +87,63 @@ func RedactJSON(doc []byte, s *redact.Secrets) []byte {
 	return append(out, doc[last:]...)
 }
 
-// redactedPlan is a deep copy of p with every string redacted: the views
-// render from it, so escaping done by a view (Markdown, JSON) can never hide
-// a secret from the redactor.
+// isKey reports whether a JSON string literal followed by rest is an
+// object key (the next non-space byte is a colon).
+func isKey(rest []byte) bool {
+	for _, c := range rest {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		case ':':
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+// redactedPlan is a deep copy of p with every string value redacted: the
+// views render from it, so escaping done by a view (Markdown, JSON) can
+// never hide a secret from the redactor. The structural fields (kinds,
+// statuses, actions, names, step ids and modules) are taken back from p:
+// a secret's value can blank a sentence, never change what the plan says
+// it will do.
 func redactedPlan(p *plans.Plan, s *redact.Secrets) (*plans.Plan, error) {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
 	}
+	red := RedactJSON(b, s)
+	if bytes.Equal(red, b) {
+		return p, nil // nothing to hide: render p itself (numbers stay exact)
+	}
 	var c plans.Plan
-	if err := json.Unmarshal(RedactJSON(b, s), &c); err != nil {
+	if err := json.Unmarshal(red, &c); err != nil {
 		return nil, err
+	}
+	for i := range c.Runbooks {
+		cr, pr := &c.Runbooks[i], &p.Runbooks[i]
+		cr.Name = pr.Name
+		for j := range cr.Targets {
+			ct, pt := &cr.Targets[j], &pr.Targets[j]
+			ct.Kind, ct.Name, ct.Status = pt.Kind, pt.Name, pt.Status
+			for k := range ct.Steps {
+				cs, ps := &ct.Steps[k], &pt.Steps[k]
+				cs.ID, cs.Module, cs.Action = ps.ID, ps.Module, ps.Action
+			}
+		}
 	}
 	return &c, nil
 }
 
 // RenderPlan writes p in the given format. Text, Markdown and JSON are views
-// of the same Plan value; secrets are redacted in the data first and again,
-// as the last line of defence, on the way out.
+// of the same Plan value. Secrets are redacted in a copy of the data, never
+// in the rendered text: what a view prints about kinds, statuses, actions
+// and counts comes from the plan itself, so no secret's value can change
+// what a reviewer is told will happen.
 func RenderPlan(w io.Writer, p *plans.Plan, format string, secrets *redact.Secrets) error {
-	w = redactingWriter{w, secrets}
 	switch format {
-	case FormatJSON:
-		b, err := json.MarshalIndent(p, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", RedactJSON(b, secrets))
-		return err
-	case FormatMarkdown, FormatText, "":
+	case FormatJSON, FormatMarkdown, FormatText, "":
 	default:
 		return fmt.Errorf("unknown format %q (text, markdown, json)", format)
 	}
@@ -111,10 +151,22 @@ func RenderPlan(w io.Writer, p *plans.Plan, format string, secrets *redact.Secre
 	if err != nil {
 		return err
 	}
-	if format == FormatMarkdown {
+	switch format {
+	case FormatJSON:
+		return writeJSON(w, rp)
+	case FormatMarkdown:
 		return renderPlanMarkdown(w, rp)
 	}
 	return renderPlanText(w, rp)
+}
+
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
 }
 
 var actionSign = map[module.Action]string{
@@ -294,14 +346,12 @@ func short(h string) string {
 
 // RenderReport writes an apply report.
 func RenderReport(w io.Writer, r *plans.Report, format string, secrets *redact.Secrets) error {
-	w = redactingWriter{w, secrets}
-	if format == FormatJSON {
-		b, err := json.MarshalIndent(r, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", RedactJSON(b, secrets))
+	r, err := redactedReport(r, secrets)
+	if err != nil {
 		return err
+	}
+	if format == FormatJSON {
+		return writeJSON(w, r)
 	}
 	counts := map[plans.Status]int{}
 	fmt.Fprintln(w, "\nRecap:")
@@ -337,7 +387,35 @@ func RenderReport(w io.Writer, r *plans.Report, format string, secrets *redact.S
 			fmt.Fprintln(w)
 		}
 	}
-	_, err := fmt.Fprintf(w, "ok=%d changed=%d failed=%d unreachable=%d skipped=%d stale=%d not-run=%d\n",
+	_, err = fmt.Fprintf(w, "ok=%d changed=%d failed=%d unreachable=%d skipped=%d stale=%d not-run=%d\n",
 		counts[plans.StatusOK], counts[plans.StatusChanged], counts[plans.StatusFailed], counts[plans.StatusUnreachable], counts[plans.StatusSkipped], counts[plans.StatusStale], counts[plans.StatusNotRun])
 	return err
+}
+
+// redactedReport is redactedPlan for an apply report.
+func redactedReport(r *plans.Report, s *redact.Secrets) (*plans.Report, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	red := RedactJSON(b, s)
+	if bytes.Equal(red, b) {
+		return r, nil
+	}
+	var c plans.Report
+	if err := json.Unmarshal(red, &c); err != nil {
+		return nil, err
+	}
+	for i := range c.Targets {
+		ct, pt := &c.Targets[i], &r.Targets[i]
+		ct.Runbook, ct.Kind, ct.Name, ct.Status = pt.Runbook, pt.Kind, pt.Name, pt.Status
+		for k := range ct.Steps {
+			cs, ps := &ct.Steps[k], &pt.Steps[k]
+			cs.ID, cs.Module, cs.Action, cs.Changed = ps.ID, ps.Module, ps.Action, ps.Changed
+		}
+		for k := range ct.Verify {
+			ct.Verify[k].OK = pt.Verify[k].OK
+		}
+	}
+	return &c, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -63,16 +64,7 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 }
 
 // engineWriter redacts like every other view.
-func engineWriter(a *app) *redactWriter { return &redactWriter{a} }
-
-type redactWriter struct{ a *app }
-
-func (w *redactWriter) Write(p []byte) (int, error) {
-	if _, err := fmt.Fprint(w.a.stdout, w.a.secrets.Redact(string(p))); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
+func engineWriter(a *app) io.Writer { return views.RedactingWriter(a.stdout, a.secrets) }
 
 func diagnose(rp plans.RunbookPlan, path string) doctorRow {
 	row := doctorRow{Section: rp.Section, Runbook: rp.Name, Problem: rp.Title}
