@@ -47,6 +47,7 @@ type Options struct {
 // connection per host and one instance per module.
 type Engine struct {
 	o         Options
+	planTime  time.Time // the time modules write into changes (see withPlanTime)
 	mu        sync.Mutex
 	conns     map[string]*connEntry
 	instances map[string]module.Module
@@ -165,8 +166,10 @@ func (f *failures) exceeded() bool {
 	return f.limit > 0 && f.n >= f.limit
 }
 
-// forEach runs fn for each index with at most forks at once.
-func forEach(ctx context.Context, n, forks int, fn func(i int)) {
+// forEach runs fn for each index with at most forks at once. A panic in fn
+// (a module's bug, a malformed plan) is recovered and handed to onPanic for
+// that index: it fails that target, never the run or the other targets.
+func forEach(ctx context.Context, n, forks int, fn func(i int), onPanic func(i int, v any)) {
 	sem := make(chan struct{}, forks)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -179,6 +182,11 @@ func forEach(ctx context.Context, n, forks int, fn func(i int)) {
 		wg.Add(1)
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
+			defer func() {
+				if v := recover(); v != nil {
+					onPanic(i, v)
+				}
+			}()
 			fn(i)
 		}(i)
 	}
@@ -197,6 +205,7 @@ func (e *Engine) target(rb *runbook.Runbook, node *module.Node) module.Target {
 		name = node.Name
 	}
 	return module.Target{
+		Now:        e.planTime,
 		Node:       node,
 		Cluster:    e.o.Cluster,
 		RunbookDir: rb.Dir,
@@ -222,4 +231,20 @@ func (e *Engine) registerSecrets(rb *runbook.Runbook, params map[string]any) err
 		e.o.Secrets.AddSecret(s)
 	}
 	return nil
+}
+
+// withPlanTime runs fn with the plan's creation time as the time modules
+// write into changes (rollout_restart's restartedAt), so planning a saved
+// plan's runbook again gives the very same change, byte for byte.
+func (e *Engine) withPlanTime(t time.Time, fn func()) {
+	e.mu.Lock()
+	prev := e.planTime
+	e.planTime = t
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.planTime = prev
+		e.mu.Unlock()
+	}()
+	fn()
 }

@@ -21,12 +21,18 @@ func (e *Engine) Plan(ctx context.Context, rbs []*runbook.Runbook, set map[strin
 	}
 	p := &plans.Plan{FormatVersion: plans.FormatVersion, Tool: e.o.Version, CreatedAt: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "plan", Message: fmt.Sprintf("plan: %d runbook(s), %d node(s)", len(rbs), len(e.o.Hosts))})
-	for _, rb := range rbs {
-		rp, err := e.planRunbook(ctx, rb, set)
-		if err != nil {
-			return nil, err
+	var err error
+	e.withPlanTime(p.CreatedAt, func() {
+		for _, rb := range rbs {
+			var rp *plans.RunbookPlan
+			if rp, err = e.planRunbook(ctx, rb, set); err != nil {
+				return
+			}
+			p.Runbooks = append(p.Runbooks, *rp)
 		}
-		p.Runbooks = append(p.Runbooks, *rp)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -92,6 +98,9 @@ func (e *Engine) planRunbook(ctx context.Context, rb *runbook.Runbook, set map[s
 				fails.add()
 			}
 			e.emit(Event{Type: EventTarget, Runbook: rb.Name, Target: hosts[i].Name, Status: string(targets[i].Status), Message: targets[i].Reason})
+		}, func(i int, v any) {
+			targets[i] = nodeTarget(hosts[i], plans.StatusFailed, fmt.Sprintf("internal error while planning: %v", v))
+			fails.add()
 		})
 		rp.Targets = append(rp.Targets, targets...)
 	}
@@ -125,6 +134,10 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 	env := map[string]any{
 		runbook.EnvParams: params, runbook.EnvNode: h.Facts, runbook.EnvCluster: clusterEnv,
 		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
+	}
+	if h.Problem != "" {
+		tp.Status, tp.Reason = plans.StatusFailed, h.Problem
+		return tp
 	}
 	if reason, err := skipReason(rb, env, h, e.o.IncludeNotReady); err != nil {
 		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
@@ -165,6 +178,10 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 		if isTransport(err) {
 			tp.Status = plans.StatusUnreachable
 		}
+		return tp
+	}
+	if why := gather.IdentityMismatch(h.Facts, host); why != "" {
+		tp.Status, tp.Reason = plans.StatusFailed, why
 		return tp
 	}
 	env[runbook.EnvHost] = host

@@ -332,14 +332,16 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted before apply: %w", context.Cause(ctx))
 	}
-	if saved != nil && a.opts.onStale == "stop" && plan.HasChanges() {
-		// Apply only if the whole plan still holds: re-read what every
-		// change was computed from before changing anything.
-		stale, err := s.engine.Recheck(ctx, plan)
-		if err != nil {
+	var stale []engine.StaleTarget
+	if saved != nil && plan.HasChanges() {
+		// Nothing in a plan file is trusted as an instruction: every
+		// pending change is planned again from the plan's own runbook over
+		// the node's facts as they are now. An edited plan is refused whole;
+		// a target whose facts moved on is stale.
+		if stale, err = s.engine.Rederive(ctx, plan); err != nil {
 			return err
 		}
-		if len(stale) > 0 {
+		if len(stale) > 0 && a.opts.onStale == "stop" {
 			a.log.done()
 			rep := engine.StoppedReport(plan, stale, time.Now())
 			a.report = rep
@@ -355,7 +357,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 			return exitError{ExitError, "apply canceled; nothing was changed"}
 		}
 	}
-	rep, err := s.engine.Apply(ctx, plan)
+	rep, err := s.engine.Apply(ctx, plan, stale)
 	a.log.done()
 	if err != nil {
 		return err
