@@ -31,7 +31,9 @@ func TestCompareTarget(t *testing.T) {
 		{"non-pending step differs: ignored", func(_, f *plans.TargetPlan) { f.Steps[0].Summary = "4 pods" }, "", ""},
 		{"facts moved on", func(_, f *plans.TargetPlan) { f.Steps[1].Fingerprint["sha256"] = "cc" }, "sha256 was aa at plan time, now cc", ""},
 		{"fingerprint forged", func(s, _ *plans.TargetPlan) { s.Steps[1].Fingerprint["sha256"] = "$(id)" }, "sha256 was $(id)", ""},
-		{"params edited", func(s, _ *plans.TargetPlan) { s.Steps[1].Params = json.RawMessage(`{"dest":"/etc/evil","mode":"0644"}`) }, "", "params differs"},
+		{"params edited", func(s, _ *plans.TargetPlan) {
+			s.Steps[1].Params = json.RawMessage(`{"dest":"/etc/evil","mode":"0644"}`)
+		}, "", "params differs"},
 		{"payload edited", func(s, _ *plans.TargetPlan) { s.Steps[1].Data = json.RawMessage(`{"sha256":"ee"}`) }, "", "payload differs"},
 		{"summary edited", func(s, _ *plans.TargetPlan) { s.Steps[1].Summary = "nothing to see" }, "", "summary differs"},
 		{"diff edited", func(s, _ *plans.TargetPlan) { s.Steps[1].Diff = "" }, "", "diff differs"},
