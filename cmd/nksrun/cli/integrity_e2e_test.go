@@ -89,6 +89,14 @@ func TestE2ESignedPlan(t *testing.T) {
 				t.Errorf("%s not applied: %q", n.Name, got)
 			}
 		}
+		// A new unsigned plan saved at the same path does not keep the old
+		// plan's signature next to it.
+		if code, _, _ := nksrun(t, append([]string{"plan", "--out", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+			t.Fatalf("plan: exit %d", code)
+		}
+		if _, err := os.Stat(planFile + ".sig"); !os.IsNotExist(err) {
+			t.Errorf("the earlier plan's signature is still there (%v)", err)
+		}
 	})
 
 	t.Run("edited and resealed plan is refused", func(t *testing.T) {
