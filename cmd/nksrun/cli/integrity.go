@@ -10,6 +10,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -137,7 +138,7 @@ func (a *app) readSavedPlan(path string) (*plans.Plan, error) {
 			return nil, err
 		}
 		sigPath := planfile.SignaturePath(path)
-		sig, err := os.ReadFile(sigPath)
+		sig, err := readSignature(sigPath)
 		if errors.Is(err, os.ErrNotExist) {
 			return nil, fmt.Errorf("%s: %w: no signature %s (sign with nksrun plan --out %s --sign-key KEY, or ssh-keygen -Y sign -n %s -f KEY %s)",
 				path, planfile.ErrBadSignature, sigPath, path, planfile.SignatureNamespace, path)
@@ -161,4 +162,25 @@ func (a *app) readSavedPlan(path string) (*plans.Plan, error) {
 		}
 	}
 	return p, nil
+}
+
+// maxSignatureSize bounds what is read as a signature: an SSHSIG of the
+// largest RSA key is a few KiB, and the file sits next to a plan that may
+// come from elsewhere.
+const maxSignatureSize = 64 << 10
+
+func readSignature(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSignatureSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSignatureSize {
+		return nil, fmt.Errorf("%w: %s is larger than %d KiB: not an SSH signature", planfile.ErrBadSignature, path, maxSignatureSize>>10)
+	}
+	return b, nil
 }

@@ -188,6 +188,12 @@ func TestSavedPlanIntegrityFlags(t *testing.T) {
 		{name: "checksum prefix only",
 			args: func(f *integrityFixture) []string { return []string{"--expect-checksum", f.checksum[:16], f.plan} },
 			code: ExitUsage, stderr: "full sha256"},
+		{name: "oversized signature file",
+			prepare: func(t *testing.T, f *integrityFixture) {
+				f.write(t, "plan.json.sig", strings.Repeat("A", maxSignatureSize+1))
+			},
+			args: func(f *integrityFixture) []string { return []string{"--allowed-signers", f.allowed, f.plan} },
+			code: ExitError, stderr: "larger than 64 KiB: not an SSH signature"},
 		{name: "signer without allowed signers",
 			args: func(f *integrityFixture) []string { return []string{"--signer", "alice@example.com", f.plan} },
 			code: ExitUsage, stderr: "--signer needs --allowed-signers"},
