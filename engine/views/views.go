@@ -226,6 +226,11 @@ func renderPlanText(w io.Writer, p *plans.Plan) error {
 	c := p.Counts()
 	_, err := fmt.Fprintf(w, "\nPlan: %d to change, %d unchanged, %d skipped, %d unknown until apply, %d finding(s); %d node(s) skipped, %d unreachable, %d failed.\n",
 		c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.SkippedTargets, c.Unreachable, c.Failed)
+	if err == nil && p.Checksum != "" {
+		// What a reviewer pins: a saved plan that was edited and resealed
+		// has another checksum.
+		_, err = fmt.Fprintf(w, "Plan checksum %s: nksrun apply --expect-checksum %s PLAN.json applies exactly this plan and refuses any other.\n", p.Checksum, p.Checksum)
+	}
 	return err
 }
 
@@ -235,7 +240,7 @@ func renderPlanMarkdown(w io.Writer, p *plans.Plan) error {
 	fmt.Fprintf(w, "Created %s by nksrun %s. **%d to change**, %d unchanged, %d skipped, %d unknown until apply, %d finding(s), %d unreachable, %d failed.\n\n",
 		p.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), mdEscape(p.Tool), c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.Unreachable, c.Failed)
 	if p.Checksum != "" {
-		fmt.Fprintf(w, "Plan checksum `%s`: `nksrun apply PLAN.json` applies exactly this plan and refuses a file with another checksum.\n\n", p.Checksum)
+		fmt.Fprintf(w, "Plan checksum `%s`: `nksrun apply --expect-checksum %s PLAN.json` applies exactly this plan and refuses any other.\n\n", p.Checksum, p.Checksum)
 	}
 	// Summary: one row per runbook, targets by status, then step counts.
 	fmt.Fprintf(w, "| runbook | guide | targets | with changes | in sync | skipped | failed/unreachable | changes | unknown | findings |\n|---|---|---|---|---|---|---|---|---|---|\n")

@@ -43,6 +43,9 @@ type options struct {
 	noLock      bool
 	onStale     string
 
+	// saved-plan signatures and pinning (integrity.go)
+	integrity integrityOptions
+
 	// logging and metrics
 	logFormat   string
 	logFile     string
@@ -90,6 +93,7 @@ func planFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVarP(&o.out, "out", "o", "", "save the plan (JSON) for \"nksrun apply FILE\" and \"nksrun show FILE\"")
 	fs.StringVar(&o.format, "format", "text", "text, markdown (for change reviews) or json")
 	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no changes, 1 = error, 2 = changes pending")
+	signFlags(fs, o)
 }
 
 func applyFlags(fs *pflag.FlagSet, o *options) {
@@ -101,6 +105,7 @@ func applyFlags(fs *pflag.FlagSet, o *options) {
 	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "refuse a saved plan older than this (0 = no limit)")
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default ~/.cache/nksrun/apply.lock)")
 	fs.BoolVar(&o.noLock, "no-lock", false, "do not take the lock")
+	verifyFlags(fs, o)
 	fs.StringVar(&o.onStale, "on-stale", "continue", "a saved plan whose target changed since: continue (refuse that target, apply the others) or stop (re-check everything first; apply nothing if any target is stale)")
 }
 

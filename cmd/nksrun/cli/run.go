@@ -188,6 +188,13 @@ func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbo
 }
 
 func runPlan(ctx context.Context, a *app, args []string) error {
+	signer, err := a.planSigner()
+	if err != nil {
+		return err
+	}
+	if signer != nil {
+		defer signer.Close()
+	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
 	_, plan, err := a.planRunbooks(ctx, args)
@@ -200,7 +207,11 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if a.opts.out != "" {
-		if err := writePlan(a.opts.out, plan, a.secrets); err != nil {
+		data, err := writePlan(a.opts.out, plan, a.secrets)
+		if err != nil {
+			return err
+		}
+		if err := a.signSavedPlan(signer, a.opts.out, data); err != nil {
 			return err
 		}
 	}
@@ -229,28 +240,30 @@ func absPlanPaths(p *plans.Plan) {
 	}
 }
 
-// writePlan saves a plan atomically (temp file + rename), redacted.
-func writePlan(path string, p *plans.Plan, secrets *redact.Secrets) error {
+// writePlan saves a plan atomically (temp file + rename), redacted, and
+// returns the bytes written (what --sign-key signs).
+func writePlan(path string, p *plans.Plan, secrets *redact.Secrets) ([]byte, error) {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !bytes.Equal(views.RedactJSON(b, secrets), b) {
-		return errors.New("refusing to save the plan: it would contain secret values (a step's parameters carry a secret param; pass secrets as file paths or env var names)")
+		return nil, errors.New("refusing to save the plan: it would contain secret values (a step's parameters carry a secret param; pass secrets as file paths or env var names)")
 	}
+	b = append(b, '\n')
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".nksrun-plan-*")
 	if err != nil {
-		return fmt.Errorf("saving plan: %w", err)
+		return nil, fmt.Errorf("saving plan: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
+	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("saving plan: %w", err)
+		return nil, fmt.Errorf("saving plan: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("saving plan: %w", err)
+		return nil, fmt.Errorf("saving plan: %w", err)
 	}
-	return os.Rename(tmp.Name(), path)
+	return b, os.Rename(tmp.Name(), path)
 }
 
 func isPlanFile(args []string) bool {
@@ -264,12 +277,9 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	var rbs []*runbook.Runbook
 	var saved *plans.Plan
 	if isPlanFile(args) {
-		data, err := os.ReadFile(args[0])
-		if err != nil {
+		var err error
+		if saved, err = a.readSavedPlan(args[0]); err != nil {
 			return err
-		}
-		if saved, err = planfile.Read(data, a.opts.maxPlanAge, time.Now()); err != nil {
-			return fmt.Errorf("%s: %w", args[0], err)
 		}
 		for _, rp := range saved.Runbooks {
 			rb, err := runbook.Parse(rp.Path, []byte(rp.Source), a.registry)
@@ -281,6 +291,9 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		}
 		a.plan = saved
 	} else {
+		if err := a.requireSavedPlan(); err != nil {
+			return err
+		}
 		var err error
 		if rbs, err = a.loadRunbooks(args); err != nil {
 			return err
