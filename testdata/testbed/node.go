@@ -379,6 +379,15 @@ func (n *Node) private(p string) bool {
 }
 
 func (n *Node) privatize(dir string) error {
+	// A node directory that the host lacks under /etc or /var/lib (e.g.
+	// /etc/kubernetes on a machine without Kubernetes) gets an empty host
+	// mount point, left behind like StateDir, instead of privatizing the
+	// whole of /etc or /var/lib.
+	if p := filepath.Dir(dir); !dirExists(dir) && (p == "/etc" || p == "/var/lib") {
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			return err
+		}
+	}
 	host := dir
 	for !dirExists(host) {
 		host = filepath.Dir(host)
