@@ -346,7 +346,12 @@ func (e *senv) seed(s *scenario) []objRef {
 	ctx := context.Background()
 	var seeded []objRef
 	if b, err := os.ReadFile(filepath.Join(s.dir, "objects.yaml")); err == nil {
-		for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
+		// <role> stands for that node's (random) name.
+		text := string(b)
+		for name, role := range e.names {
+			text = strings.ReplaceAll(text, "<"+role+">", name)
+		}
+		for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(text, -1) {
 			if strings.TrimSpace(doc) == "" {
 				continue
 			}

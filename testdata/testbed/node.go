@@ -314,7 +314,7 @@ func (n *Node) setupFiles() error {
 		return err
 	}
 	// Stand-ins, per flavour and runtime, as the real node would have them.
-	links := map[string]string{"systemctl": "systemctl", "reboot": "reboot", "shutdown": "reboot", "crictl": "images"}
+	links := map[string]string{"systemctl": "systemctl", "reboot": "reboot", "shutdown": "reboot", "crictl": "images", "rpcinfo": "rpcinfo"}
 	if f.family == "rhel" {
 		links["grub2-mkconfig"] = "grub-mkconfig"
 	} else {
