@@ -514,7 +514,9 @@ func (e *senv) plan(s *scenario, format string) (string, int) {
 	}
 	out, errs, code := e.nksrun(append(args, s.runbook+".yaml")...)
 	if code != 0 {
-		e.t.Fatalf("plan: exit %d\n%s\n%s", code, out, errs)
+		// The failing targets' reasons, not the whole plan.
+		reasons := regexp.MustCompile(`(?m)^.*"reason": .*$|^.*(failed|unreachable).*$`).FindAllString(out, 20)
+		e.t.Fatalf("plan: exit %d\n%s\n%s", code, strings.Join(reasons, "\n"), nbTail(errs))
 	}
 	return out, code
 }
@@ -550,6 +552,7 @@ func (e *senv) normalise(s string) string {
 	s = regexp.MustCompile(`\b\d+(\.\d+)?(ms|µs|s)\b`).ReplaceAllString(s, "<duration>")
 	s = regexp.MustCompile(`\.nksrun-\d{14}\.bak`).ReplaceAllString(s, ".nksrun-<time>.bak")
 	s = regexp.MustCompile(`resourceVersion[":= ]+\d+`).ReplaceAllString(s, "resourceVersion <rv>")
+	s = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`).ReplaceAllString(s, "<uid>")
 	return s
 }
 
