@@ -240,15 +240,15 @@ func TestCgroupNokmemRollout(t *testing.T) {
 	pt := nbPlanTargets(p)
 	for _, n := range []*testbed.Node{centos, rocky, pre} {
 		tp := pt[n.Name]
-		if tp.Status != engine.StatusChanges || len(tp.Steps) != 2 || tp.Steps[0].Action != "change" || tp.Steps[1].Action != "change" {
+		if tp.Status != engine.StatusChanges || len(tp.Steps) != 3 || stepOf(tp, "diagnose").Action != "no-op" || stepOf(tp, "grub").Action != "change" || stepOf(tp, "reboot").Action != "change" {
 			t.Fatalf("plan for %s: %+v", n.Name, tp)
 		}
-		if !strings.Contains(tp.Steps[0].Diff, "+GRUB_CMDLINE_LINUX=") || !strings.Contains(tp.Steps[1].Summary, "would reboot node "+n.Name) {
+		if !strings.Contains(stepOf(tp, "grub").Diff, "+GRUB_CMDLINE_LINUX=") || !strings.Contains(stepOf(tp, "reboot").Summary, "would reboot node "+n.Name) {
 			t.Fatalf("plan for %s lacks the diff or the reboot summary: %+v", n.Name, tp.Steps)
 		}
 	}
-	if !strings.Contains(pt[pre.Name].Steps[1].Summary, "already cordoned") {
-		t.Fatalf("plan does not say %s stays cordoned: %s", pre.Name, pt[pre.Name].Steps[1].Summary)
+	if !strings.Contains(stepOf(pt[pre.Name], "reboot").Summary, "already cordoned") {
+		t.Fatalf("plan does not say %s stays cordoned: %s", pre.Name, stepOf(pt[pre.Name], "reboot").Summary)
 	}
 	if tp := pt[ubuntu.Name]; tp.Status != engine.StatusSkipped || !strings.Contains(tp.Reason, "kernel 5") {
 		t.Fatalf("plan for the 5.x node: %+v", tp)
@@ -519,7 +519,7 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := nbPlan(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true")
-	if s := nbPlanTargets(p)[n.Name].Steps[1].Summary; !strings.Contains(s, "drain 1 pod(s) (default/web-abc12)") {
+	if s := stepOf(nbPlanTargets(p)[n.Name], "reboot").Summary; !strings.Contains(s, "drain 1 pod(s) (default/web-abc12)") {
 		t.Fatalf("plan does not name the pod to drain: %s", s)
 	}
 	boot := n.BootID()

@@ -46,13 +46,14 @@ func runNksrun(ctx context.Context, args []string, stdout, stderr io.Writer) int
 }
 
 // scenarioRoles are the testbed's nodes, named by role in scenario files.
-// Node names and addresses are random; plans and goldens use the role.
+// Node names and addresses are random; plans and goldens use the role. el8
+// boots with the BLS layout (entries in /boot/loader/entries, grubby).
 var scenarioRoles = []struct {
 	role string
 	spec testbed.NodeSpec
 }{
 	{"el7", testbed.NodeSpec{OSImage: "CentOS Linux 7 (Core)", Kernel: "3.10.0-1160.el7.x86_64", Runtime: "docker://20.10.7", Kubelet: "v1.23.3"}},
-	{"el8", testbed.NodeSpec{OSImage: "Rocky Linux 8.10 (Green Obsidian)", Kernel: "4.18.0-553.el8_10.x86_64", Runtime: "containerd://1.7.13", Kubelet: "v1.29.3"}},
+	{"el8", testbed.NodeSpec{OSImage: "Rocky Linux 8.10 (Green Obsidian)", Kernel: "4.18.0-553.el8_10.x86_64", Runtime: "containerd://1.7.13", Kubelet: "v1.29.3", BLS: true}},
 	{"ubuntu", testbed.NodeSpec{OSImage: "Ubuntu 22.04.4 LTS", Kernel: "5.15.0-113-generic", Runtime: "containerd://1.7.13", Kubelet: "v1.29.3"}},
 }
 
