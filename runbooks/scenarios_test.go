@@ -612,6 +612,9 @@ func (e *senv) run(s *scenario) {
 			t.Errorf("%s: unexpected unknown: %s", k, r)
 		}
 	}
+	// doctor condenses the same plan into one row: not found / not
+	// applicable exactly when healthy.
+	e.checkDoctor(s)
 	if s.Case == caseUnknown {
 		if len(unknown) == 0 && len(findings) == 0 {
 			t.Errorf("an unknown scenario must not plan as healthy")
@@ -656,6 +659,22 @@ func (e *senv) run(s *scenario) {
 		t.Errorf("plan after apply: changes %v, findings %v, unknown %v", c2, keys(f2), keys(u2))
 	}
 	e.checkUnchanged(before, objs, files)
+}
+
+func (e *senv) checkDoctor(s *scenario) {
+	args := []string{"doctor", "--format", "json"}
+	for _, kv := range s.Set {
+		args = append(args, "--set", kv)
+	}
+	out, errs, code := e.nksrun(append(args, s.runbook+".yaml")...)
+	var rows []doctorRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || code != 0 || len(rows) != 1 {
+		e.t.Fatalf("doctor: exit %d, %v\n%s\n%s", code, err, out, nbTail(errs))
+	}
+	healthy := rows[0].Status == "not found" || rows[0].Status == "not applicable"
+	if healthy != (s.Case == caseHealthy) {
+		e.t.Errorf("doctor row %q on a %s scenario: %v", rows[0].Status, s.Case, rows[0].Evidence)
+	}
 }
 
 // mustRunbookVerify is the runbook's verify list (diagnose-only runbooks have none).
