@@ -233,8 +233,8 @@ func TestScenarios(t *testing.T) {
 	var specs []testbed.NodeSpec
 	for _, r := range scenarioRoles {
 		s := r.spec
-		// The kubelet config lives in /etc/kubernetes on NKS nodes; the
-		// directory must be the node's own.
+		// The logrotate runbook looks for kubelet's config in
+		// /etc/kubernetes: scenarios need that directory per node.
 		s.Files = map[string]string{"/etc/kubernetes/.testbed": ""}
 		specs = append(specs, s)
 	}
@@ -478,7 +478,7 @@ func (e *senv) allFiles() []nodeFile {
 	var out []nodeFile
 	for _, r := range scenarioRoles {
 		n := e.roles[r.role]
-		for _, d := range append(resetDirs, "/etc/kubernetes") {
+		for _, d := range resetDirs {
 			filepath.WalkDir(n.Path(d), func(p string, de fs.DirEntry, err error) error {
 				if err == nil && !de.IsDir() {
 					out = append(out, nodeFile{r.role, strings.TrimPrefix(p, n.Root)})
