@@ -83,10 +83,8 @@ func TestClusterRunbooksE2E(t *testing.T) {
 		{"cinder-csi-rescan", e2eCinderCSIRescan},
 		{"cinder-csi-rescan-wait-timeout", e2eCinderCSIRescanTimeout},
 		{"dockerhub-ratelimit", e2eDockerHubRateLimit},
-		{"upgrade-finalizers", e2eUpgradeFinalizers},
 		{"ghcr-migration", e2eGHCRMigration},
 		{"fsgroup-policy", e2eFSGroupPolicy},
-		{"calico-image-repo", e2eCalicoImageRepo},
 		{"calico-ebpf-istio", e2eCalicoEBPFIstio},
 		{"calico-328-scale", e2eCalico328Scale},
 	} {
