@@ -389,7 +389,10 @@ func (m *Module) rebootNode(ctx context.Context, t module.Target, rc module.Reco
 	}
 	nodeutil.Logf(t, "drained %d pod(s); rebooting with `%s`", n, p.Command)
 	r, rerr := t.Node.Runner.Run(ctx, p.Command, module.RunOpts{Sudo: true, Timeout: 30 * time.Second})
-	if rerr == nil && r.ExitCode != 0 {
+	// A reboot kills every process of the node, the session running the
+	// command included: exit by SIGHUP, SIGKILL or SIGTERM means it worked
+	// (the new boot id below is what proves it).
+	if rerr == nil && r.ExitCode != 0 && r.ExitCode != 128+1 && r.ExitCode != 128+9 && r.ExitCode != 128+15 {
 		msg := fmt.Sprintf("reboot command `%s` failed (exit %d): %s", p.Command, r.ExitCode, strings.TrimSpace(string(r.Stderr)))
 		if ours {
 			if uerr := uncordon(); uerr != nil {
