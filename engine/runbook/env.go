@@ -212,6 +212,8 @@ var registeredKeys = []string{"action", "changed", "findings"}
 type scope struct {
 	names []string // top-level names, in the order error messages list them
 	env   types.Map
+	// why the other top-level names do not exist here.
+	why string
 }
 
 // declEnv is the declared environment of one runbook, built while it is
@@ -225,6 +227,8 @@ type declEnv struct {
 	// "runs later" hints).
 	steps   []stepDecl
 	stepIdx map[string]int
+	// stepLine is every step's line, for "runs later" hints.
+	stepLine []int
 	// vars declared so far.
 	vars []string
 	// varLine is every var's line, for "defined below" hints.
@@ -237,8 +241,8 @@ type stepDecl struct {
 	typ   types.Type
 }
 
-func newDeclEnv(rb *Runbook) *declEnv {
-	d := &declEnv{rb: rb, params: types.Map{}, factsNode: types.Map{}, factsCluster: types.Map{}, stepIdx: map[string]int{}, varLine: map[string]int{}}
+func newDeclEnv(rb *Runbook, stepLine []int) *declEnv {
+	d := &declEnv{rb: rb, stepLine: stepLine, params: types.Map{}, factsNode: types.Map{}, factsCluster: types.Map{}, stepIdx: map[string]int{}, varLine: map[string]int{}}
 	for name, p := range rb.Params {
 		d.params[name] = paramType(p)
 	}
@@ -364,7 +368,8 @@ func stepType(outputs []string, declared bool) types.Type {
 
 // Scopes.
 func (d *declEnv) skipScope() scope {
-	return scope{names: envBeforeConnect, env: types.Map{EnvParams: d.params, EnvNode: nodeType(), EnvCluster: clusterType()}}
+	return scope{names: envBeforeConnect, env: types.Map{EnvParams: d.params, EnvNode: nodeType(), EnvCluster: clusterType()},
+		why: "skip rules are checked before nksrun connects to the node"}
 }
 
 func (d *declEnv) varScope() scope {
@@ -373,7 +378,7 @@ func (d *declEnv) varScope() scope {
 	return scope{names: envVars, env: types.Map{
 		EnvParams: d.params, EnvNode: nodeType(), EnvHost: hostType(), EnvFacts: d.factsNode,
 		EnvCluster: clusterType(), EnvVars: d.varsType(),
-	}}
+	}, why: "vars are computed before any step runs"}
 }
 
 // targetScope is a step's condition and parameters, or a verify check, on
@@ -383,7 +388,7 @@ func (d *declEnv) targetScope(sc string) scope {
 		return scope{names: envCluster, env: types.Map{
 			EnvParams: d.params, EnvFacts: d.factsCluster, EnvCluster: clusterType(),
 			EnvVars: d.varsType(), EnvSteps: d.stepsType(sc),
-		}}
+		}, why: "this runs on the cluster target, which has no node"}
 	}
 	return scope{names: envFull, env: types.Map{
 		EnvParams: d.params, EnvNode: nodeType(), EnvHost: hostType(), EnvFacts: d.factsNode,
@@ -488,9 +493,12 @@ func (d *declEnv) unknownField(path, key string, known types.Map) string {
 	switch {
 	case path == EnvSteps:
 		if i, ok := d.stepIdx[key]; ok {
-			s := &d.rb.Steps[i]
 			if i >= len(d.steps) {
-				return fmt.Sprintf("steps.%s does not exist here: step %s (line %d) has not run yet when this is evaluated; only earlier steps' outputs can be read", key, key, s.Pos.Line)
+				line := 0
+				if i < len(d.stepLine) {
+					line = d.stepLine[i]
+				}
+				return fmt.Sprintf("steps.%s does not exist here: step %s (line %d) has not run yet when this is evaluated; only earlier steps' outputs can be read", key, key, line)
 			}
 			return fmt.Sprintf("steps.%s does not exist here: step %s runs on %s, and steps.* holds only the steps of the same target", key, key, d.steps[i].scope)
 		}

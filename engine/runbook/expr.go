@@ -26,6 +26,8 @@ type Expr struct {
 	program *vm.Program
 	// blockIndent is the indentation of a block scalar's text.
 	blockIndent int
+	// tagWidth is the width of a `!expr ` tag before the scalar's text.
+	tagWidth int
 	// Uses is the set of top-level names the expression reads (params, node,
 	// host, facts, cluster, steps). The engine uses it to gather everything a
 	// node needs in one round trip.
@@ -111,7 +113,7 @@ var functions = []expr.Option{
 func compileExpr(e *Expr, d *declEnv, sc scope, asBool bool) *Error {
 	if ne := d.checkNames(e.Source, sc); ne != nil {
 		fe := (&file.Error{Location: ne.loc, Message: ne.msg}).Bind(file.NewSource(e.Source))
-		return e.errorAt(fe, sc.names)
+		return e.errorAt(fe, sc)
 	}
 	opts := append([]expr.Option{expr.Env(sc.env)}, functions...)
 	if asBool {
@@ -119,7 +121,7 @@ func compileExpr(e *Expr, d *declEnv, sc scope, asBool bool) *Error {
 	}
 	prog, err := expr.Compile(e.Source, opts...)
 	if err != nil {
-		return e.errorAt(err, sc.names)
+		return e.errorAt(err, sc)
 	}
 	e.program = prog
 	e.Uses = map[string]bool{}
@@ -138,7 +140,8 @@ func (c identCollector) Visit(n *ast.Node) {
 
 // errorAt converts an expr compile error into a runbook position: the
 // expression's own line/column are offset by where the scalar starts.
-func (e *Expr) errorAt(err error, names []string) *Error {
+func (e *Expr) errorAt(err error, sc scope) *Error {
+	names := sc.names
 	pos := e.Pos
 	msg := err.Error()
 	var fe *file.Error
@@ -153,12 +156,14 @@ func (e *Expr) errorAt(err error, names []string) *Error {
 			if e.node != nil && (e.node.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle)) != 0 {
 				quote = 1
 			}
-			pos.Col += quote + fe.Column
+			pos.Col += e.tagWidth + quote + fe.Column
 		}
 		if name, ok := strings.CutPrefix(msg, "unknown name "); ok {
 			known := append([]string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvVars, EnvSteps}, functionNames...)
 			if !slices.Contains(known, name) {
 				msg += suggest(name, append(slices.Clone(names), functionNames...))
+			} else if !slices.Contains(names, name) && sc.why != "" {
+				msg += ": " + sc.why
 			}
 			msg += fmt.Sprintf(" (available here: %s)", strings.Join(names, ", "))
 		}

@@ -283,7 +283,13 @@ func (v *validator) validate(root *yaml.Node) {
 			v.d.errorf(keyNode(fn, "parse"), "parse %q: want one of text, lines, int, json, kv, exitcode", f.Parse)
 		}
 	}
-	v.env = newDeclEnv(rb)
+	var stepLines []int
+	if sn := keyNode(root, "steps"); sn != nil && sn.Kind == yaml.SequenceNode {
+		for _, c := range sn.Content {
+			stepLines = append(stepLines, c.Line)
+		}
+	}
+	v.env = newDeclEnv(rb, stepLines)
 	for i := range rb.Nodes.Skip {
 		v.compile(&rb.Nodes.Skip[i].If, v.env.skipScope(), true)
 	}
