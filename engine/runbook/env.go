@@ -19,7 +19,8 @@ import (
 // Every name an expression may read is declared at load time (see declEnv),
 // so a typo fails `nksrun validate` instead of evaluating to nil.
 type Env struct {
-	// Params are the resolved params (ResolveParams, or a saved plan's).
+	// Params are the resolved params: ResolveParams, or a saved plan's. A
+	// param with a default or required is typed, so it must be present.
 	Params map[string]any
 	// Node is the node.* facts: inventory.Host.Facts. Nil for the cluster
 	// target; missing fields read as their zero value.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -14,6 +15,9 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
+
+// nameErrRE matches the errors that name an undeclared name (path in group 1).
+var nameErrRE = regexp.MustCompile(`(?:undeclared \w+|unknown field|unknown name) ([\w.]+)|([\w.]+) does not exist here`)
 
 // TestBadRunbooks loads every runbook in testdata/runbooks/bad and compares
 // the positioned errors with the .err golden file next to it.
@@ -32,9 +36,22 @@ func TestBadRunbooks(t *testing.T) {
 			if !errors.As(err, &es) {
 				t.Fatalf("error is %T, want runbook.Errors: %v", err, err)
 			}
+			src, _ := os.ReadFile(f)
+			lines := strings.Split(string(src), "\n")
 			for _, e := range es {
 				if e.Pos.File != f || e.Pos.Line < 1 || e.Pos.Col < 1 {
 					t.Errorf("error without a full position: %q", e.Error())
+					continue
+				}
+				// An undeclared name is reported at the column of the name
+				// itself, inside the expression.
+				if m := nameErrRE.FindStringSubmatch(e.Msg); m != nil {
+					path := m[1] + m[2]
+					name := path[strings.LastIndex(path, ".")+1:]
+					line := lines[e.Pos.Line-1]
+					if e.Pos.Col-1 >= len(line) || !strings.HasPrefix(line[e.Pos.Col-1:], name) {
+						t.Errorf("%s: column %d does not point at %q in %q", e.Pos, e.Pos.Col, name, line)
+					}
 				}
 			}
 			got := strings.ReplaceAll(err.Error(), "../../testdata/runbooks/bad/", "") + "\n"
