@@ -25,7 +25,7 @@ type Env struct {
 	// Node is the node.* facts: inventory.Host.Facts. Nil for the cluster
 	// target; missing fields read as their zero value.
 	Node map[string]any
-	// Host is host.* (HostFields), nil until the node's facts are read.
+	// Host is host.* (gather.HostFacts), nil until the node's facts are read.
 	Host map[string]any
 	// Facts are the runbook's declared facts: Kubernetes facts and, on a
 	// node, the parsed command facts.
@@ -113,7 +113,7 @@ var NodeFields = map[string]types.Type{
 	"static":         types.Bool,
 }
 
-// HostFields are the host.* names, read over SSH (engine builtinProbes).
+// HostFields are the host.* names, read over SSH (gather.BuiltinProbes).
 var HostFields = map[string]types.Type{
 	"bootID":  types.String,
 	"cmdline": types.String,

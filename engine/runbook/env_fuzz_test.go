@@ -1,7 +1,6 @@
 package runbook
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,7 +8,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"nksrun/engine/module"
+	"nksrun/modules"
 )
 
 // fuzzRunbook declares one name of each kind for FuzzCompileExpr.
@@ -59,7 +58,7 @@ func FuzzCompileExpr(f *testing.F) {
 			f.Add(s)
 		}
 	}
-	rb, err := Parse("f.yaml", []byte(fuzzRunbook), fuzzRegistry())
+	rb, err := Parse("f.yaml", []byte(fuzzRunbook), modules.Registry())
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -103,24 +102,4 @@ func exprScalars(n *yaml.Node, isExpr bool) []string {
 		out = append(out, exprScalars(c, sub)...)
 	}
 	return out
-}
-
-type reportStub struct{}
-
-func (reportStub) Name() string                                              { return "report" }
-func (reportStub) Scope() module.Scope                                       { return module.ScopeAny }
-func (reportStub) NewParams() any                                            { return &map[string]any{} }
-func (reportStub) Validate(any) error                                        { return nil }
-func (reportStub) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
-func (reportStub) Plan(context.Context, module.Target, module.Step, map[string]module.ProbeResult) (module.Planned, error) {
-	return module.Planned{}, nil
-}
-func (reportStub) Apply(context.Context, module.Target, module.Step, module.Planned) (module.Applied, error) {
-	return module.Applied{}, nil
-}
-
-// fuzzRegistry is the report module alone: enough for the fuzz runbook
-// without importing the modules (which import this package).
-func fuzzRegistry() module.Registry {
-	return module.Registry{"report": func() module.Module { return reportStub{} }}
 }

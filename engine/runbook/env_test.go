@@ -2,10 +2,20 @@ package runbook_test
 
 import (
 	"encoding/json"
+	"maps"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/expr-lang/expr/types"
+	corev1 "k8s.io/api/core/v1"
+
+	"nksrun/engine/gather"
 	"nksrun/engine/runbook"
+	"nksrun/inventory"
 	"nksrun/modules"
 )
 
@@ -152,6 +162,41 @@ func TestEveryModuleDeclaresOutputs(t *testing.T) {
 		for _, k := range od.Outputs() {
 			if k == "action" || k == "changed" || k == "findings" {
 				t.Errorf("module %s declares %q, which the engine sets for every step", name, k)
+			}
+		}
+	}
+}
+
+// TestDeclaredFieldsMatchTheEngine: node.* and host.* are declared here and
+// filled elsewhere (inventory, gather); a field added there and not here
+// would fail validate, one removed there would read as a zero value.
+func TestDeclaredFieldsMatchTheEngine(t *testing.T) {
+	static := filepath.Join(t.TempDir(), "inventory.yaml")
+	if err := os.WriteFile(static, []byte("hosts:\n  - {name: n1, address: 10.0.0.1, user: rocky}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := inventory.FromFile(static)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		what     string
+		got      map[string]any
+		declared map[string]types.Type
+	}{
+		{"node.* of a cluster Node (inventory.FromNode)", inventory.FromNode(&corev1.Node{}).Facts, runbook.NodeFields},
+		{"node.* of a static host (inventory.FromFile)", hosts[0].Facts, runbook.NodeFields},
+		{"host.* (gather.HostFacts)", gather.HostFacts(nil), runbook.HostFields},
+	}
+	for _, tc := range tests {
+		got := slices.Sorted(maps.Keys(tc.got))
+		want := slices.Sorted(maps.Keys(tc.declared))
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: keys %v, declared %v", tc.what, got, want)
+		}
+		for k, typ := range tc.declared {
+			if (typ == types.String && reflect.TypeOf(tc.got[k]) != reflect.TypeOf("")) || (typ == types.Bool && reflect.TypeOf(tc.got[k]) != reflect.TypeOf(true)) {
+				t.Errorf("%s: %s is %T, declared %s", tc.what, k, tc.got[k], typ)
 			}
 		}
 	}
