@@ -5,6 +5,7 @@ import (
 	"maps"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/file"
@@ -33,13 +34,16 @@ type Env struct {
 	// Vars are the runbook's vars; EvalVars fills them.
 	Vars map[string]any
 	// Steps holds steps.<id> of the steps done so far on this target.
-	// Map shares it (no copy), so a step registered after Map is visible.
+	// Map shares it (no copy), so a step registered after Map is visible;
+	// set it to an empty map before registering into it.
 	Steps map[string]any
-	// Cluster is cluster.*.
-	Cluster Cluster
+	// Cluster is cluster.*, shared by every target of a run (nil reads as
+	// no cluster).
+	Cluster *Cluster
 }
 
-// Cluster is cluster.*, computed once per run.
+// Cluster is cluster.*, computed once per run and shared by the targets.
+// Its fields must not change once an Env using it has been mapped.
 type Cluster struct {
 	// Version is the API server's GitVersion ("" without a cluster).
 	Version string
@@ -47,15 +51,30 @@ type Cluster struct {
 	Nodes []map[string]any
 	// Connected is true when a cluster is configured.
 	Connected bool
+
+	once sync.Once
+	m    map[string]any
+}
+
+// env is cluster.* as expressions read it, built once: at 200 nodes the
+// list would otherwise be copied for every step of every node.
+func (c *Cluster) env() map[string]any {
+	if c == nil {
+		return map[string]any{"version": "", "nodes": []any{}, "connected": false}
+	}
+	c.once.Do(func() {
+		nodes := make([]any, len(c.Nodes))
+		for i, n := range c.Nodes {
+			nodes[i] = n
+		}
+		c.m = map[string]any{"version": c.Version, "nodes": nodes, "connected": c.Connected}
+	})
+	return c.m
 }
 
 // Map returns the environment as expr.Run (and Expr.Eval) wants it: node,
 // host and cluster complete with every declared field.
 func (e *Env) Map() map[string]any {
-	nodes := make([]any, len(e.Cluster.Nodes))
-	for i, n := range e.Cluster.Nodes {
-		nodes[i] = n
-	}
 	return map[string]any{
 		EnvParams:  orEmpty(e.Params),
 		EnvNode:    complete(e.Node, nodeFields),
@@ -63,7 +82,7 @@ func (e *Env) Map() map[string]any {
 		EnvFacts:   orEmpty(e.Facts),
 		EnvVars:    orEmpty(e.Vars),
 		EnvSteps:   orEmpty(e.Steps),
-		EnvCluster: map[string]any{"version": e.Cluster.Version, "nodes": nodes, "connected": e.Cluster.Connected},
+		EnvCluster: e.Cluster.env(),
 	}
 }
 

@@ -81,7 +81,7 @@ func TestEnvEvaluates(t *testing.T) {
 			name: "node, fresh params",
 			env: runbook.Env{Params: params, Node: node, Host: map[string]any{"kernel": "5.15"},
 				Facts: map[string]any{"pods": []any{map[string]any{}}}, Steps: map[string]any{},
-				Cluster: runbook.Cluster{Version: "v1.29.3", Nodes: []map[string]any{node}, Connected: true}},
+				Cluster: &runbook.Cluster{Version: "v1.29.3", Nodes: []map[string]any{node}, Connected: true}},
 			when: true,
 		},
 		{
@@ -135,7 +135,7 @@ func TestEnvMapTitle(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := runbook.Env{Params: params, Node: map[string]any{"name": "n1"}, Facts: map[string]any{"pods": []any{1, 2}},
-		Cluster: runbook.Cluster{Version: "v1.29.3"}}
+		Cluster: &runbook.Cluster{Version: "v1.29.3"}}
 	if err := env.EvalVars(rb); err != nil {
 		t.Fatal(err)
 	}

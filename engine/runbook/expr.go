@@ -171,7 +171,8 @@ func (e *Expr) errorAt(err error, sc scope) *Error {
 	return &Error{Pos: pos, Msg: "expression: " + msg}
 }
 
-// Eval evaluates a compiled expression against env.
+// Eval evaluates a compiled expression against env: Env.Map(), or a map
+// literal whose node and host are completed here the same way.
 func (e *Expr) Eval(env map[string]any) (any, error) {
 	if e.program == nil {
 		return nil, fmt.Errorf("%s: expression not compiled", e.Pos)

@@ -55,6 +55,8 @@ type Var struct {
 
 // EvalVars computes the runbook's vars against env (which must already hold
 // params, node, host, facts and cluster) and stores them as env["vars"].
+//
+// Deprecated: build a runbook.Env and call Env.EvalVars.
 func (rb *Runbook) EvalVars(env map[string]any) error {
 	vars := map[string]any{}
 	env[EnvVars] = vars
