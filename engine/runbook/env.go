@@ -130,6 +130,10 @@ var NodeFields = map[string]types.Type{
 	"unschedulable":  types.Bool,
 	"user":           types.String,
 	"static":         types.Bool,
+	// The Node's identity (status.nodeInfo), checked against host.*.
+	"bootID":     types.String,
+	"machineID":  types.String,
+	"systemUUID": types.String,
 }
 
 // HostFields are the host.* names, read over SSH (gather.BuiltinProbes).
@@ -138,6 +142,9 @@ var HostFields = map[string]types.Type{
 	"cmdline": types.String,
 	"kernel":  types.String,
 	"os":      types.String,
+	// The host's identity, compared with the Node's.
+	"machineID":   types.String,
+	"productUUID": types.String,
 }
 
 var (

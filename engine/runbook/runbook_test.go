@@ -2,7 +2,6 @@ package runbook_test
 
 import (
 	"errors"
-	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,9 +11,8 @@ import (
 	"nksrun/engine/runbook"
 	"nksrun/modules"
 	"nksrun/modules/filesync"
+	"nksrun/testdata/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // nameErrRE matches the errors that name an undeclared name (path in group 1).
 var nameErrRE = regexp.MustCompile(`(?:undeclared \w+|unknown field|unknown name) ([\w.]+)|([\w.]+) does not exist here`)
@@ -55,19 +53,11 @@ func TestBadRunbooks(t *testing.T) {
 				}
 			}
 			got := strings.ReplaceAll(err.Error(), "../../testdata/runbooks/bad/", "") + "\n"
-			golden := strings.TrimSuffix(f, ".yaml") + ".err"
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
+			abs, err := filepath.Abs(strings.TrimSuffix(f, ".yaml") + ".err")
 			if err != nil {
-				t.Fatalf("golden: %v (run go test ./engine/runbook -update)", err)
+				t.Fatal(err)
 			}
-			if got != string(want) {
-				t.Errorf("errors differ from %s\n got:\n%s\nwant:\n%s", golden, got, want)
-			}
+			golden.Assert(t, abs, []byte(got))
 		})
 	}
 }
