@@ -123,7 +123,11 @@ var _ module.Module = (*Module)(nil)
 
 func (*Module) Name() string        { return "reboot" }
 func (*Module) Scope() module.Scope { return module.ScopeNode }
-func (*Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: whether the node was rebooted and its boot id after.
+func (*Module) Outputs() []string { return []string{"rebooted", "boot_id"} }
+
+func (*Module) NewParams() any { return &Params{} }
 
 func (*Module) Validate(p any) error {
 	ps := p.(*Params)
