@@ -57,10 +57,7 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("params: %v (RBAC derived from the steps' literal values only)", err))
 	}
-	env := map[string]any{
-		runbook.EnvParams: params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: map[string]any{"version": "", "nodes": []any{}, "connected": true},
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: map[string]any{}, runbook.EnvSteps: map[string]any{},
-	}
+	env := (&runbook.Env{Params: params, Cluster: &runbook.Cluster{Connected: true}}).Map()
 	for i := range rb.Steps {
 		s := &rb.Steps[i]
 		f, ok := reg[s.Module]
