@@ -99,7 +99,7 @@ func applyFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.format, "format", "text", "text or json (plan and recap)")
 	fs.BoolVar(&o.autoApprove, "auto-approve", false, "do not ask for confirmation (cron, CI); without a terminal apply refuses unless this is set")
 	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "refuse a saved plan older than this (0 = no limit)")
-	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default ~/.cache/nksrun/apply.lock)")
+	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default one per runbook: ~/.cache/nksrun/RUNBOOK.lock, else $XDG_RUNTIME_DIR/nksrun)")
 	fs.BoolVar(&o.noLock, "no-lock", false, "do not take the lock")
 	fs.StringVar(&o.onStale, "on-stale", "continue", "a saved plan whose target changed since: continue (refuse that target, apply the others) or stop (re-check everything first; apply nothing if any target is stale)")
 }

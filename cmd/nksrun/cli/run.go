@@ -302,7 +302,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		return exitError{ExitError, "nksrun apply: no terminal to confirm on; pass --auto-approve (cron, CI) to apply without asking"}
 	}
 	if !a.opts.noLock {
-		unlock, err := acquireLock(a.opts.lockFile)
+		unlock, err := acquireLocks(a.opts.lockFile, a.runbooks)
 		if err != nil {
 			return err
 		}
