@@ -28,6 +28,7 @@ type options struct {
 
 	// run
 	set         []string
+	setFiles    []string
 	timeout     time.Duration
 	maxFailures int
 	format      string
@@ -48,7 +49,9 @@ type options struct {
 	logFile     string
 	metricsFile string
 
-	// cron
+	// cron (cronFlags in cron.go); flags is the parsed flag set, so cron
+	// can pass every connection and selection flag on to the line it prints
+	flags      *pflag.FlagSet
 	schedule   string
 	kubernetes bool
 	image      string
@@ -75,7 +78,8 @@ func sshFlags(fs *pflag.FlagSet, o *options) {
 }
 
 func runFlags(fs *pflag.FlagSet, o *options) {
-	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value; repeatable")
+	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value; repeatable (secrets: --set-file or NKSRUN_SET_<NAME>, never on a command line)")
+	fs.StringArrayVar(&o.setFiles, "set-file", nil, "runbook param name=PATH: the value is the file's content (one trailing newline dropped); repeatable. NKSRUN_SET_<NAME> in the environment also sets a param")
 	fs.DurationVar(&o.timeout, "timeout", 0, "limit for the whole run (0 = none); Ctrl-C/SIGTERM also cancel cleanly")
 	fs.IntVar(&o.maxFailures, "max-failures", 0, "stop starting new nodes once this many failed or were unreachable (0 = no limit)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "progress/log events on stderr (or --log-file): text or json (one object per line)")
@@ -119,19 +123,4 @@ func doctorFlags(fs *pflag.FlagSet, o *options) {
 	sshFlags(fs, o)
 	runFlags(fs, o)
 	fs.StringVar(&o.format, "format", "text", "text or json")
-}
-
-func cronFlags(fs *pflag.FlagSet, o *options) {
-	fs.StringVar(&o.schedule, "schedule", "0 0 * * *", "cron schedule")
-	fs.BoolVar(&o.kubernetes, "kubernetes", false, "print a Kubernetes CronJob (with ServiceAccount and RBAC) instead of a crontab line")
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig the crontab line should use")
-	fs.StringArrayVarP(&o.identities, "identity", "i", nil, "SSH key the crontab line should use")
-	fs.StringVar(&o.knownHosts, "known-hosts", "", "known_hosts the crontab line should use")
-	fs.StringVar(&o.logFile, "log-file", "", "log file for the crontab line (default next to the lock, ~/.cache/nksrun/RUNBOOK.log)")
-	fs.StringVar(&o.metricsFile, "metrics-file", "", "metrics file for the crontab line")
-	fs.StringVar(&o.lockFile, "lock-file", "", "lock for the crontab line (default ~/.cache/nksrun/apply.lock)")
-	fs.DurationVar(&o.timeout, "timeout", 0, "run-wide limit (default 1h for the crontab line, 55m for --kubernetes)")
-	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value for every run; repeatable")
-	fs.StringVar(&o.image, "image", "nksrun:latest", "container image for --kubernetes (built from cmd/nksrun/Dockerfile)")
-	fs.StringVar(&o.namespace, "namespace", "nksrun", "namespace for --kubernetes")
 }
