@@ -87,9 +87,11 @@ func manifestRules(t *testing.T, manifest string) map[string][]map[string]any {
 	return out
 }
 
+// hasRule: a rule on every object of the resource (no resourceNames)
+// with exactly verbs.
 func hasRule(rules []map[string]any, group, resource string, verbs ...string) bool {
 	for _, r := range rules {
-		if r["apiGroups"].([]any)[0] != group || r["resources"].([]any)[0] != resource {
+		if _, named := r["resourceNames"]; named || r["apiGroups"].([]any)[0] != group || r["resources"].([]any)[0] != resource {
 			continue
 		}
 		have := map[string]bool{}
@@ -100,7 +102,31 @@ func hasRule(rules []map[string]any, group, resource string, verbs ...string) bo
 		for _, v := range verbs {
 			ok = ok && have[v]
 		}
-		return ok
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// hasNamedRule: a rule on exactly that object (resourceNames) with exactly verbs.
+func hasNamedRule(rules []map[string]any, group, resource, name string, verbs ...string) bool {
+	for _, r := range rules {
+		names, _ := r["resourceNames"].([]any)
+		if r["apiGroups"].([]any)[0] != group || r["resources"].([]any)[0] != resource || len(names) != 1 || names[0] != name {
+			continue
+		}
+		have := map[string]bool{}
+		for _, v := range r["verbs"].([]any) {
+			have[v.(string)] = true
+		}
+		ok := len(have) == len(verbs)
+		for _, v := range verbs {
+			ok = ok && have[v]
+		}
+		if ok {
+			return true
+		}
 	}
 	return false
 }
@@ -111,11 +137,55 @@ func TestCronJobRBACPerRunbook(t *testing.T) {
 	if len(rules) != 1 || len(rules["ClusterRole"]) != 1 || !hasRule(rules["ClusterRole"], "", "nodes", "get", "list") {
 		t.Errorf("logrotate RBAC: %v", rules)
 	}
-	// upgrade-finalizers patches objects found at run time: the kinds come
-	// from the literal step parameters, namespaced ones in a Role.
-	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/upgrade-finalizers.yaml"))
-	if !hasRule(rules["ClusterRole"], "rbac.authorization.k8s.io", "clusterroles", "get", "list", "patch") {
-		t.Errorf("upgrade-finalizers cluster rules: %v", rules["ClusterRole"])
+	// upgrade-finalizers patches the ClusterRoles it finds at run time:
+	// no patch on every ClusterRole, read only (and a note); its namespaced
+	// objects are patched in kube-system only.
+	out := runOK(t, "cron", "--kubernetes", "../../../runbooks/upgrade-finalizers.yaml")
+	rules = manifestRules(t, out)
+	for _, res := range []string{"clusterroles", "clusterrolebindings"} {
+		if !hasRule(rules["ClusterRole"], "rbac.authorization.k8s.io", res, "get", "list") {
+			t.Errorf("upgrade-finalizers %s: want get, list only: %v", res, rules["ClusterRole"])
+		}
+	}
+	if !strings.Contains(out, "# NOTE: step clusterroles (k8s_patch) changes clusterroles whose names are only known at run time") {
+		t.Errorf("no note on the ClusterRoles the CronJob cannot change:\n%s", out)
+	}
+	if !hasRule(rules["Role/kube-system"], "apps", "deployments", "get", "list", "patch") {
+		t.Errorf("upgrade-finalizers kube-system rules: %v", rules["Role/kube-system"])
+	}
+	// Facts that name their object read that object only.
+	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/calico-ebpf-istio.yaml"))
+	if !hasNamedRule(rules["ClusterRole"], "", "namespaces", "istio-system", "get") {
+		t.Errorf("calico-ebpf-istio: namespace fact not narrowed to istio-system: %v", rules["ClusterRole"])
+	}
+	// Reboots: the Lease by name, create apart.
+	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/cgroup-nokmem.yaml"))
+	if !hasNamedRule(rules["Role/kube-system"], "coordination.k8s.io", "leases", "nksrun-reboot", "get", "update") || !hasRule(rules["Role/kube-system"], "coordination.k8s.io", "leases", "create") {
+		t.Errorf("cgroup-nokmem lease rules: %v", rules["Role/kube-system"])
+	}
+	// dockerhub-ratelimit: without credentials the fix never runs (read
+	// only); with them, the Secret and ServiceAccount by name in the given
+	// namespaces; with credentials but namespaces only known at run time,
+	// refused (create on Secrets everywhere would be a way to any token).
+	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/dockerhub-ratelimit.yaml"))
+	for key, rs := range rules {
+		for _, r := range rs {
+			if r["resources"].([]any)[0] == "secrets" {
+				t.Errorf("dockerhub-ratelimit without credentials: %s has %v", key, r)
+			}
+		}
+	}
+	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "--set", "username_env=HUB_USER", "--set", "password_env=HUB_TOKEN", "--set", "namespaces=team-a,team-b", "../../../runbooks/dockerhub-ratelimit.yaml"))
+	for _, ns := range []string{"team-a", "team-b"} {
+		rs := rules["Role/"+ns]
+		if !hasNamedRule(rs, "", "secrets", "dockerhub-pull", "get", "update") || !hasRule(rs, "", "secrets", "create") ||
+			!hasNamedRule(rs, "", "serviceaccounts", "default", "get", "patch") {
+			t.Errorf("dockerhub-ratelimit Role in %s: %v", ns, rs)
+		}
+	}
+	code, _, stderr := run(t, nil, "cron", "--kubernetes", "--set", "username_env=HUB_USER", "--set", "password_env=HUB_TOKEN", "../../../runbooks/dockerhub-ratelimit.yaml")
+	if code != cli.ExitUsage || !strings.Contains(stderr, "--set namespaces=") {
+		t.Errorf("dockerhub-ratelimit with credentials, namespaces unknown: exit %d: %s", code, stderr)
 	}
 	for key, rs := range rules {
 		for _, r := range rs {

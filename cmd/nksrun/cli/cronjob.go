@@ -45,7 +45,7 @@ func (a *app) printCronJob(rb *runbook.Runbook, pass []string, params cronParams
 	}
 	rules, notes, err := runbookRBAC(rb, a.registry, set)
 	if err != nil {
-		return fmt.Errorf("cannot write least-privilege RBAC for %s: %w", rb.Name, err)
+		return usageError{fmt.Sprintf("cannot write least-privilege RBAC for %s: %v", rb.Name, err)}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# nksrun %s (guide §%s) as a Kubernetes CronJob, printed by nksrun %s.\n", rb.Name, rb.Section, Version)
