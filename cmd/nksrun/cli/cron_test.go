@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -555,5 +556,59 @@ func TestPlanParamsFromFileAndEnv(t *testing.T) {
 	}
 	if code, _, stderr := run(t, nil, "apply", "--set-file", "always="+tokenFile, planFile); code != cli.ExitUsage || !strings.Contains(stderr, "saved plan") {
 		t.Errorf("apply PLAN --set-file: exit %d: %s", code, stderr)
+	}
+}
+
+// The printed crontab line, run as cron would (sh -c, another directory),
+// gets the secret param from the file it names; the secret is in neither
+// the line nor the run's output.
+func TestCronLineWithSecretRuns(t *testing.T) {
+	if testing.Short() && os.Getenv("CI") == "" {
+		t.Skip("builds the binary")
+	}
+	const token = "the-right-token-value"
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kh := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(kh, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "id")
+	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(binary(t), "cron", "--schedule", "@daily", "--inventory", "testdata/static.yaml", "-i", key, "--known-hosts", kh,
+		"--set-file", "token="+tokenFile, "--log-file", filepath.Join(dir, "logs", "secret.log"), "--lock-file", filepath.Join(dir, "secret.lock"),
+		"testdata/secret-param.yaml").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := crontabLine(t, string(out))
+	if strings.Contains(string(out), token) {
+		t.Fatalf("the token is in the cron output:\n%s", out)
+	}
+	cmd := exec.Command("/bin/sh", "-c", strings.TrimPrefix(line, "@daily "))
+	cmd.Dir = "/"
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("crontab command: %v %s", err, b)
+	}
+	last, err := os.ReadFile(filepath.Join(dir, "logs", "secret.last.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := os.ReadFile(filepath.Join(dir, "logs", "secret.log"))
+	if !strings.Contains(string(last), "skipped: token received") || strings.Contains(string(last)+string(logs), token) {
+		t.Errorf("the run did not get the token from the file, or printed it:\n%s\n%s", last, logs)
 	}
 }

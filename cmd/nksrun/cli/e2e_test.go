@@ -606,6 +606,52 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 		e.reset(t)
 		testCronJobRBAC(t, e)
 	})
+
+	t.Run("CronJob with a secret param: secretKeyRef accepted, the Secret template valid, no value anywhere", func(t *testing.T) {
+		const token = "e2e-secret-token-0123456789"
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		code, manifest, stderr := nksrun(t, "cron", "--kubernetes", "--namespace", "nksrun-e2e-secret", "--set-file", "token="+tokenFile, "testdata/secret-param.yaml")
+		if code != 0 || strings.Contains(manifest+stderr, token) {
+			t.Fatalf("cron --kubernetes: exit %d (or the token printed): %s\n%s", code, stderr, manifest)
+		}
+		createManifest(t, e.tb, manifest)
+		// The commented template, uncommented and filled in, is a Secret
+		// the API server takes.
+		var tmpl []string
+		in := false
+		for _, l := range strings.Split(manifest, "\n") {
+			switch {
+			case strings.HasPrefix(l, "# or from this template"):
+				in = true
+			case in && strings.HasPrefix(l, "#   "):
+				tmpl = append(tmpl, strings.Replace(strings.TrimPrefix(l, "#   "), `token: ""`, "token: "+token, 1))
+			case in:
+				in = false
+			}
+		}
+		createManifest(t, e.tb, strings.Join(tmpl, "\n"))
+		cj, err := e.tb.Client.BatchV1().CronJobs("nksrun-e2e-secret").Get(context.Background(), "nksrun-secret-param", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		if len(c.Env) != 1 || c.Env[0].Name != "NKSRUN_SET_TOKEN" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.SecretKeyRef == nil ||
+			c.Env[0].ValueFrom.SecretKeyRef.Name != "nksrun-secret-param-params" || c.Env[0].ValueFrom.SecretKeyRef.Key != "token" {
+			t.Errorf("container env: %+v", c.Env)
+		}
+		for _, a := range c.Args {
+			if strings.Contains(a, "token") {
+				t.Errorf("arg %q", a)
+			}
+		}
+		sec, err := e.tb.Client.CoreV1().Secrets("nksrun-e2e-secret").Get(context.Background(), "nksrun-secret-param-params", metav1.GetOptions{})
+		if err != nil || string(sec.Data["token"]) != token {
+			t.Errorf("Secret from the template: %v %v", sec, err)
+		}
+	})
 }
 
 // rbacCase is one runbook's CronJob, planned as its ServiceAccount.
