@@ -25,7 +25,16 @@ func cronFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.namespace, "namespace", "nksrun", "namespace for --kubernetes")
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
-	runFlags(fs, o)
+	// runFlags' flags, but --log-format and --log-file into cron's own
+	// fields: they are for the printed line, and Run would otherwise open
+	// the log and write cron's own run_start/run_end into it.
+	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value for every run; repeatable (not for secret params: --set-file or NKSRUN_SET_<NAME>)")
+	fs.StringArrayVar(&o.setFiles, "set-file", nil, "runbook param name=PATH, read by every run from that file; repeatable")
+	fs.DurationVar(&o.timeout, "timeout", 0, "run-wide limit (default 1h for the crontab line, 55m for --kubernetes)")
+	fs.IntVar(&o.maxFailures, "max-failures", 0, "stop starting new nodes once this many failed or were unreachable (0 = no limit)")
+	fs.StringVar(&o.cronLogFormat, "log-format", "json", "log format of the runs: json or text")
+	fs.StringVar(&o.cronLogFile, "log-file", "", "log file for the crontab line (default next to the lock, ~/.cache/nksrun/RUNBOOK.log)")
+	fs.StringVar(&o.metricsFile, "metrics-file", "", "Prometheus textfile the runs write (runbooks may share one)")
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock for the crontab line (default one per runbook, ~/.cache/nksrun/RUNBOOK.lock)")
 }
 
@@ -208,6 +217,9 @@ func runCron(_ context.Context, a *app, args []string) error {
 	if err := checkSchedule(a.opts.schedule, !a.opts.kubernetes); err != nil {
 		return usageError{err.Error()}
 	}
+	if f := a.opts.cronLogFormat; f != "json" && f != "text" {
+		return usageError{fmt.Sprintf("--log-format %q: want json or text", f)}
+	}
 	pass, err := a.passThrough()
 	if err != nil {
 		return err
@@ -226,7 +238,7 @@ func runCron(_ context.Context, a *app, args []string) error {
 	if r, err := filepath.EvalSymlinks(self); err == nil {
 		self = r
 	}
-	logFile := absPath(a.opts.logFile)
+	logFile := absPath(a.opts.cronLogFile)
 	lockFile := absPath(a.opts.lockFile)
 	if logFile == "" || lockFile == "" {
 		dir, err := defaultLockDir()
@@ -244,10 +256,7 @@ func runCron(_ context.Context, a *app, args []string) error {
 	if timeout <= 0 {
 		timeout = time.Hour
 	}
-	logFormat := "json"
-	if f := a.opts.flags.Lookup("log-format"); f != nil && f.Changed {
-		logFormat = a.opts.logFormat
-	}
+	logFormat := a.opts.cronLogFormat
 	parts := []string{self, "apply", "--auto-approve", "--lock-file", lockFile, "--timeout", timeout.String(),
 		"--log-format", logFormat, "--log-file", logFile}
 	if mf := absPath(a.opts.metricsFile); mf != "" {

@@ -350,10 +350,25 @@ func TestCronPassesFlags(t *testing.T) {
 		}
 	}
 
+	// --log-file and --log-format are the runs': cron itself writes no
+	// log line there (nor on stderr).
+	logFile := filepath.Join(t.TempDir(), "logs", "lr.log")
+	code, out, stderr := run(t, nil, "cron", "--log-file", logFile, "--log-format", "text", "../../../runbooks/logrotate.yaml")
+	if code != 0 || stderr != "" || !strings.Contains(crontabLine(t, out), " --log-format text --log-file "+logFile+" ") {
+		t.Errorf("cron --log-file: exit %d, stderr %q\n%s", code, stderr, out)
+	}
+	if _, err := os.Stat(filepath.Dir(logFile)); err == nil {
+		t.Errorf("cron wrote into the runs' log directory")
+	}
+	if code, _, stderr := run(t, nil, "cron", "--log-format", "json", "../../../runbooks/logrotate.yaml"); code != 0 || stderr != "" {
+		t.Errorf("cron --log-format json: exit %d, stderr %q", code, stderr)
+	}
+
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
+		{[]string{"--log-format", "xml"}, "--log-format"},
 		{[]string{"--host-key-policy", "yolo"}, "--host-key-policy"},
 		{[]string{"--forks", "0"}, "--forks"},
 		{[]string{"--kubernetes", "--kubeconfig", "k"}, "--kubeconfig does not apply to --kubernetes"},

@@ -105,11 +105,7 @@ subjects:
 `, bind, meta, kind, name, ns)
 	}
 
-	logFormat := "json"
-	if f := a.opts.flags.Lookup("log-format"); f != nil && f.Changed {
-		logFormat = a.opts.logFormat
-	}
-	args := []string{"apply", "--auto-approve", "--no-lock", "--log-format", logFormat, "--timeout", timeout.String(),
+	args := []string{"apply", "--auto-approve", "--no-lock", "--log-format", a.opts.cronLogFormat, "--timeout", timeout.String(),
 		"-i", "/etc/nksrun/ssh/id", "--known-hosts", "/etc/nksrun/known_hosts/known_hosts"}
 	args = append(args, pass...)
 	args = append(args, params.words...)

@@ -51,11 +51,13 @@ type options struct {
 
 	// cron (cronFlags in cron.go); flags is the parsed flag set, so cron
 	// can pass every connection and selection flag on to the line it prints
-	flags      *pflag.FlagSet
-	schedule   string
-	kubernetes bool
-	image      string
-	namespace  string
+	flags         *pflag.FlagSet
+	cronLogFormat string
+	cronLogFile   string
+	schedule      string
+	kubernetes    bool
+	image         string
+	namespace     string
 }
 
 func clusterFlags(fs *pflag.FlagSet, o *options) {
