@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -23,6 +24,7 @@ func cronFlags(fs *pflag.FlagSet, o *options) {
 	fs.BoolVar(&o.kubernetes, "kubernetes", false, "print a Kubernetes CronJob (with ServiceAccount and RBAC) instead of a crontab line")
 	fs.StringVar(&o.image, "image", "nksrun:latest", "container image for --kubernetes (built from cmd/nksrun/Dockerfile)")
 	fs.StringVar(&o.namespace, "namespace", "nksrun", "namespace for --kubernetes")
+	fs.StringArrayVar(&o.secretEnv, "secret-env", nil, "with --kubernetes: give the container this environment variable from the Secret nksrun-RUNBOOK-params (e.g. the variables dockerhub-ratelimit's username_env/password_env name); repeatable")
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
 	// runFlags' flags, but --log-format and --log-file into cron's own
@@ -38,8 +40,10 @@ func cronFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock for the crontab line (default one per runbook, ~/.cache/nksrun/RUNBOOK.lock)")
 }
 
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
 // cronOwn are cron's own flags: never passed on.
-var cronOwn = map[string]bool{"schedule": true, "kubernetes": true, "image": true, "namespace": true}
+var cronOwn = map[string]bool{"schedule": true, "kubernetes": true, "image": true, "namespace": true, "secret-env": true}
 
 // cronHandled are flags cron writes into the line itself (with defaults or
 // absolute paths), or takes apart (params).
@@ -216,6 +220,16 @@ func runCron(_ context.Context, a *app, args []string) error {
 	}
 	if err := checkSchedule(a.opts.schedule, !a.opts.kubernetes); err != nil {
 		return usageError{err.Error()}
+	}
+	for _, v := range a.opts.secretEnv {
+		switch {
+		case !a.opts.kubernetes:
+			return usageError{"--secret-env is for --kubernetes: a crontab line's runs have cron's environment"}
+		case !envNameRE.MatchString(v):
+			return usageError{fmt.Sprintf("--secret-env %q: not an environment variable name", v)}
+		case strings.HasPrefix(v, "NKSRUN_SET_"):
+			return usageError{fmt.Sprintf("--secret-env %s: secret params get their variable by themselves", v)}
+		}
 	}
 	if f := a.opts.cronLogFormat; f != "json" && f != "text" {
 		return usageError{fmt.Sprintf("--log-format %q: want json or text", f)}

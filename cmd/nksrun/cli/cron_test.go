@@ -500,6 +500,28 @@ func TestCronSecretParams(t *testing.T) {
 			}
 		}
 	}
+	// Credentials a module reads from the environment: --secret-env.
+	code, manifest, stderr := run(t, nil, "cron", "--kubernetes", "--secret-env", "HUB_TOKEN", "--set", "username_env=HUB_USER", "--set", "password_env=HUB_TOKEN",
+		"--set", "namespaces=team-a", "../../../runbooks/dockerhub-ratelimit.yaml")
+	if code != 0 {
+		t.Fatalf("--secret-env: exit %d: %s", code, stderr)
+	}
+	envs, _ := container(t, manifest)["env"].([]any)
+	if len(envs) != 1 || envs[0].(map[string]any)["name"] != "HUB_TOKEN" ||
+		envs[0].(map[string]any)["valueFrom"].(map[string]any)["secretKeyRef"].(map[string]any)["key"] != "HUB_TOKEN" ||
+		!strings.Contains(manifest, `#     HUB_TOKEN: ""`) {
+		t.Errorf("--secret-env HUB_TOKEN: env %v\n%s", envs, manifest)
+	}
+	for _, args := range [][]string{
+		{"cron", "--secret-env", "HUB_TOKEN", "../../../runbooks/dockerhub-ratelimit.yaml"},
+		{"cron", "--kubernetes", "--secret-env", "HUB-TOKEN", "../../../runbooks/dockerhub-ratelimit.yaml"},
+		{"cron", "--kubernetes", "--secret-env", "NKSRUN_SET_TOKEN", rb},
+	} {
+		if code, _, stderr := run(t, nil, args...); code != cli.ExitUsage || !strings.Contains(stderr, "--secret-env") {
+			t.Errorf("%v: exit %d: %s", args, code, stderr)
+		}
+	}
+
 	// Without any value given, the CronJob still takes it from the Secret.
 	os.Unsetenv("NKSRUN_SET_TOKEN")
 	if code, manifest, stderr := run(t, nil, "cron", "--kubernetes", rb); code != 0 || !strings.Contains(manifest, "secretKeyRef") {

@@ -53,8 +53,19 @@ func (a *app) printCronJob(rb *runbook.Runbook, pass []string, params cronParams
 	for _, n := range notes {
 		fmt.Fprintf(&b, "# NOTE: %s\n", strings.Join(strings.Fields(n), " "))
 	}
-	if len(params.secrets) > 0 {
-		b.WriteString(secretTemplate(rb, ns, params.secrets))
+	// What the container takes from the Secret nksrun-RUNBOOK-params: the
+	// secret params, and the variables --secret-env names (credentials a
+	// module reads from the environment, e.g. pull_secret's username_env).
+	var entries []secretEntry
+	for _, name := range params.secrets {
+		entries = append(entries, secretEntry{env: paramEnv(name), key: secretKey(name), required: rb.Params[name].Required,
+			what: "secret param " + name + ": " + strings.Join(strings.Fields(rb.Params[name].Description), " ")})
+	}
+	for _, v := range a.opts.secretEnv {
+		entries = append(entries, secretEntry{env: v, key: v, required: true, what: "environment variable " + v})
+	}
+	if len(entries) > 0 {
+		b.WriteString(secretTemplate(rb, ns, entries))
 	}
 	fmt.Fprintf(&b, `apiVersion: v1
 kind: Namespace
@@ -112,12 +123,12 @@ subjects:
 	args = append(args, "/runbooks/"+filepath.Base(rb.Path))
 	argsJSON, _ := json.Marshal(args)
 	env := ""
-	if len(params.secrets) > 0 {
+	if len(entries) > 0 {
 		var e strings.Builder
 		e.WriteString("              env:\n")
-		for _, name := range params.secrets {
-			ref, _ := json.Marshal(map[string]any{"name": paramSecretName(rb), "key": secretKey(name), "optional": !rb.Params[name].Required})
-			fmt.Fprintf(&e, "                - name: %s\n                  valueFrom: {secretKeyRef: %s}\n", paramEnv(name), ref)
+		for _, se := range entries {
+			ref, _ := json.Marshal(map[string]any{"name": paramSecretName(rb), "key": se.key, "optional": !se.required})
+			fmt.Fprintf(&e, "                - name: %s\n                  valueFrom: {secretKeyRef: %s}\n", se.env, ref)
 		}
 		env = e.String()
 	}
@@ -196,26 +207,37 @@ func secretKey(name string) string {
 	return string(b)
 }
 
-// secretTemplate is the Secret the user creates for the secret params, as
+// secretEntry is one environment variable of the container filled from
+// the Secret.
+type secretEntry struct {
+	env, key, what string
+	required       bool
+}
+
+// secretTemplate is the Secret the user creates for the secret values, as
 // comments and without any value: the manifest can be committed and
-// reviewed, the value goes to the cluster only.
-func secretTemplate(rb *runbook.Runbook, ns string, names []string) string {
+// reviewed, the values go to the cluster only.
+func secretTemplate(rb *runbook.Runbook, ns string, entries []secretEntry) string {
 	var b strings.Builder
 	sec := paramSecretName(rb)
-	fmt.Fprintf(&b, "# Secret params (%s) are never in the args: the container reads them from\n", strings.Join(names, ", "))
-	fmt.Fprintf(&b, "# the Secret %s/%s. Create it from files only you can read:\n", ns, sec)
+	envs := make([]string, len(entries))
+	for i, se := range entries {
+		envs[i] = se.env
+	}
+	fmt.Fprintf(&b, "# Secret values (%s) are never in the args: the container takes them from\n", strings.Join(envs, ", "))
+	fmt.Fprintf(&b, "# the Secret %s/%s (secretKeyRef). Create it from files only you can read:\n", ns, sec)
 	fmt.Fprintf(&b, "#   kubectl -n %s create secret generic %s", ns, sec)
-	for _, n := range names {
-		fmt.Fprintf(&b, " --from-file=%s=%s.txt", secretKey(n), secretKey(n))
+	for _, se := range entries {
+		fmt.Fprintf(&b, " --from-file=%s=%s.txt", se.key, se.key)
 	}
 	b.WriteString("\n# or from this template (fill in the values; do not commit them):\n")
 	fmt.Fprintf(&b, "#   apiVersion: v1\n#   kind: Secret\n#   metadata:\n#     name: %s\n#     namespace: %s\n#   type: Opaque\n#   stringData:\n", sec, ns)
-	for _, n := range names {
+	for _, se := range entries {
 		req := "optional"
-		if rb.Params[n].Required {
+		if se.required {
 			req = "required"
 		}
-		fmt.Fprintf(&b, "#     %s: \"\"   # %s (%s)\n", secretKey(n), strings.Join(strings.Fields(rb.Params[n].Description), " "), req)
+		fmt.Fprintf(&b, "#     %s: \"\"   # %s (%s)\n", se.key, se.what, req)
 	}
 	return b.String()
 }

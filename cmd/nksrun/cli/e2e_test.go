@@ -658,6 +658,7 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 type rbacCase struct {
 	runbook string
 	args    []string          // given to cron and to the plans
+	cron    []string          // given to cron only
 	env     map[string]string // the plans' environment
 }
 
@@ -716,6 +717,7 @@ func testCronJobRBAC(t *testing.T, e *e2e) {
 	// dockerhub-ratelimit with credentials: its fix runs, in team-a.
 	cases = append(cases, rbacCase{runbook: "dockerhub-ratelimit",
 		args: []string{"--set", "username_env=E2E_HUB_USER", "--set", "password_env=E2E_HUB_TOKEN", "--set", "namespaces=team-a"},
+		cron: []string{"--secret-env", "E2E_HUB_USER", "--secret-env", "E2E_HUB_TOKEN"},
 		env:  map[string]string{"E2E_HUB_USER": "e2e-user", "E2E_HUB_TOKEN": "e2e-hub-token-0123456789"}})
 
 	conn := []string{"-i", e.tb.KeyPath, "--known-hosts", e.tb.KnownHosts}
@@ -730,7 +732,7 @@ func testCronJobRBAC(t *testing.T, e *e2e) {
 			}
 			rb, _ := filepath.Abs("../../../runbooks/" + c.runbook + ".yaml")
 			ns := fmt.Sprintf("nksrun-e2e-%d", i)
-			code, manifest, stderr := nksrun(t, append(append([]string{"cron", "--kubernetes", "--namespace", ns, "--image", "nksrun:e2e"}, c.args...), rb)...)
+			code, manifest, stderr := nksrun(t, append(append(append([]string{"cron", "--kubernetes", "--namespace", ns, "--image", "nksrun:e2e"}, c.cron...), c.args...), rb)...)
 			if code != 0 {
 				t.Fatalf("cron --kubernetes: exit %d: %s", code, stderr)
 			}
@@ -744,6 +746,21 @@ func testCronJobRBAC(t *testing.T, e *e2e) {
 			for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "CronJob"} {
 				if !kinds[k] {
 					t.Errorf("manifest has no %s", k)
+				}
+			}
+			if len(c.cron) > 0 {
+				cj, err := e.tb.Client.BatchV1().CronJobs(ns).Get(ctx, "nksrun-"+c.runbook, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var names []string
+				for _, ev := range cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Env {
+					if ev.ValueFrom != nil && ev.ValueFrom.SecretKeyRef != nil {
+						names = append(names, ev.Name)
+					}
+				}
+				if strings.Join(names, ",") != "E2E_HUB_USER,E2E_HUB_TOKEN" {
+					t.Errorf("CronJob env from the Secret: %v", names)
 				}
 			}
 			saKubeconfig := serviceAccountKubeconfig(t, e.tb, ns, "nksrun-"+c.runbook)

@@ -54,6 +54,7 @@ type options struct {
 	flags         *pflag.FlagSet
 	cronLogFormat string
 	cronLogFile   string
+	secretEnv     []string
 	schedule      string
 	kubernetes    bool
 	image         string
