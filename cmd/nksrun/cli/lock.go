@@ -36,6 +36,9 @@ func acquireLocks(explicit string, runbooks []string) (func(), error) {
 				paths = append(paths, p)
 			}
 		}
+		if len(paths) == 0 { // nothing named (an empty saved plan): still one lock
+			paths = []string{filepath.Join(dir, "apply.lock")}
+		}
 		// The same order in every process; the locks are taken without
 		// waiting, so this is for stable messages rather than deadlocks.
 		sort.Strings(paths)
