@@ -184,7 +184,22 @@ func TestCronJobRBACPerRunbook(t *testing.T) {
 			t.Errorf("dockerhub-ratelimit Role in %s: %v", ns, rs)
 		}
 	}
-	code, _, stderr := run(t, nil, "cron", "--kubernetes", "--set", "username_env=HUB_USER", "--set", "password_env=HUB_TOKEN", "../../../runbooks/dockerhub-ratelimit.yaml")
+	// ghcr-migration rewrites images in every namespace unless told one:
+	// said in a note, and --set namespace confines it to a Role.
+	out = runOK(t, "cron", "--kubernetes", "../../../runbooks/ghcr-migration.yaml")
+	if !strings.Contains(out, "# NOTE: step rewrite (set_image) may change deployments, daemonsets, statefulsets, cronjobs, jobs in every namespace") {
+		t.Errorf("no note on cluster-wide workload patching:\n%s", out)
+	}
+	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "--set", "namespace=apps", "../../../runbooks/ghcr-migration.yaml"))
+	if !hasRule(rules["Role/apps"], "apps", "deployments", "get", "list", "patch") || hasRule(rules["ClusterRole"], "apps", "deployments", "get", "list", "patch") {
+		t.Errorf("ghcr-migration --set namespace=apps: %v", rules)
+	}
+	// A kind known only at run time: refused, never a wildcard.
+	code, _, stderr := run(t, nil, "cron", "--kubernetes", "testdata/runtime-kind.yaml")
+	if code != cli.ExitUsage || !strings.Contains(stderr, "kind is only known at run time") {
+		t.Errorf("runtime kind: exit %d: %s", code, stderr)
+	}
+	code, _, stderr = run(t, nil, "cron", "--kubernetes", "--set", "username_env=HUB_USER", "--set", "password_env=HUB_TOKEN", "../../../runbooks/dockerhub-ratelimit.yaml")
 	if code != cli.ExitUsage || !strings.Contains(stderr, "--set namespaces=") {
 		t.Errorf("dockerhub-ratelimit with credentials, namespaces unknown: exit %d: %s", code, stderr)
 	}

@@ -105,6 +105,7 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 			return nil, nil, fmt.Errorf("step %s (%s): %w", s.ID, s.Module, err)
 		}
 		namesAtRunTime := slices.Contains(unknown, "name") || slices.Contains(unknown, "names")
+		var everywhere []string
 		for _, r := range need {
 			for _, v := range append(append(append([]string(nil), r.Groups...), r.Resources...), r.Verbs...) {
 				if v == "*" {
@@ -131,10 +132,30 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 					continue
 				}
 			}
+			if r.Namespace == "" && len(r.Names) == 0 && writes(r.Verbs) && !slices.Contains(r.Resources, "nodes") && !slices.Contains(r.Resources, "pods/eviction") {
+				everywhere = append(everywhere, r.Resources...)
+			}
 			rules = append(rules, r)
+		}
+		if len(everywhere) > 0 {
+			// Inherent to some runbooks (ghcr-migration rewrites images
+			// everywhere), but whoever applies the manifest must see it:
+			// changing any workload's pod template runs any code as any
+			// ServiceAccount.
+			notes = append(notes, fmt.Sprintf("step %s (%s) may change %s in every namespace; if the runbook has a namespace param, --set it to confine the CronJob to one namespace", s.ID, s.Module, strings.Join(everywhere, ", ")))
 		}
 	}
 	return mergeRules(rules), notes, nil
+}
+
+// writes reports whether verbs change anything.
+func writes(verbs []string) bool {
+	for _, v := range verbs {
+		if v != "get" && v != "list" && v != "watch" {
+			return true
+		}
+	}
+	return false
 }
 
 // knownVars are the runbook's vars that can be computed from params alone
