@@ -168,6 +168,22 @@ func TestLockWithoutHome(t *testing.T) {
 	}
 
 	t.Setenv("XDG_RUNTIME_DIR", "")
+	// The old fallback was $TMPDIR/nksrun/apply.lock, where anyone could
+	// plant a symlink to a file of the user's and have it truncated.
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(tmp, "nksrun"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"apply.lock", "logrotate.lock"} {
+		if err := os.Symlink(victim, filepath.Join(tmp, "nksrun", name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	run := filepath.Join("/run/user", strconv.Itoa(os.Geteuid()))
 	if _, err := os.Stat(run); err == nil {
 		t.Skipf("%s exists: the no-place case cannot be shown here", run)
@@ -176,7 +192,7 @@ func TestLockWithoutHome(t *testing.T) {
 	if code != cli.ExitError || !strings.Contains(stderr, "--lock-file") || strings.Contains(stderr, "kubeconfig") {
 		t.Errorf("no HOME, no runtime dir: exit %d, want 1 asking for --lock-file: %s", code, stderr)
 	}
-	if _, err := os.Lstat(filepath.Join(os.TempDir(), "nksrun", "logrotate.lock")); err == nil {
-		t.Errorf("a lock was made under %s", os.TempDir())
+	if b, _ := os.ReadFile(victim); string(b) != "keep me\n" {
+		t.Errorf("the file behind the planted $TMPDIR lock changed: %q", b)
 	}
 }
