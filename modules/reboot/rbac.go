@@ -14,11 +14,16 @@ func (*Module) RBAC(params any) ([]module.Rule, error) {
 	if lockNS == "" {
 		lockNS = "kube-system"
 	}
+	lockName := p.LockName
+	if lockName == "" {
+		lockName = "nksrun-reboot"
+	}
 	return []module.Rule{
 		{Groups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}, Why: "cordon/uncordon"},
 		{Groups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}, Why: "pods to drain"},
 		{Groups: []string{""}, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}, Why: "drain through the Eviction API"},
 		{Groups: []string{"policy"}, Resources: []string{"poddisruptionbudgets"}, Verbs: []string{"list"}, Why: "name the PodDisruptionBudgets that block a drain"},
-		{Namespace: lockNS, Groups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}, Why: "one reboot at a time (Lease lock)"},
+		{Namespace: lockNS, Groups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Names: []string{lockName}, Verbs: []string{"get", "update"}, Why: "one reboot at a time (Lease lock)"},
+		{Namespace: lockNS, Groups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}, Why: "creates the Lease lock the first time"},
 	}, nil
 }
