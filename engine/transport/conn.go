@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -28,6 +27,10 @@ type Conn struct {
 	host Host
 	addr string
 	sem  chan struct{}
+	// killSem bounds the extra sessions that end stopped commands, so they
+	// stay within sshd's MaxSessions (10) next to the MaxSessions (8) of
+	// Run: two spare channels.
+	killSem chan struct{}
 
 	mu     sync.Mutex
 	client *ssh.Client // nil while reconnecting
@@ -204,8 +207,14 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 	}
 	defer sess.Close()
 
-	var stdout, stderr bytes.Buffer
-	sess.Stdout, sess.Stderr = &stdout, &stderr
+	limit := opts.MaxOutput
+	if limit <= 0 {
+		limit = c.d.cfg.MaxOutput
+	}
+	budget := newOutputCap(limit)
+	stdout, stderr := &cappedBuffer{c: budget}, &cappedBuffer{c: budget}
+	errFilter := newPgidFilter(stderr)
+	sess.Stdout, sess.Stderr = stdout, errFilter
 	var stdin *stdinCopy
 	if opts.Stdin != nil {
 		pipe, err := sess.StdinPipe()
@@ -225,18 +234,28 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 
 	waited := make(chan error, 1)
 	go func() { waited <- sess.Wait() }()
+	var stopErr error
 	select {
 	case err = <-waited:
 	case <-ctx.Done():
-		// Kill what runs on the node, then drop the session. Not waiting
-		// for Wait: a hung peer may never confirm, and the keepalive will
-		// tear the connection down if so.
-		_ = sess.Signal(ssh.SIGKILL)
-		sess.Close()
-		return module.RunResult{}, stopped()
+		stopErr = stopped()
+	case <-budget.over:
+		stopErr = c.wrap(&module.OutputLimitError{Limit: limit})
 	}
+	if stopErr != nil {
+		// Closing the session is not enough: sshd does not signal a command
+		// whose channel closed, and a signal request reaches only the
+		// session's first process, which under sudo belongs to root. So the
+		// command's process group is ended from a second session.
+		if kerr := c.endRemote(ctx, client, errFilter.pgid, waited, opts.Sudo); kerr != nil {
+			stopErr = fmt.Errorf("%w (and ending the command on the node failed: %v)", stopErr, kerr)
+		}
+		sess.Close()
+		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, stopErr
+	}
+	errFilter.flush()
 
-	res := module.RunResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	res := module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}
 	var exitErr *ssh.ExitError
 	switch {
 	case err == nil:
@@ -338,14 +357,107 @@ func (r readerOnly) Read(p []byte) (int, error) {
 
 // wrapCommand makes the remote command string. The command always runs
 // under `sh -c`, so its syntax is POSIX sh whatever the user's login shell
-// is; with sudo it becomes `sudo -n -- sh -c '...'` (-n: fail instead of
-// prompting).
+// is; with sudo the whole wrapper runs under `sudo -n --` (-n: fail instead
+// of prompting).
+//
+// The wrapper first makes sure the command leads its own process group
+// (sshd's session child already does: sshd calls setsid for it; under sudo
+// `setsid` makes a new one without forking, so the pid stays) and reports
+// that group on the first line of stderr (pgidMarker), which Run takes off
+// again. Run ends the whole group with it when the command is cancelled,
+// times out or prints too much. Without /proc or setsid the command runs
+// all the same, just without the report. The command itself is run by a
+// fresh `sh -c` exactly as given.
 func wrapCommand(command string, sudo bool) string {
+	s := "sh -c " + shellQuote(groupWrapper) + " " + shellQuote(groupWrapper) + " " + shellQuote(command)
 	if sudo {
-		return "sudo -n -- sh -c " + shellQuote(command)
+		return "sudo -n -- " + s
 	}
-	return "sh -c " + shellQuote(command)
+	return s
 }
+
+// groupWrapper is run as `sh -c W W CMD` ($0 is W itself, so it can re-run
+// itself under setsid; $2 marks that second run).
+const groupWrapper = `g=; read -r _ _ _ _ g _ </proc/$$/stat 2>/dev/null
+if [ "$g" = "$$" ]; then printf '` + pgidMarker + `%s\n' "$g" >&2; exec sh -c "$1"; fi
+if [ -n "$g" ] && [ -z "$2" ] && command -v setsid >/dev/null 2>&1; then exec setsid sh -c "$0" "$0" "$1" again; fi
+exec sh -c "$1"`
+
+// killGroupCommand ends process group g: TERM, up to 2 s for it to go, then KILL.
+// Run as the user the command ran as (root through sudo).
+func killGroupCommand(g int, sudo bool) string {
+	s := fmt.Sprintf(`kill -s TERM -- -%[1]d 2>/dev/null || exit 0
+i=0; while [ $i -lt 20 ] && kill -s 0 -- -%[1]d 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+kill -s KILL -- -%[1]d 2>/dev/null; exit 0`, g)
+	if sudo {
+		return "sudo -n -- sh -c " + shellQuote(s)
+	}
+	return "sh -c " + shellQuote(s)
+}
+
+// endRemote ends a stopped command's process group on the node through a
+// second session on the same connection. It waits (boundedly) for the
+// group id if the wrapper has not reported it yet; a command whose session
+// already ended without one had nothing left to end.
+func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, pgid <-chan int, waited <-chan error, sudo bool) error {
+	// The caller's context is over (or about to be): the clean-up gets its
+	// own short deadline so Ctrl-C still returns within seconds.
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
+	defer cancel()
+	var g int
+	select {
+	case g = <-pgid:
+	case <-waited:
+		select {
+		case g = <-pgid:
+		default:
+			return nil
+		}
+	case <-kctx.Done():
+		return errors.New("the command never reported its process group")
+	}
+	select {
+	case c.killSem <- struct{}{}:
+		defer func() { <-c.killSem }()
+	case <-kctx.Done():
+		return fmt.Errorf("no session free to end process group %d", g)
+	}
+	cmd := killGroupCommand(g, sudo)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		sess, err := newSession(kctx, client)
+		if err == nil {
+			done := make(chan error, 1)
+			go func() { done <- sess.Run(cmd) }()
+			select {
+			case err = <-done:
+			case <-kctx.Done():
+				err = kctx.Err()
+			}
+			sess.Close()
+			if err != nil {
+				return fmt.Errorf("kill process group %d: %v", g, err)
+			}
+			return nil
+		}
+		// sshd refuses a session while MaxSessions are open (the stopped
+		// command's own session may linger until its processes end):
+		// retry until the deadline.
+		var oce *ssh.OpenChannelError
+		if !errors.As(err, &oce) {
+			return fmt.Errorf("open a session to end process group %d: %v", g, err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-kctx.Done():
+			t.Stop()
+			return fmt.Errorf("open a session to end process group %d: %v", g, err)
+		}
+	}
+}
+
+// killTimeout bounds ending a stopped command on the node.
+const killTimeout = 15 * time.Second
 
 // shellQuote single-quotes s for sh: inside single quotes nothing is
 // special except the quote itself, written as '\”.

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"nksrun/engine/module"
 )
 
 // HostKeyPolicy says what to do with a host key that is not in known_hosts.
@@ -91,6 +93,11 @@ type Config struct {
 	Keepalive time.Duration
 	// MaxSessions bounds concurrent sessions on one connection (default 8).
 	MaxSessions int
+	// MaxOutput caps the stdout+stderr kept for one command (default
+	// module.DefaultMaxOutput, 16 MiB; RunOpts.MaxOutput overrides it per
+	// command). A command going over fails with *module.OutputLimitError
+	// and is ended on the node.
+	MaxOutput int64
 
 	// Warn receives warnings (the insecure-policy warning), without a
 	// "WARNING:" prefix; default: stderr with the prefix.
@@ -116,7 +123,7 @@ var (
 	ErrHostKeyRevoked   = errors.New("host key revoked")
 	ErrSudoPassword     = errors.New("sudo requires a password (nksrun needs passwordless sudo: NOPASSWD)")
 	ErrSudoTTY          = errors.New("sudo requires a tty (sudoers has requiretty; nksrun needs `Defaults !requiretty` for its user)")
-	ErrCommandTimeout   = errors.New("command timed out")
+	ErrCommandTimeout   = module.ErrCommandTimeout // the same value, so callers need not know the runner
 	ErrConnectionLost   = errors.New("connection lost")
 	ErrClosed           = errors.New("connection closed")
 )
@@ -191,6 +198,9 @@ func NewDialer(cfg Config) (*Dialer, error) {
 	setDefault(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&cfg.CommandTimeout, DefaultCommandTimeout)
 	setDefault(&cfg.Keepalive, DefaultKeepalive)
+	if cfg.MaxOutput <= 0 {
+		cfg.MaxOutput = module.DefaultMaxOutput
+	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
@@ -251,10 +261,11 @@ func (d *Dialer) Dial(ctx context.Context, h Host) (*Conn, error) {
 		return nil, &Error{Node: h.Name, Err: errors.New("no address")}
 	}
 	c := &Conn{
-		d:    d,
-		host: h,
-		addr: net.JoinHostPort(h.Address, strconv.Itoa(h.Port)),
-		sem:  make(chan struct{}, d.cfg.MaxSessions),
+		d:       d,
+		host:    h,
+		addr:    net.JoinHostPort(h.Address, strconv.Itoa(h.Port)),
+		sem:     make(chan struct{}, d.cfg.MaxSessions),
+		killSem: make(chan struct{}, 2),
 	}
 	client, err := d.connect(ctx, h, c.addr)
 	if err != nil {

@@ -1,0 +1,139 @@
+package transport
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+	"sync"
+)
+
+// errOutputLimit stops the session's copy of stdout/stderr once the cap is
+// reached: the SSH channel's flow-control window then stops the node from
+// sending more, so memory stays bounded while the command is being ended.
+var errOutputLimit = errors.New("output limit reached")
+
+// outputCap is the budget that one command's stdout and stderr share.
+type outputCap struct {
+	mu    sync.Mutex
+	limit int64
+	used  int64
+	over  chan struct{} // closed when a write did not fit
+}
+
+func newOutputCap(limit int64) *outputCap {
+	return &outputCap{limit: limit, over: make(chan struct{})}
+}
+
+// cappedBuffer is one stream (stdout or stderr) of a command, charged to
+// the shared outputCap. It keeps at most what fits in the budget.
+type cappedBuffer struct {
+	c   *outputCap
+	buf bytes.Buffer
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	c := b.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.limit - c.used; int64(len(p)) > room {
+		// Keep what fits (a caller may show the head of the output), then
+		// refuse: the stream is over the limit.
+		n := int(max(room, 0))
+		b.buf.Write(p[:n])
+		c.used += int64(n)
+		select {
+		case <-c.over:
+		default:
+			close(c.over)
+		}
+		return n, errOutputLimit
+	}
+	b.buf.Write(p)
+	c.used += int64(len(p))
+	return len(p), nil
+}
+
+// bytes returns what the stream kept so far. It may be called while the
+// session's copy goroutines are still running (a command being ended).
+func (b *cappedBuffer) bytes() []byte {
+	b.c.mu.Lock()
+	defer b.c.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}
+
+// pgidMarker starts the line the command wrapper writes first on stderr:
+// the id of the process group the command runs in (see wrapCommand).
+const pgidMarker = "nksrun-pgid:"
+
+// pgidFilter takes the wrapper's marker line off the head of stderr and
+// passes everything else through. Only the very first line is looked at:
+// the wrapper writes it before the user's command runs, so a command cannot
+// forge it; when it is missing (sudo refused before the wrapper ran) the
+// stream is passed through untouched.
+type pgidFilter struct {
+	dst  *cappedBuffer
+	head []byte
+	done bool
+	pgid chan int // buffered (1): receives the group id once
+}
+
+func newPgidFilter(dst *cappedBuffer) *pgidFilter {
+	return &pgidFilter{dst: dst, pgid: make(chan int, 1)}
+}
+
+func (f *pgidFilter) Write(p []byte) (int, error) {
+	if f.done {
+		return f.dst.Write(p)
+	}
+	n := len(p)
+	f.head = append(f.head, p...)
+	if i := bytes.IndexByte(f.head, '\n'); i >= 0 {
+		f.done = true
+		head := f.head
+		f.head = nil
+		if g, ok := parsePgidLine(head[:i]); ok {
+			f.pgid <- g
+			head = head[i+1:]
+		}
+		if len(head) == 0 {
+			return n, nil
+		}
+		if _, err := f.dst.Write(head); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+	// Still no newline: keep waiting only while this can be the marker.
+	if len(f.head) > len(pgidMarker)+20 || !bytes.HasPrefix(f.head, []byte(pgidMarker)[:min(len(f.head), len(pgidMarker))]) {
+		f.done = true
+		head := f.head
+		f.head = nil
+		if _, err := f.dst.Write(head); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}
+
+// flush hands on a partial head that never got its newline (a command that
+// printed a few bytes to stderr without one and exited).
+func (f *pgidFilter) flush() {
+	if !f.done && len(f.head) > 0 {
+		f.done = true
+		f.dst.Write(f.head)
+		f.head = nil
+	}
+}
+
+func parsePgidLine(line []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte(pgidMarker))
+	if !ok {
+		return 0, false
+	}
+	g, err := strconv.Atoi(string(rest))
+	// 0 and 1 would make `kill -- -G` hit the killer's own group or init's.
+	if err != nil || g <= 1 {
+		return 0, false
+	}
+	return g, true
+}
