@@ -383,12 +383,18 @@ if [ "$g" = "$$" ]; then printf '` + pgidMarker + `%s\n' "$g" >&2; exec sh -c "$
 if [ -n "$g" ] && [ -z "$2" ] && command -v setsid >/dev/null 2>&1; then exec setsid sh -c "$0" "$0" "$1" again; fi
 exec sh -c "$1"`
 
-// killGroupCommand ends process group g: TERM, up to 2 s for it to go, then KILL.
-// Run as the user the command ran as (root through sudo).
+// killGroupCommand ends process group g: TERM, up to 2 s for it to go, then
+// KILL. It runs as the user the command ran as (root through sudo). It says
+// "sent" as soon as TERM went out and then goes on detached from its
+// session's output, so Run need not wait for the KILL: sshd does not end a
+// command whose channel closed, which here is what makes the KILL happen
+// even if nksrun exits right after. (Zombies that the node's init has not
+// reaped yet count as members for `kill -0`; they only cost the 2 s wait.)
 func killGroupCommand(g int, sudo bool) string {
-	s := fmt.Sprintf(`kill -s TERM -- -%[1]d 2>/dev/null || exit 0
-i=0; while [ $i -lt 20 ] && kill -s 0 -- -%[1]d 2>/dev/null; do sleep 0.1; i=$((i+1)); done
-kill -s KILL -- -%[1]d 2>/dev/null; exit 0`, g)
+	s := fmt.Sprintf(`kill -s TERM -- -%[1]d 2>/dev/null || { echo gone; exit 0; }
+echo sent; exec >/dev/null 2>&1 </dev/null
+i=0; while [ $i -lt 20 ] && kill -s 0 -- -%[1]d; do sleep 0.1; i=$((i+1)); done
+kill -s KILL -- -%[1]d; exit 0`, g)
 	if sudo {
 		return "sudo -n -- sh -c " + shellQuote(s)
 	}
@@ -426,18 +432,7 @@ func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, pgid <-chan in
 	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
 		sess, err := newSession(kctx, client)
 		if err == nil {
-			done := make(chan error, 1)
-			go func() { done <- sess.Run(cmd) }()
-			select {
-			case err = <-done:
-			case <-kctx.Done():
-				err = kctx.Err()
-			}
-			sess.Close()
-			if err != nil {
-				return fmt.Errorf("kill process group %d: %v", g, err)
-			}
-			return nil
+			return runKill(kctx, sess, cmd, g)
 		}
 		// sshd refuses a session while MaxSessions are open (the stopped
 		// command's own session may linger until its processes end):
@@ -454,6 +449,60 @@ func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, pgid <-chan in
 			return fmt.Errorf("open a session to end process group %d: %v", g, err)
 		}
 	}
+}
+
+// runKill runs the kill command and returns once it reports that TERM was
+// sent (or that the group was already gone).
+func runKill(ctx context.Context, sess *ssh.Session, cmd string, g int) error {
+	defer sess.Close()
+	said := &firstLine{line: make(chan string, 1)}
+	var stderr cappedBuffer
+	stderr.c = newOutputCap(4 << 10)
+	sess.Stdout, sess.Stderr = said, &stderr
+	if err := sess.Start(cmd); err != nil {
+		return fmt.Errorf("kill process group %d: %v", g, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case l := <-said.line:
+		if l == "sent" || l == "gone" {
+			return nil
+		}
+		return fmt.Errorf("kill process group %d: unexpected answer %q", g, l)
+	case err := <-done:
+		select {
+		case l := <-said.line:
+			if l == "sent" || l == "gone" {
+				return nil
+			}
+		default:
+		}
+		return fmt.Errorf("kill process group %d: %v: %s", g, err, strings.TrimSpace(string(stderr.bytes())))
+	case <-ctx.Done():
+		return fmt.Errorf("kill process group %d: no answer within %v", g, killTimeout)
+	}
+}
+
+// firstLine hands on the first line written to it.
+type firstLine struct {
+	buf  []byte
+	sent bool
+	line chan string
+}
+
+func (f *firstLine) Write(p []byte) (int, error) {
+	if !f.sent {
+		f.buf = append(f.buf, p...)
+		if i := strings.IndexByte(string(f.buf), '\n'); i >= 0 {
+			f.sent = true
+			f.line <- string(f.buf[:i])
+		} else if len(f.buf) > 256 {
+			f.sent = true
+			f.line <- string(f.buf)
+		}
+	}
+	return len(p), nil
 }
 
 // killTimeout bounds ending a stopped command on the node.
