@@ -254,6 +254,12 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, stopErr
 	}
 	errFilter.flush()
+	select {
+	case <-budget.over:
+		// The command exited just as it went over: nothing left to end.
+		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, c.wrap(&module.OutputLimitError{Limit: limit})
+	default:
+	}
 
 	res := module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}
 	var exitErr *ssh.ExitError
