@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/user"
@@ -64,6 +65,8 @@ const (
 	// DefaultMaxSessions stays under OpenSSH's default MaxSessions (10) so
 	// a burst of concurrent Runs queues here instead of being refused there.
 	DefaultMaxSessions = 8
+	// DefaultHandshakeAttempts: a first try and two retries.
+	DefaultHandshakeAttempts = 3
 )
 
 // Config is the run-wide SSH configuration.
@@ -98,6 +101,13 @@ type Config struct {
 	// command). A command going over fails with *module.OutputLimitError
 	// and is ended on the node.
 	MaxOutput int64
+	// MaxHandshakes is the ceiling of the handshake admission window
+	// (default 64); the window itself adapts between 2 and this.
+	MaxHandshakes int
+	// HandshakeAttempts bounds the attempts for a node whose handshake
+	// times out or is reset (default 3); refused connections are not
+	// retried.
+	HandshakeAttempts int
 
 	// Warn receives warnings (the insecure-policy warning), without a
 	// "WARNING:" prefix; default: stderr with the prefix.
@@ -126,6 +136,14 @@ var (
 	ErrCommandTimeout   = module.ErrCommandTimeout // the same value, so callers need not know the runner
 	ErrConnectionLost   = errors.New("connection lost")
 	ErrClosed           = errors.New("connection closed")
+	// ErrNoAnswer (with ErrUnreachable): nothing answered at the address
+	// (connection refused, no route, no TCP connection within the dial
+	// timeout), as opposed to ErrHandshakeTimeout: TCP was accepted but
+	// SSH was too slow.
+	ErrNoAnswer = errors.New("no answer at all")
+	// errHandshakeReset: the server hung up during the handshake
+	// (MaxStartups, still booting); retried like a timeout.
+	errHandshakeReset = errors.New("the SSH server closed the connection during the handshake")
 )
 
 // Error is a failure on one node. It is the single place where node context
@@ -166,6 +184,9 @@ type Dialer struct {
 	auth     *authenticator
 	hostKeys *hostKeyDB
 
+	admit   *admission
+	retries atomic.Int64
+
 	jumpHost *Host // nil without a bastion
 	jumpMu   sync.Mutex
 	jump     *ssh.Client // lazily dialled, replaced when it dies
@@ -201,6 +222,12 @@ func NewDialer(cfg Config) (*Dialer, error) {
 	if cfg.MaxOutput <= 0 {
 		cfg.MaxOutput = module.DefaultMaxOutput
 	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if cfg.HandshakeAttempts <= 0 {
+		cfg.HandshakeAttempts = DefaultHandshakeAttempts
+	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
@@ -208,7 +235,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 		cfg.Warn = func(s string) { fmt.Fprintln(os.Stderr, "WARNING: "+s) }
 	}
 
-	d := &Dialer{cfg: cfg}
+	d := &Dialer{cfg: cfg, admit: newAdmission(cfg.MaxHandshakes, cfg.HandshakeTimeout)}
 	if cfg.Jump != "" {
 		jh, err := parseJump(cfg.Jump, cfg.User, cfg.Port)
 		if err != nil {
@@ -267,7 +294,7 @@ func (d *Dialer) Dial(ctx context.Context, h Host) (*Conn, error) {
 		sem:     make(chan struct{}, d.cfg.MaxSessions),
 		killSem: make(chan struct{}, 2),
 	}
-	client, err := d.connect(ctx, h, c.addr)
+	client, err := d.connect(ctx, h, c.addr, d.cfg.HandshakeAttempts)
 	if err != nil {
 		return nil, err
 	}
@@ -289,11 +316,54 @@ func (d *Dialer) fill(h Host) Host {
 }
 
 // connect dials (directly or through the bastion), verifies and
-// authenticates, and starts keepalives. Errors are *Error for h.
-func (d *Dialer) connect(ctx context.Context, h Host, addr string) (*ssh.Client, error) {
+// authenticates, and starts keepalives, under the Dialer's admission. A
+// handshake that timed out or was reset is retried with backoff, up to
+// attempts in all; "no answer at all" (refused, no route, no TCP within the
+// dial timeout) is not: the node is not there. Errors are *Error for h.
+func (d *Dialer) connect(ctx context.Context, h Host, addr string, attempts int) (*ssh.Client, error) {
 	wrap := func(err error) error { return &Error{Node: h.Name, Addr: addr, Err: err} }
+	for n := 1; ; n++ {
+		client, err, retry := d.attempt(ctx, h, addr)
+		switch {
+		case err == nil:
+			return client, nil
+		case !retry:
+			if errors.Is(err, ErrNoAnswer) {
+				return nil, wrap(fmt.Errorf("%w; not retried", err))
+			}
+			return nil, wrap(err)
+		case n >= attempts || ctx.Err() != nil:
+			if n == 1 {
+				return nil, wrap(err)
+			}
+			return nil, wrap(fmt.Errorf("%w; gave up after %d attempts (%d retries with backoff)", err, n, n-1))
+		}
+		d.retries.Add(1)
+		// Jittered, so that handshakes that failed together do not all
+		// come back together.
+		wait := time.Duration(float64(retryBackoff<<(n-1)) * (0.5 + rand.Float64()))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, wrap(fmt.Errorf("%w; canceled before attempt %d: %w", err, n+1, context.Cause(ctx)))
+		}
+	}
+}
+
+// retryBackoff is the wait before the first retry; it doubles per retry.
+const retryBackoff = 500 * time.Millisecond
+
+// attempt is one admitted dial and handshake. retry says whether a
+// failure is worth another attempt (a handshake timeout or reset: a slow
+// or busy server, not an absent one) and has fed the admission window.
+func (d *Dialer) attempt(ctx context.Context, h Host, addr string) (_ *ssh.Client, _ error, retry bool) {
+	s, err := d.admit.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("canceled while waiting to connect: %w", context.Cause(ctx)), false
+	}
 	var raw net.Conn
-	var err error
 	if d.jumpHost != nil {
 		raw, err = d.dialViaJump(ctx, addr)
 	} else {
@@ -304,26 +374,42 @@ func (d *Dialer) connect(ctx context.Context, h Host, addr string) (*ssh.Client,
 		}
 	}
 	if err != nil {
-		return nil, wrap(err)
+		s.neutral()
+		return nil, err, false
 	}
+	start := time.Now()
 	client, err := d.handshake(ctx, raw, addr, h.User)
-	if err != nil {
-		return nil, wrap(err)
+	switch {
+	case err == nil:
+		s.succeeded(time.Since(start))
+		d.startKeepalive(client)
+		return client, nil, false
+	case ctx.Err() == nil && (errors.Is(err, ErrHandshakeTimeout) || errors.Is(err, errHandshakeReset)):
+		s.congested()
+		return nil, err, true
 	}
-	d.startKeepalive(client)
-	return client, nil
+	s.neutral()
+	return nil, err, false
 }
 
-// dialError classifies a failed TCP connect.
+// AdmissionStats reports the handshake admission's state now.
+func (d *Dialer) AdmissionStats() AdmissionStats {
+	a := d.admit
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return AdmissionStats{Window: a.ctl.window(), InFlight: a.inflight, Queued: len(a.queue), Retries: d.retries.Load()}
+}
+
+// dialError classifies a failed TCP connect: nothing answered.
 func dialError(ctx context.Context, err error, limit time.Duration) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("dial canceled: %w", context.Cause(ctx))
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("%w: no TCP connection within %v: %v", ErrUnreachable, limit, err)
+		return fmt.Errorf("%w: %w: no TCP connection within %v (%v)", ErrUnreachable, ErrNoAnswer, limit, err)
 	}
-	return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	return fmt.Errorf("%w: %w (%v)", ErrUnreachable, ErrNoAnswer, err)
 }
 
 // handshake runs the SSH handshake on raw under HandshakeTimeout and ctx.
@@ -376,13 +462,13 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, addr, user string)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh handshake canceled: %w", context.Cause(ctx))
 		case timedOut.Load() || isTimeout(err):
-			return nil, fmt.Errorf("%w after %v (the host accepts TCP but its SSH server does not answer)", ErrHandshakeTimeout, limit)
+			return nil, fmt.Errorf("%w after %v (the host accepts TCP but its SSH server is too slow or does not answer)", ErrHandshakeTimeout, limit)
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w as user %q with %s: %v", ErrAuth, user, d.auth.describe(), err)
 		case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
 			// sshd hung up before the handshake finished (MaxStartups,
 			// tcp wrappers, still booting): the node is not usable yet.
-			return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+			return nil, fmt.Errorf("%w: %w (%v)", ErrUnreachable, errHandshakeReset, err)
 		}
 		return nil, err
 	}
@@ -478,9 +564,9 @@ func (d *Dialer) dialViaJump(ctx context.Context, addr string) (net.Conn, error)
 			return nil, fmt.Errorf("dial canceled: %w", context.Cause(ctx))
 		}
 		if dctx.Err() != nil {
-			return nil, fmt.Errorf("%w: no connection through %s within %v", ErrUnreachable, d.jumpHost.Name, d.cfg.DialTimeout)
+			return nil, fmt.Errorf("%w: %w: no connection through %s within %v", ErrUnreachable, ErrNoAnswer, d.jumpHost.Name, d.cfg.DialTimeout)
 		}
-		return nil, fmt.Errorf("%w: through %s: %v", ErrUnreachable, d.jumpHost.Name, err)
+		return nil, fmt.Errorf("%w: %w: through %s: %v", ErrUnreachable, ErrNoAnswer, d.jumpHost.Name, err)
 	}
 	return conn, nil
 }
