@@ -197,6 +197,7 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 			}
 			return module.RunResult{}, c.wrap(fmt.Errorf("%w (%v), and reconnecting failed: %w", ErrConnectionLost, err, rerr))
 		}
+		client = fresh // the clean-up session of a stopped command goes here too
 		sess, err = newSession(ctx, fresh)
 	}
 	if err != nil {
