@@ -6,6 +6,20 @@
 // A Dialer is built once per run from Config (keys parsed once, known_hosts
 // loaded once, one ssh-agent connection, one shared bastion connection); each
 // node gets a Conn, which implements module.Runner and module.Reconnector.
+//
+// Three things keep a run safe at scale and when stopped:
+//   - Connection admission (admission.go): handshakes are admitted through
+//     an adaptive (AIMD) window shared by the run, separately from the
+//     engine's forks; the handshake timeout measures the handshake, not the
+//     queue; timeouts and resets are retried with backoff, "no answer at
+//     all" is not.
+//   - Output cap (output.go): one command's stdout+stderr are kept up to
+//     Config.MaxOutput / RunOpts.MaxOutput; past it the command fails with
+//     *module.OutputLimitError.
+//   - Stopping reaches the node (wrapCommand, endRemote): a command that is
+//     cancelled, times out or goes over the cap has its process group
+//     killed on the node from a second session, through sudo when it ran
+//     under sudo, before Run returns.
 package transport
 
 import (
