@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -343,4 +344,58 @@ func TestHandshakeTimeoutExcludesQueue(t *testing.T) {
 		t.Fatalf("dials finished after %v, before the hung ones released their slots", waited)
 	}
 	wg.Wait()
+}
+
+// TestSlowDialLendsItsSlot: hosts that never answer TCP (powered off,
+// filtered) must not hold the admission window for their whole dial
+// timeout: with a window of 2 and two such dials pending, other nodes are
+// still reached.
+func TestSlowDialLendsItsSlot(t *testing.T) {
+	e := newEnv(t)
+	good := e.srv.listen()
+	e.trust(t, good)
+	cfg := e.config()
+	cfg.MaxHandshakes = 2
+	d, err := NewDialer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	release := make(chan struct{})
+	d.dialHook = func(ctx context.Context, addr string) (net.Conn, error) {
+		if addr == "10.0.0.1:22" {
+			<-release // no answer until the test says so
+			return nil, fmt.Errorf("%w: %w (test: filtered)", ErrUnreachable, ErrNoAnswer)
+		}
+		var nd net.Dialer
+		return nd.DialContext(ctx, "tcp", addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dead := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := d.Dial(ctx, Host{Name: "dead", Address: "10.0.0.1", User: "u"}); dead <- err }()
+	}
+	for deadline := time.Now().Add(10 * time.Second); d.AdmissionStats().InFlight != 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the dead dials were never admitted")
+		}
+	}
+	// Both slots are taken by dials that will not finish before these do.
+	for i := range 3 {
+		c, err := d.Dial(ctx, hostOf(t, "n1", good))
+		if err != nil {
+			t.Fatalf("dial %d while dead hosts dial: %v", i, err)
+		}
+		c.Close()
+	}
+	close(release)
+	for range 2 {
+		if err := <-dead; !errors.Is(err, ErrNoAnswer) {
+			t.Fatalf("dead: %v", err)
+		}
+	}
+	if st := d.AdmissionStats(); st.InFlight != 0 || st.Queued != 0 {
+		t.Fatalf("admission not drained: %+v", st)
+	}
 }

@@ -200,6 +200,8 @@ type Dialer struct {
 
 	admit   *admission
 	retries atomic.Int64
+	// dialHook replaces the TCP dial in tests (a host that never answers).
+	dialHook func(ctx context.Context, addr string) (net.Conn, error)
 
 	jumpHost *Host // nil without a bastion
 	jumpMu   sync.Mutex
@@ -377,20 +379,41 @@ func (d *Dialer) attempt(ctx context.Context, h Host, addr string) (_ *ssh.Clien
 	if err != nil {
 		return nil, fmt.Errorf("canceled while waiting to connect: %w", context.Cause(ctx)), false
 	}
-	var raw net.Conn
-	if d.jumpHost != nil {
-		raw, err = d.dialViaJump(ctx, addr)
-	} else {
-		nd := net.Dialer{Timeout: d.cfg.DialTimeout, KeepAlive: 30 * time.Second}
-		raw, err = nd.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			err = dialError(ctx, err, d.cfg.DialTimeout)
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := d.dial(ctx, addr)
+		ch <- dialed{c, err}
+	}()
+	var r dialed
+	grace := time.NewTimer(dialGrace)
+	select {
+	case r = <-ch:
+		grace.Stop()
+	case <-grace.C:
+		// A host that answers accepts TCP within milliseconds; one that
+		// does not (powered off, filtered) would hold its slot for the
+		// whole dial timeout. Lend the slot out meanwhile and queue again
+		// once TCP is up.
+		s.neutral()
+		s = nil
+		if r = <-ch; r.err == nil {
+			if s, err = d.admit.acquire(ctx); err != nil {
+				r.c.Close()
+				return nil, fmt.Errorf("canceled while waiting to connect: %w", context.Cause(ctx)), false
+			}
 		}
 	}
-	if err != nil {
-		s.neutral()
-		return nil, err, false
+	if r.err != nil {
+		if s != nil {
+			s.neutral()
+		}
+		return nil, r.err, false
 	}
+	raw := r.c
 	start := time.Now()
 	client, err := d.handshake(ctx, raw, addr, h.User)
 	switch {
@@ -404,6 +427,26 @@ func (d *Dialer) attempt(ctx context.Context, h Host, addr string) (_ *ssh.Clien
 	}
 	s.neutral()
 	return nil, err, false
+}
+
+// dialGrace is how long a TCP dial may hold an admission slot.
+const dialGrace = time.Second
+
+// dial opens the TCP connection (or the bastion channel) to addr. Errors
+// are classified: ErrNoAnswer when nothing answered.
+func (d *Dialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if d.dialHook != nil {
+		return d.dialHook(ctx, addr)
+	}
+	if d.jumpHost != nil {
+		return d.dialViaJump(ctx, addr)
+	}
+	nd := net.Dialer{Timeout: d.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	raw, err := nd.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, dialError(ctx, err, d.cfg.DialTimeout)
+	}
+	return raw, nil
 }
 
 // AdmissionStats reports the handshake admission's state now.
