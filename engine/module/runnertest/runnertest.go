@@ -62,6 +62,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) module.Runner, caps ...Capab
 	t.Run("stdout and stderr kept apart", s.streams)
 	t.Run("stdin streamed", s.stdin)
 	t.Run("sudo", s.sudo)
+	t.Run("concurrent runs", s.concurrent)
 	t.Run("timeout ends the command", func(t *testing.T) { s.stopped(t, "timeout") })
 	t.Run("cancel ends the command", func(t *testing.T) { s.stopped(t, "cancel") })
 	t.Run("output cap", s.outputCap)
@@ -219,6 +220,27 @@ func (s suite) stdin(t *testing.T) {
 	}
 }
 
+// concurrent: the engine runs several commands on one runner at once
+// (probes, apply steps); each gets its own result.
+func (s suite) concurrent(t *testing.T) {
+	r := s.newRunner(t)
+	ctx := testContext(t)
+	const n = 16
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sudo := i%2 == 1 && !s.noSudo
+			res, err := r.Run(ctx, fmt.Sprintf("sleep 0.2; echo out-%d; echo err-%d >&2; exit %d", i, i, i), module.RunOpts{Sudo: sudo, Stdin: strings.NewReader("x")})
+			if err != nil || string(res.Stdout) != fmt.Sprintf("out-%d\n", i) || string(res.Stderr) != fmt.Sprintf("err-%d\n", i) || res.ExitCode != i {
+				t.Errorf("run %d (sudo=%v): %q %q exit %d err %v", i, sudo, res.Stdout, res.Stderr, res.ExitCode, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
 func (s suite) sudo(t *testing.T) {
 	r := s.newRunner(t)
 	ctx := testContext(t)
@@ -262,7 +284,7 @@ func (s suite) stopped(t *testing.T, how string) {
 	start := time.Now()
 	switch how {
 	case "timeout":
-		_, err = r.Run(ctx, cmd, module.RunOpts{Sudo: sudo, Timeout: 2 * time.Second})
+		_, err = r.Run(ctx, cmd, module.RunOpts{Sudo: sudo, Timeout: 5 * time.Second})
 		if !errors.Is(err, module.ErrCommandTimeout) {
 			t.Fatalf("err = %v, want module.ErrCommandTimeout", err)
 		}
@@ -284,8 +306,19 @@ func (s suite) stopped(t *testing.T, how string) {
 	if took := time.Since(start); took > 50*time.Second {
 		t.Fatalf("Run returned after %v: the command was not stopped", took)
 	}
-	res := run(t, ctx, r, "cat "+pids, module.RunOpts{})
+	res := run(t, ctx, r, "cat "+pids+" 2>/dev/null || true", module.RunOpts{})
 	ids := strings.Fields(string(res.Stdout))
+	if len(ids) == 0 && how == "timeout" {
+		// On a very busy machine sudo alone can take longer than the
+		// timeout: then the command must never start at all.
+		time.Sleep(3 * time.Second)
+		res = run(t, ctx, r, "cat "+pids+" "+marker+" 2>/dev/null || true", module.RunOpts{})
+		if len(res.Stdout) != 0 {
+			t.Fatalf("the command started after its timeout: %q", res.Stdout)
+		}
+		t.Log("the timeout came before the command started; it never did")
+		return
+	}
 	if len(ids) != 2 {
 		t.Fatalf("pids file %q", res.Stdout)
 	}
