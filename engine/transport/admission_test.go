@@ -399,3 +399,24 @@ func TestSlowDialLendsItsSlot(t *testing.T) {
 		t.Fatalf("admission not drained: %+v", st)
 	}
 }
+
+func TestRetryable(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("%w after 10s (the host accepts TCP ...)", ErrHandshakeTimeout), true},
+		{fmt.Errorf("%w: %w (EOF)", ErrUnreachable, errHandshakeReset), true},
+		{fmt.Errorf("%w: %w (connect: connection refused)", ErrUnreachable, ErrNoAnswer), false},
+		{fmt.Errorf("%w: %w: no TCP connection within 10s", ErrUnreachable, ErrNoAnswer), false},
+		{fmt.Errorf("%w as user %q", ErrAuth, "centos"), false},
+		{fmt.Errorf("%w: MAN-IN-THE-MIDDLE", ErrHostKeyChanged), false},
+		{ErrHostKeyUnknown, false},
+		{fmt.Errorf("ssh handshake canceled: %w", context.Canceled), false},
+		{errors.New("ssh: unexpected message"), false},
+	} {
+		if got := retryable(tc.err); got != tc.want {
+			t.Errorf("retryable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}

@@ -421,12 +421,20 @@ func (d *Dialer) attempt(ctx context.Context, h Host, addr string) (_ *ssh.Clien
 		s.succeeded(time.Since(start))
 		d.startKeepalive(client)
 		return client, nil, false
-	case ctx.Err() == nil && (errors.Is(err, ErrHandshakeTimeout) || errors.Is(err, errHandshakeReset)):
+	case ctx.Err() == nil && retryable(err):
 		s.congested()
 		return nil, err, true
 	}
 	s.neutral()
 	return nil, err, false
+}
+
+// retryable says whether a failed handshake is worth another attempt: a
+// server that accepted TCP but was too slow (timeout) or hung up (reset:
+// MaxStartups, booting) may well answer the next time. Nothing answering,
+// authentication and host key failures will not change by retrying.
+func retryable(err error) bool {
+	return errors.Is(err, ErrHandshakeTimeout) || errors.Is(err, errHandshakeReset)
 }
 
 // dialGrace is how long a TCP dial may hold an admission slot.
