@@ -248,7 +248,7 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 		// whose channel closed, and a signal request reaches only the
 		// session's first process, which under sudo belongs to root. So the
 		// command's process group is ended from a second session.
-		if kerr := c.endRemote(ctx, client, errFilter.pgid, waited, opts.Sudo); kerr != nil {
+		if kerr := c.endRemote(ctx, client, errFilter, waited, opts.Sudo); kerr != nil {
 			stopErr = fmt.Errorf("%w (and ending the command on the node failed: %v)", stopErr, kerr)
 		}
 		sess.Close()
@@ -412,20 +412,22 @@ kill -s KILL -- -%[1]d; exit 0`, g)
 // second session on the same connection. It waits (boundedly) for the
 // group id if the wrapper has not reported it yet; a command whose session
 // already ended without one had nothing left to end.
-func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, pgid <-chan int, waited <-chan error, sudo bool) error {
+func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, f *pgidFilter, waited <-chan error, sudo bool) error {
 	// The caller's context is over (or about to be): the clean-up gets its
 	// own short deadline so Ctrl-C still returns within seconds.
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
 	defer cancel()
 	var g int
 	select {
-	case g = <-pgid:
+	case g = <-f.pgid:
 	case <-waited:
 		select {
-		case g = <-pgid:
+		case g = <-f.pgid:
 		default:
 			return nil
 		}
+	case <-f.none:
+		return errors.New("the command did not report its process group (no /proc or setsid on the node?)")
 	case <-kctx.Done():
 		return errors.New("the command never reported its process group")
 	}

@@ -75,10 +75,13 @@ type pgidFilter struct {
 	head []byte
 	done bool
 	pgid chan int // buffered (1): receives the group id once
+	// none is closed when stderr began with something else: no group id
+	// will come (sudo refused, or a node without /proc or setsid).
+	none chan struct{}
 }
 
 func newPgidFilter(dst *cappedBuffer) *pgidFilter {
-	return &pgidFilter{dst: dst, pgid: make(chan int, 1)}
+	return &pgidFilter{dst: dst, pgid: make(chan int, 1), none: make(chan struct{})}
 }
 
 func (f *pgidFilter) Write(p []byte) (int, error) {
@@ -94,6 +97,8 @@ func (f *pgidFilter) Write(p []byte) (int, error) {
 		if g, ok := parsePgidLine(head[:i]); ok {
 			f.pgid <- g
 			head = head[i+1:]
+		} else {
+			close(f.none)
 		}
 		if len(head) == 0 {
 			return n, nil
@@ -106,6 +111,7 @@ func (f *pgidFilter) Write(p []byte) (int, error) {
 	// Still no newline: keep waiting only while this can be the marker.
 	if len(f.head) > len(pgidMarker)+20 || !bytes.HasPrefix(f.head, []byte(pgidMarker)[:min(len(f.head), len(pgidMarker))]) {
 		f.done = true
+		close(f.none)
 		head := f.head
 		f.head = nil
 		if _, err := f.dst.Write(head); err != nil {
@@ -120,6 +126,7 @@ func (f *pgidFilter) Write(p []byte) (int, error) {
 func (f *pgidFilter) flush() {
 	if !f.done && len(f.head) > 0 {
 		f.done = true
+		close(f.none)
 		f.dst.Write(f.head)
 		f.head = nil
 	}

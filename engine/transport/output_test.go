@@ -44,6 +44,16 @@ func TestPgidFilter(t *testing.T) {
 			case got = <-f.pgid:
 			default:
 			}
+			select {
+			case <-f.none:
+				if tc.pgid != 0 {
+					t.Error("none closed although the group was reported")
+				}
+			default:
+				if tc.pgid == 0 && len(tc.out) > 2 {
+					t.Error("none not closed although stderr began with something else")
+				}
+			}
 			if got != tc.pgid || string(buf.bytes()) != tc.out {
 				t.Fatalf("pgid %d output %q, want %d %q", got, buf.bytes(), tc.pgid, tc.out)
 			}
