@@ -262,7 +262,7 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 	default:
 	}
 
-	res := module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}
+	res := module.RunResult{Stdout: stdout.final(), Stderr: stderr.final()}
 	var exitErr *ssh.ExitError
 	switch {
 	case err == nil:
@@ -364,31 +364,37 @@ func (r readerOnly) Read(p []byte) (int, error) {
 
 // wrapCommand makes the remote command string. The command always runs
 // under `sh -c`, so its syntax is POSIX sh whatever the user's login shell
-// is; with sudo the whole wrapper runs under `sudo -n --` (-n: fail instead
-// of prompting).
+// is; with sudo it becomes `sudo -n -- sh -c '...'` (-n: fail instead of
+// prompting).
 //
-// The wrapper first makes sure the command leads its own process group
-// (sshd's session child already does: sshd calls setsid for it; under sudo
-// `setsid` makes a new one without forking, so the pid stays) and reports
-// that group on the first line of stderr (pgidMarker), which Run takes off
-// again. Run ends the whole group with it when the command is cancelled,
-// times out or prints too much. Without /proc or setsid the command runs
-// all the same, just without the report. The command itself is run by a
-// fresh `sh -c` exactly as given.
+// Around it, a small wrapper run as the login user reports the process
+// group the command will run in, on the first line of stderr (pgidMarker;
+// Run takes it off again), so that Run can end the whole group when the
+// command is cancelled, times out or prints too much. It reports only a
+// group it leads itself: sshd makes each session's first process a session
+// and group leader (setsid), so that group holds exactly this command's
+// processes, sudo and the root command under it included (sudo without a
+// terminal keeps its command in its own group, as job control needs). The
+// wrapper then execs sudo or sh in place, keeping its pid and so the group.
+// Should it not lead its group (a server that does not setsid), it first
+// makes one with `setsid` rather than report a group shared with others;
+// without /proc or setsid the command runs all the same, unreported.
 func wrapCommand(command string, sudo bool) string {
-	s := "sh -c " + shellQuote(groupWrapper) + " " + shellQuote(groupWrapper) + " " + shellQuote(command)
+	run := `exec sh -c "$1"`
 	if sudo {
-		return "sudo -n -- " + s
+		run = `exec sudo -n -- sh -c "$1"`
 	}
-	return s
+	w := strings.ReplaceAll(groupWrapper, "RUN", run)
+	return "sh -c " + shellQuote(w) + " " + shellQuote(w) + " " + shellQuote(command)
 }
 
-// groupWrapper is run as `sh -c W W CMD` ($0 is W itself, so it can re-run
-// itself under setsid; $2 marks that second run).
+// groupWrapper is run as `sh -c W W CMD` ($0 is W itself, so that it can
+// re-run itself under setsid; $2 marks that second run). RUN is replaced
+// by the exec of the command.
 const groupWrapper = `g=; read -r _ _ _ _ g _ </proc/$$/stat 2>/dev/null
-if [ "$g" = "$$" ]; then printf '` + pgidMarker + `%s\n' "$g" >&2; exec sh -c "$1"; fi
+if [ "$g" = "$$" ]; then printf '` + pgidMarker + `%s\n' "$g" >&2; RUN; fi
 if [ -n "$g" ] && [ -z "$2" ] && command -v setsid >/dev/null 2>&1; then exec setsid sh -c "$0" "$0" "$1" again; fi
-exec sh -c "$1"`
+RUN`
 
 // killGroupCommand ends process group g: TERM, up to 2 s for it to go, then
 // KILL. It runs as the user the command ran as (root through sudo). It says

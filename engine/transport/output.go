@@ -61,6 +61,10 @@ func (b *cappedBuffer) bytes() []byte {
 	return bytes.Clone(b.buf.Bytes())
 }
 
+// final returns what the stream kept, without a copy: only once the
+// session's copy goroutines are done (after Wait).
+func (b *cappedBuffer) final() []byte { return b.buf.Bytes() }
+
 // pgidMarker starts the line the command wrapper writes first on stderr:
 // the id of the process group the command runs in (see wrapCommand).
 const pgidMarker = "nksrun-pgid:"

@@ -124,15 +124,19 @@ func TestE2ERunner(t *testing.T) {
 			pid = strings.TrimSpace(string(mustRun(t, c, "cat "+dir+"/pid 2>/dev/null || true", false).Stdout))
 		}
 		// The sleep is the shell's child; find it before cancelling.
-		sleepPid := strings.TrimSpace(string(mustRun(t, c, "pgrep -P "+pid+" sleep || true", false).Stdout))
+		var sleepPid string
+		for deadline := time.Now().Add(time.Minute); sleepPid == ""; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the sleep never started")
+			}
+			sleepPid = strings.TrimSpace(string(mustRun(t, c, "pgrep -P "+pid+" sleep || true", false).Stdout))
+		}
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("err = %v", err)
 		}
 		waitGoneOnNode(t, c, pid)
-		if sleepPid != "" {
-			waitGoneOnNode(t, c, sleepPid)
-		}
+		waitGoneOnNode(t, c, sleepPid)
 		if out := mustRun(t, c, "ls "+dir, false).Stdout; strings.Contains(string(out), "MARKER") {
 			t.Fatal("MARKER appeared: the command went on after the cancel")
 		}
