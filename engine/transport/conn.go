@@ -76,7 +76,7 @@ func (c *Conn) Reconnect(ctx context.Context) error {
 	backoff := 250 * time.Millisecond
 	var last error // the last failure that was not caused by ctx ending
 	for {
-		client, err := c.d.connect(ctx, c.host, c.addr, 1)
+		client, err := c.d.connect(ctx, c.host, c.addr, 1, false)
 		if err == nil {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -129,7 +129,7 @@ func (c *Conn) redial(ctx context.Context, dead *ssh.Client) (*ssh.Client, error
 		return cur, nil
 	}
 	dead.Close()
-	client, err := c.d.connect(ctx, c.host, c.addr, 1)
+	client, err := c.d.connect(ctx, c.host, c.addr, 1, false)
 	if err != nil {
 		return nil, err
 	}

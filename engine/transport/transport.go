@@ -310,7 +310,7 @@ func (d *Dialer) Dial(ctx context.Context, h Host) (*Conn, error) {
 		sem:     make(chan struct{}, d.cfg.MaxSessions),
 		killSem: make(chan struct{}, 2),
 	}
-	client, err := d.connect(ctx, h, c.addr, d.cfg.HandshakeAttempts)
+	client, err := d.connect(ctx, h, c.addr, d.cfg.HandshakeAttempts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -335,11 +335,12 @@ func (d *Dialer) fill(h Host) Host {
 // authenticates, and starts keepalives, under the Dialer's admission. A
 // handshake that timed out or was reset is retried with backoff, up to
 // attempts in all; "no answer at all" (refused, no route, no TCP within the
-// dial timeout) is not: the node is not there. Errors are *Error for h.
-func (d *Dialer) connect(ctx context.Context, h Host, addr string, attempts int) (*ssh.Client, error) {
+// dial timeout) is not: the node is not there. learn: see attempt. Errors
+// are *Error for h.
+func (d *Dialer) connect(ctx context.Context, h Host, addr string, attempts int, learn bool) (*ssh.Client, error) {
 	wrap := func(err error) error { return &Error{Node: h.Name, Addr: addr, Err: err} }
 	for n := 1; ; n++ {
-		client, err, retry := d.attempt(ctx, h, addr)
+		client, err, retry := d.attempt(ctx, h, addr, learn)
 		switch {
 		case err == nil:
 			return client, nil
@@ -374,7 +375,12 @@ const retryBackoff = 500 * time.Millisecond
 // attempt is one admitted dial and handshake. retry says whether a
 // failure is worth another attempt (a handshake timeout or reset: a slow
 // or busy server, not an absent one) and has fed the admission window.
-func (d *Dialer) attempt(ctx context.Context, h Host, addr string) (_ *ssh.Client, _ error, retry bool) {
+//
+// learn says whether the outcome feeds the window (a handshake's time, a
+// timeout or reset as congestion). A first connection does; the redials of one node that is known to be rebooting
+// or recovering (Reconnect, a dead connection found by Run) do not: a node
+// still booting is slow on its own, and must not shrink everyone's window.
+func (d *Dialer) attempt(ctx context.Context, h Host, addr string, learn bool) (_ *ssh.Client, _ error, retry bool) {
 	s, err := d.admit.acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("canceled while waiting to connect: %w", context.Cause(ctx)), false
@@ -418,11 +424,19 @@ func (d *Dialer) attempt(ctx context.Context, h Host, addr string) (_ *ssh.Clien
 	client, err := d.handshake(ctx, raw, addr, h.User)
 	switch {
 	case err == nil:
-		s.succeeded(time.Since(start))
+		if learn {
+			s.succeeded(time.Since(start))
+		} else {
+			s.neutral()
+		}
 		d.startKeepalive(client)
 		return client, nil, false
 	case ctx.Err() == nil && retryable(err):
-		s.congested()
+		if learn {
+			s.congested()
+		} else {
+			s.neutral()
+		}
 		return nil, err, true
 	}
 	s.neutral()
