@@ -25,11 +25,17 @@ func newOutputCap(limit int64) *outputCap {
 }
 
 // cappedBuffer is one stream (stdout or stderr) of a command, charged to
-// the shared outputCap. It keeps at most what fits in the budget.
+// the shared outputCap. It keeps at most what fits in the budget, in
+// fixed-size chunks: a growing bytes.Buffer would hold its old and new
+// arrays at once and end up with up to twice the cap allocated, for every
+// command that prints a lot.
 type cappedBuffer struct {
-	c   *outputCap
-	buf bytes.Buffer
+	c      *outputCap
+	chunks [][]byte
+	n      int
 }
+
+const chunkSize = 64 << 10
 
 func (b *cappedBuffer) Write(p []byte) (int, error) {
 	c := b.c
@@ -39,7 +45,7 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 		// Keep what fits (a caller may show the head of the output), then
 		// refuse: the stream is over the limit.
 		n := int(max(room, 0))
-		b.buf.Write(p[:n])
+		b.append(p[:n])
 		c.used += int64(n)
 		select {
 		case <-c.over:
@@ -48,22 +54,53 @@ func (b *cappedBuffer) Write(p []byte) (int, error) {
 		}
 		return n, errOutputLimit
 	}
-	b.buf.Write(p)
+	b.append(p)
 	c.used += int64(len(p))
 	return len(p), nil
 }
 
+func (b *cappedBuffer) append(p []byte) {
+	for len(p) > 0 {
+		if len(b.chunks) == 0 || len(b.chunks[len(b.chunks)-1]) == chunkSize {
+			b.chunks = append(b.chunks, make([]byte, 0, min(chunkSize, max(len(p), 512))))
+		}
+		last := &b.chunks[len(b.chunks)-1]
+		if cap(*last) < chunkSize && len(*last)+len(p) > cap(*last) {
+			// A small first chunk grows up to chunkSize (most commands
+			// print a few bytes and should not cost 64 KiB each).
+			grown := make([]byte, len(*last), min(chunkSize, max(2*cap(*last), len(*last)+len(p))))
+			copy(grown, *last)
+			*last = grown
+		}
+		k := min(len(p), cap(*last)-len(*last))
+		*last = append(*last, p[:k]...)
+		b.n += k
+		p = p[k:]
+	}
+}
+
 // bytes returns what the stream kept so far. It may be called while the
-// session's copy goroutines are still running (a command being ended).
+// session's copy goroutines are still running (a command being ended):
+// later writes never change bytes already kept.
 func (b *cappedBuffer) bytes() []byte {
 	b.c.mu.Lock()
 	defer b.c.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
+	return b.join()
 }
 
-// final returns what the stream kept, without a copy: only once the
-// session's copy goroutines are done (after Wait).
-func (b *cappedBuffer) final() []byte { return b.buf.Bytes() }
+// final is bytes once the session's copy goroutines are done (after Wait).
+func (b *cappedBuffer) final() []byte { return b.join() }
+
+func (b *cappedBuffer) join() []byte {
+	if len(b.chunks) == 1 {
+		return b.chunks[0]
+	}
+	out := make([]byte, 0, b.n)
+	for _, c := range b.chunks {
+		out = append(out, c...)
+	}
+	return out
+}
 
 // pgidMarker starts the line the command wrapper writes first on stderr:
 // the id of the process group the command runs in (see wrapCommand).

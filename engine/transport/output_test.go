@@ -1,9 +1,11 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,6 +92,39 @@ func TestCappedBuffer(t *testing.T) {
 	b := &cappedBuffer{c: c2}
 	if n, err := b.Write([]byte("abcdef")); n != 4 || err == nil || string(b.bytes()) != "abcd" {
 		t.Fatalf("%d %v %q", n, err, b.bytes())
+	}
+}
+
+// TestCappedBufferChunks: whatever the sizes of the writes, the bytes come
+// back in order and complete.
+func TestCappedBufferChunks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, sizes := range [][]int{{1}, {0, 5}, {511, 1, 512}, {chunkSize}, {chunkSize + 1}, {3 * chunkSize, 7}, nil} {
+		if sizes == nil { // many random ones
+			for range 200 {
+				sizes = append(sizes, rng.IntN(3*chunkSize/2))
+			}
+		}
+		b := &cappedBuffer{c: newOutputCap(1 << 30)}
+		var want []byte
+		for _, n := range sizes {
+			p := make([]byte, n)
+			for i := range p {
+				p[i] = byte(rng.Uint32())
+			}
+			want = append(want, p...)
+			if k, err := b.Write(p); k != n || err != nil {
+				t.Fatalf("Write(%d) = %d, %v", n, k, err)
+			}
+		}
+		if got := b.final(); !bytes.Equal(got, want) {
+			t.Fatalf("sizes %v: got %d bytes, want %d (equal prefix: %v)", sizes[:min(len(sizes), 5)], len(got), len(want), bytes.HasPrefix(want, got))
+		}
+		for _, c := range b.chunks {
+			if cap(c) > chunkSize {
+				t.Fatalf("a chunk of %d bytes", cap(c))
+			}
+		}
 	}
 }
 
