@@ -91,6 +91,11 @@ func TestWrapCommandLocal(t *testing.T) {
 			c := exec.Command("sh", "-c", wrapCommand(cmd, sudo))
 			c.Env = append(os.Environ(), path)
 			got, err := c.CombinedOutput()
+			// The wrapper's first line (its process group) comes first.
+			marker, got, ok := bytes.Cut(got, []byte("\n"))
+			if _, isGroup := parsePgidLine(marker); !ok || !isGroup {
+				t.Errorf("sudo=%v %q: first line %q is not the process group", sudo, cmd, marker)
+			}
 			if err != nil || !bytes.Equal(got, want) {
 				t.Errorf("sudo=%v %q:\n got %q (%v)\nwant %q", sudo, cmd, got, err, want)
 			}
