@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"nksrun/engine/module"
+	"nksrun/engine/shell"
 )
 
 var (
@@ -385,7 +386,7 @@ func wrapCommand(command string, sudo bool) string {
 		run = `exec sudo -n -- sh -c "$1"`
 	}
 	w := strings.ReplaceAll(groupWrapper, "RUN", run)
-	return "sh -c " + shellQuote(w) + " " + shellQuote(w) + " " + shellQuote(command)
+	return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " " + shell.Quote(command)
 }
 
 // groupWrapper is run as `sh -c W W CMD` ($0 is W itself, so that it can
@@ -409,9 +410,9 @@ echo sent; exec >/dev/null 2>&1 </dev/null
 i=0; while [ $i -lt 20 ] && kill -s 0 -- -%[1]d; do sleep 0.1; i=$((i+1)); done
 kill -s KILL -- -%[1]d; exit 0`, g)
 	if sudo {
-		return "sudo -n -- sh -c " + shellQuote(s)
+		return "sudo -n -- sh -c " + shell.Quote(s)
 	}
-	return "sh -c " + shellQuote(s)
+	return "sh -c " + shell.Quote(s)
 }
 
 // endRemote ends a stopped command's process group on the node through a
@@ -522,9 +523,3 @@ func (f *firstLine) Write(p []byte) (int, error) {
 
 // killTimeout bounds ending a stopped command on the node.
 const killTimeout = 15 * time.Second
-
-// shellQuote single-quotes s for sh: inside single quotes nothing is
-// special except the quote itself, written as '\”.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}

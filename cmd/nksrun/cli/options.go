@@ -24,6 +24,7 @@ type options struct {
 	jump          string
 	connectTO     time.Duration
 	commandTO     time.Duration
+	maxOutput     string
 	forks         int
 
 	// run
@@ -80,6 +81,7 @@ func sshFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.jump, "jump", "", "bastion [user@]host[:port] to reach the nodes through")
 	fs.DurationVar(&o.connectTO, "connect-timeout", 10*time.Second, "limit for TCP connect and, separately, the SSH handshake")
 	fs.DurationVar(&o.commandTO, "command-timeout", 10*time.Minute, "limit for one command on a node")
+	fs.StringVar(&o.maxOutput, "max-output", "16MiB", "most output (stdout+stderr) kept from one command on a node; more fails that node")
 	fs.IntVar(&o.forks, "forks", 256, "nodes worked on at once")
 }
 

@@ -100,7 +100,12 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		if err != nil {
 			return nil, usageError{err.Error()}
 		}
+		maxOut, err := transport.ParseSize(o.maxOutput)
+		if err != nil || maxOut <= 0 {
+			return nil, usageError{fmt.Sprintf("--max-output %q: want a size like 16MiB", o.maxOutput)}
+		}
 		d, err := transport.NewDialer(transport.Config{
+			MaxOutput:        maxOut,
 			Identities:       o.identities,
 			UseAgent:         os.Getenv("SSH_AUTH_SOCK") != "",
 			KnownHosts:       o.knownHosts,
