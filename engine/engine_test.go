@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"nksrun/engine/module"
@@ -93,13 +94,20 @@ func (unreachableErr) Unreachable() bool { return true }
 
 // localConnector gives every node a local sh runner; names in down are
 // unreachable.
-type localConnector struct{ down map[string]bool }
+type localConnector struct {
+	down    map[string]bool
+	runners *sync.Map // host name → *moduletest.LocalRunner
+}
 
 func (c localConnector) Connect(_ context.Context, h inventory.Host) (module.Runner, error) {
 	if c.down[h.Name] {
 		return nil, unreachableErr{}
 	}
-	return &moduletest.LocalRunner{}, nil
+	r := &moduletest.LocalRunner{}
+	if c.runners != nil {
+		c.runners.Store(h.Name, r)
+	}
+	return r, nil
 }
 
 const testRunbook = `name: t
@@ -161,7 +169,10 @@ func setupEngine(t *testing.T, nodes []node, down map[string]bool, o Options, rb
 		facts := map[string]any{"name": n.name, "ready": n.ready, "labels": map[string]any{"role": n.role}}
 		o.Hosts = append(o.Hosts, inventory.Host{Name: n.name, Address: nd, Port: 22, Labels: map[string]string{"role": n.role}, Facts: facts})
 	}
-	o.Registry, o.Connector = reg, localConnector{down: down}
+	if o.Connector == nil {
+		o.Connector = localConnector{down: down}
+	}
+	o.Registry = reg
 	e := New(o)
 	t.Cleanup(e.Close)
 	return e, rb, paths
@@ -344,5 +355,44 @@ func TestSavedPlanEditsAreRefused(t *testing.T) {
 				t.Errorf("file changed: %q", b)
 			}
 		})
+	}
+}
+
+// TestManyRunbooksOneExecPerNode: planning several runbooks (doctor plans
+// all 13) reads each node's facts for all of them in one exec over one
+// connection.
+func TestManyRunbooksOneExecPerNode(t *testing.T) {
+	runners := &sync.Map{}
+	nodes := []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true, file: "v2"}}
+	e, rb1, _ := setupEngine(t, nodes, nil, Options{Connector: localConnector{runners: runners}}, testRunbook)
+	reg := module.Registry{"line": func() module.Module { return lineModule{} }, "report": report.New}
+	rb2, err := runbook.Parse(filepath.Join(t.TempDir(), "t2.yaml"), []byte(strings.Replace(testRunbook, "name: t\n", "name: t2\n", 1)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.Plan(context.Background(), []*runbook.Runbook{rb1, rb2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Runbooks) != 2 {
+		t.Fatalf("planned %d runbooks", len(p.Runbooks))
+	}
+	for _, rp := range p.Runbooks {
+		got := map[string]string{}
+		for _, tp := range rp.Targets {
+			got[tp.Name] = string(tp.Status)
+		}
+		if got["a"] != "changes" || got["b"] != "ok" {
+			t.Errorf("runbook %s: %v", rp.Name, got)
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		r, ok := runners.Load(n)
+		if !ok {
+			t.Fatalf("%s: never connected", n)
+		}
+		if calls := r.(*moduletest.LocalRunner).Calls.Load(); calls != 1 {
+			t.Errorf("%s: %d execs for two runbooks, want 1", n, calls)
+		}
 	}
 }

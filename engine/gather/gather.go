@@ -213,20 +213,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// Node runs the built-in probes, the runbook's command facts and extra
-// (step) probes in one round trip. It returns host.* facts and fills facts
-// with the parsed command facts.
-func Node(ctx context.Context, r module.Runner, rb *runbook.Runbook, extra []module.Probe, facts map[string]any) (map[string]any, map[string]module.ProbeResult, error) {
-	probes := append(append(append([]module.Probe{}, BuiltinProbes...), FactProbes(rb)...), extra...)
-	results, err := Run(ctx, r, probes)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := ParseFacts(rb, results, facts); err != nil {
-		return nil, nil, err
-	}
-	return HostFacts(results), results, nil
-}
 
 // ParseFacts fills facts with the runbook's command facts found in results.
 func ParseFacts(rb *runbook.Runbook, results map[string]module.ProbeResult, facts map[string]any) error {
