@@ -213,7 +213,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-
 // ParseFacts fills facts with the runbook's command facts found in results.
 func ParseFacts(rb *runbook.Runbook, results map[string]module.ProbeResult, facts map[string]any) error {
 	for _, name := range sortedKeys(rb.Facts) {
