@@ -242,6 +242,10 @@ func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyC
 	})
 	if err != nil {
 		raw.Close()
+		var ke *knownhosts.KeyError
+		if errors.As(err, &ke) {
+			return fmt.Errorf("ssh handshake: %w", err) // a wrong host key stays wrong: no retry
+		}
 		return connError{fmt.Errorf("ssh handshake: %w", err)}
 	}
 	client := ssh.NewClient(cc, chans, reqs)
