@@ -279,6 +279,10 @@ func TestReport(t *testing.T) {
 	if got := renderReport(r); !strings.Contains(got, "**not a default-flags run**: nksrun also got `--connect-timeout 120s`") {
 		t.Errorf("a run with extra flags must say so:\n%s", got)
 	}
+	r.Sizes[0].Idle = 0.6
+	if got := renderReport(r); !strings.Contains(got, "**The machine was busy before measuring (60% of its CPU)") {
+		t.Errorf("a run on a busy machine must say so:\n%s", got)
+	}
 }
 
 func benchDir(t *testing.T) string {

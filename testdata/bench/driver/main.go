@@ -134,6 +134,10 @@ func run() error {
 		b := &bench{n: n, work: work, doctorRBs: doctorRBs, first: i == 0}
 		sz, err := b.run(ctx)
 		if err != nil {
+			if len(rep.Sizes) > 0 {
+				// The sizes measured before stand: every run of them completed.
+				fmt.Print(renderReport(rep))
+			}
 			return fmt.Errorf("%d nodes: %w", n, err)
 		}
 		if sz == nil { // -costmodel, -hold

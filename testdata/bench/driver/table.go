@@ -79,6 +79,10 @@ const (
 	rssTargetMB  = 100
 )
 
+// busyLoad is the background load above which the report warns that the
+// figures were taken on a busy machine.
+const busyLoad = 0.10
+
 func renderReport(r report) string {
 	var b strings.Builder
 	for _, sz := range r.Sizes {
@@ -95,8 +99,12 @@ func renderSize(b *strings.Builder, r report, sz sizeResult) {
 	if r.Extra != "" {
 		flags = fmt.Sprintf("**not a default-flags run**: nksrun also got `%s`", r.Extra)
 	}
-	fmt.Fprintf(b, "%d docker-runtime nodes, median (min–max) of %d repetitions, %s. Every run counted reached and completed all %d nodes (the driver fails otherwise). Background CPU load before measuring: %.0f%%.\n\n",
-		sz.N, sz.Reps, flags, sz.N, sz.Idle*100)
+	load := fmt.Sprintf("Background CPU load before measuring: %.0f%%.", sz.Idle*100)
+	if sz.Idle > busyLoad {
+		load = fmt.Sprintf("**The machine was busy before measuring (%.0f%% of its CPU): wall times and ratios are skewed; node CPU per node is the figure to trust.**", sz.Idle*100)
+	}
+	fmt.Fprintf(b, "%d docker-runtime nodes, median (min–max) of %d repetitions, %s. Every run counted reached and completed all %d nodes (the driver fails otherwise). %s\n\n",
+		sz.N, sz.Reps, flags, sz.N, load)
 
 	b.WriteString("| run | wall s | peak RSS MB | process CPU s | node CPU / node ms | machine CPU s |\n")
 	b.WriteString("|---|---:|---:|---:|---:|---:|\n")
