@@ -40,7 +40,7 @@ vet:
 # skipping when those are missing.
 test: deps vet
 	$(GO) run ./cmd/testbed build-apiserver
-	$(GO) test -race -count=1 -timeout 60m ./...
+	$(GO) test -race -count=1 -timeout 60m ./... ./testdata/bench/...
 	$(MAKE) fuzz FUZZTIME=5s
 
 unit:
