@@ -40,7 +40,7 @@ vet:
 # skipping when those are missing.
 test: deps vet
 	$(GO) run ./cmd/testbed build-apiserver
-	$(GO) test -race -count=1 -timeout 60m ./...
+	$(GO) test -race -count=1 -timeout 60m ./... ./testdata/bench/...
 	$(MAKE) fuzz FUZZTIME=5s
 
 unit:
@@ -66,10 +66,18 @@ demo: testbed
 	echo "+ nksrun plan --detailed-exitcode $$F runbooks/logrotate.yaml"; ./bin/nksrun plan --detailed-exitcode $$F runbooks/logrotate.yaml; \
 	echo; echo "In sync. The testbed stays up: try other runbooks with the flags above; 'make testbed-down' removes it."
 
-# bench: as root, a 200-node testbed; nksrun plan/apply against the floor
-# (one connection + one exec per node), then the engine micro-benchmarks.
+# bench: as root, a testbed per size in BENCH_N (200; BENCH_N=200,1000 for
+# both tables): nksrun plan/apply against the floor (one connection + one
+# exec per node), doctor against one runbook's plan, median (min-max) of
+# BENCH_REPS, with nksrun's default flags; then the engine micro-benchmarks.
+# It fails when any node of a measured run was unreachable or failed: a
+# figure counts only complete runs. BENCH_FLAGS passes more driver flags
+# (e.g. -md bench.md, -v).
+BENCH_N     ?= 200
+BENCH_REPS  ?= 5
+BENCH_FLAGS ?=
 bench: deps
-	$(GO) run ./testdata/bench/driver -n 200 -reps 5
+	$(GO) run ./testdata/bench/driver -n $(BENCH_N) -reps $(BENCH_REPS) $(BENCH_FLAGS)
 	$(GO) test ./engine -run '^$$' -bench . -benchmem
 
 # fuzz runs every fuzz target for FUZZTIME each (make test: 5s each).
