@@ -34,11 +34,10 @@ func (e *Engine) k8sFacts(ctx context.Context, rb *runbook.Runbook) (map[string]
 }
 
 // K8sLookup gets one object (Name set; nil when absent) or lists objects.
-// Secrets are refused: their values would reach expressions and output.
+// Secrets come without their values (see secretMetadata): expressions see
+// that a Secret exists, its type, labels and when it last changed, never
+// what it holds; modules read values and redact them.
 func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any, error) {
-	if f.Kind == "Secret" {
-		return nil, fmt.Errorf("Secrets cannot be read as facts (their values would reach expressions and output); modules read them and redact")
-	}
 	ri, err := c.Resource(f.APIVersion, f.Kind, f.Namespace)
 	if err != nil {
 		return nil, err
@@ -67,6 +66,9 @@ func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any,
 	}
 	objs := make([]any, len(items))
 	for i := range items {
+		if f.APIVersion == "v1" && f.Kind == "Secret" {
+			secretMetadata(&items[i])
+		}
 		objs[i] = items[i].Object
 	}
 	if f.Name != "" {
@@ -75,13 +77,40 @@ func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any,
 	return objs, nil
 }
 
-// attachEvents lists events once and adds each object's messages as `_events`.
+// secretMetadata strips a Secret down to what is not secret: metadata
+// (without the last-applied annotation, which holds the data), type, and the
+// names of its keys as `_keys`. managedFields stay: they name fields, never
+// values, and their times say when the Secret last changed.
+func secretMetadata(u *unstructured.Unstructured) {
+	var keys []any
+	for _, field := range []string{"data", "stringData"} {
+		if m, ok := u.Object[field].(map[string]any); ok {
+			for k := range m {
+				keys = append(keys, k)
+			}
+		}
+		delete(u.Object, field)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].(string) < keys[j].(string) })
+	if keys == nil {
+		keys = []any{}
+	}
+	u.Object["_keys"] = keys
+	if ann := u.GetAnnotations(); ann != nil {
+		delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
+		u.SetAnnotations(ann)
+	}
+}
+
+// attachEvents lists events once and adds each object's messages as
+// `_events` ("Reason: message", every type) and the Warning ones alone as
+// `_warnings` (a Normal "Pulled"/"Pulling" event is not a failure).
 func attachEvents(ctx context.Context, c *module.Cluster, namespace string, items []unstructured.Unstructured) error {
 	evs, err := c.Clientset.CoreV1().Events(namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return fmt.Errorf("listing events: %w", err)
 	}
-	byUID := map[string][]any{}
+	byUID, warn := map[string][]any{}, map[string][]any{}
 	sort.Slice(evs.Items, func(i, j int) bool { return evs.Items[i].LastTimestamp.Before(&evs.Items[j].LastTimestamp) })
 	for _, ev := range evs.Items {
 		uid := string(ev.InvolvedObject.UID)
@@ -90,6 +119,9 @@ func attachEvents(ctx context.Context, c *module.Cluster, namespace string, item
 			key = ev.InvolvedObject.Namespace + "/" + ev.InvolvedObject.Name
 		}
 		byUID[key] = append(byUID[key], ev.Reason+": "+ev.Message)
+		if ev.Type == "Warning" {
+			warn[key] = append(warn[key], ev.Reason+": "+ev.Message)
+		}
 	}
 	for i := range items {
 		msgs := byUID[string(items[i].GetUID())]
@@ -98,6 +130,11 @@ func attachEvents(ctx context.Context, c *module.Cluster, namespace string, item
 			msgs = []any{}
 		}
 		items[i].Object["_events"] = msgs
+		w := append(append([]any{}, warn[string(items[i].GetUID())]...), warn[items[i].GetNamespace()+"/"+items[i].GetName()]...)
+		if w == nil {
+			w = []any{}
+		}
+		items[i].Object["_warnings"] = w
 	}
 	return nil
 }
