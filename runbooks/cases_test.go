@@ -251,4 +251,3 @@ lastTimestamp: %q
 count: 1
 `, pod, time.Now().UnixNano(), ns, ns, pod, typ, reason, msg, time.Now().UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
 }
-
