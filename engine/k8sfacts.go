@@ -2,8 +2,11 @@ package engine
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -82,6 +85,7 @@ func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any,
 // names of its keys as `_keys`. managedFields stay: they name fields, never
 // values, and their times say when the Secret last changed.
 func secretMetadata(u *unstructured.Unstructured) {
+	u.Object["_registries"] = registryHosts(u)
 	var keys []any
 	for _, field := range []string{"data", "stringData"} {
 		if m, ok := u.Object[field].(map[string]any); ok {
@@ -100,6 +104,53 @@ func secretMetadata(u *unstructured.Unstructured) {
 		delete(ann, "kubectl.kubernetes.io/last-applied-configuration")
 		u.SetAnnotations(ann)
 	}
+}
+
+// registryHosts lists the registry hosts a pull Secret
+// (kubernetes.io/dockerconfigjson or dockercfg) has credentials for, as
+// "ghcr.io" / "docker.io" (scheme and path dropped, Docker Hub's
+// index.docker.io spelled docker.io): host names are not secret, and they
+// tell a runbook whether a workload can pull from a registry.
+func registryHosts(u *unstructured.Unstructured) []any {
+	key := map[string]string{"kubernetes.io/dockerconfigjson": ".dockerconfigjson", "kubernetes.io/dockercfg": ".dockercfg"}[fmt.Sprint(u.Object["type"])]
+	out := []any{}
+	data, _ := u.Object["data"].(map[string]any)
+	raw, _ := data[key].(string)
+	if raw == "" {
+		return out
+	}
+	b, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil {
+		return out
+	}
+	var cfg map[string]json.RawMessage
+	if json.Unmarshal(b, &cfg) != nil {
+		return out
+	}
+	if key == ".dockerconfigjson" {
+		cfg = nil
+		var wrapped struct {
+			Auths map[string]json.RawMessage `json:"auths"`
+		}
+		if json.Unmarshal(b, &wrapped) != nil {
+			return out
+		}
+		cfg = wrapped.Auths
+	}
+	seen := map[string]bool{}
+	for h := range cfg {
+		h = strings.TrimPrefix(strings.TrimPrefix(h, "https://"), "http://")
+		h, _, _ = strings.Cut(h, "/")
+		if h == "index.docker.io" || h == "registry-1.docker.io" {
+			h = "docker.io"
+		}
+		if h != "" && !seen[h] {
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].(string) < out[j].(string) })
+	return out
 }
 
 // attachEvents lists events once and adds each object's messages as
