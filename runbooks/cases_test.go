@@ -57,6 +57,9 @@ type rbCase struct {
 	secrets []string
 }
 
+// tick, as a document of rbCase.objects, waits for the next second.
+const tick = "TICK"
+
 var nsVar = regexp.MustCompile(`\$NS[0-9]*\b`)
 
 // runCases runs each case of a runbook as its own subtest.
@@ -90,6 +93,14 @@ func runCase(k *kenv, runbook string, c rbCase) {
 	var seeded []*unstructured.Unstructured
 	for _, doc := range strings.Split(objects, "\n---\n") {
 		if strings.TrimSpace(doc) == "" {
+			continue
+		}
+		if strings.TrimSpace(doc) == tick {
+			// The API server records times in whole seconds: let one pass
+			// so that what follows is strictly newer than what precedes.
+			for s := time.Now().Unix(); time.Now().Unix() == s; {
+				time.Sleep(20 * time.Millisecond)
+			}
 			continue
 		}
 		objs := k.create(doc)
