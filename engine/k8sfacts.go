@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -43,6 +44,12 @@ func (e *Engine) k8sFacts(ctx context.Context, rb *runbook.Runbook) (map[string]
 func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any, error) {
 	ri, err := c.Resource(f.APIVersion, f.Kind, f.Namespace)
 	if err != nil {
+		if f.Optional && meta.IsNoMatchError(err) {
+			if f.Name != "" {
+				return nil, nil
+			}
+			return []any{}, nil
+		}
 		return nil, err
 	}
 	var items []unstructured.Unstructured

@@ -21,6 +21,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	"nksrun/engine"
 	"nksrun/engine/module"
@@ -261,4 +262,16 @@ firstTimestamp: %q
 lastTimestamp: %q
 count: 1
 `, pod, time.Now().UnixNano(), ns, ns, pod, typ, reason, msg, time.Now().UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339))
+}
+
+func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// mustYAML decodes one YAML document into an object.
+func mustYAML(k *kenv, doc string) *unstructured.Unstructured {
+	k.t.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+		k.t.Fatalf("%v\n%s", err, doc)
+	}
+	return &unstructured.Unstructured{Object: m}
 }
