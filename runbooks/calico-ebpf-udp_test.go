@@ -176,8 +176,8 @@ func e2eCalicoEBPFUDP(k *kenv) {
 		objects: docs(calicoBystanders, felixConfig("default", "{bpfEnabled: true, bpfConnectTimeLoadBalancing: Enabled, bpfHostNetworkedNATWithoutCTLB: Disabled}"),
 			calicoDS("kube-system", calicoImage("v3.28.2"), "", "")),
 	}, {
-		name:     "healthy: env false overrides FelixConfiguration bpfEnabled (Felix reads env first)",
-		objects:  docs(calicoBystanders, felixConfig("default", "{bpfEnabled: true}"), calicoDS("kube-system", calicoImage("v3.28.2"), "- {name: FELIX_BPFENABLED, value: \"false\"}\n", "")),
+		name:    "healthy: env false overrides FelixConfiguration bpfEnabled (Felix reads env first)",
+		objects: docs(calicoBystanders, felixConfig("default", "{bpfEnabled: true}"), calicoDS("kube-system", calicoImage("v3.28.2"), "- {name: FELIX_BPFENABLED, value: \"false\"}\n", "")),
 	}, {
 		name: "operator install: FelixConfiguration default is patched, calico-node is not",
 		objects: docs(calicoBystanders,
