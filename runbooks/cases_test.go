@@ -85,12 +85,19 @@ func runCase(k *kenv, runbook string, c rbCase) {
 	subst := func(s string) string {
 		return nsVar.ReplaceAllStringFunc(s, func(v string) string {
 			if ns[v] == "" {
-				ns[v] = k.namespace(strings.ToLower(strings.TrimPrefix(v, "$")) + "-" + shortName(k.t.Name()))
+				ns[v] = fmt.Sprintf("%s-%s-%d", strings.ToLower(strings.TrimPrefix(v, "$")), shortName(k.t.Name()), time.Now().UnixNano()%1e9)
 			}
 			return ns[v]
 		})
 	}
 	objects := subst(c.objects)
+	// Namespaces the case does not declare itself (with its labels) are
+	// created plain, first.
+	for _, name := range ns {
+		if !strings.Contains(objects, "kind: Namespace\nmetadata: {name: "+name+",") && !strings.Contains(objects, "kind: Namespace\nmetadata: {name: "+name+"}") {
+			k.create(fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", name))
+		}
+	}
 	var seeded []*unstructured.Unstructured
 	for _, doc := range strings.Split(objects, "\n---\n") {
 		if strings.TrimSpace(doc) == "" {
