@@ -17,8 +17,10 @@ import (
 )
 
 // TestDoctorReportsSeededProblems seeds a cluster whose only problems are
-// an inactive rpc-statd on one node, calico-node in eBPF mode without the
-// UDP env vars, and a finalizer on coredns; everything else is healthy
+// an inactive rpc-statd on one node, calico-node v3.24.1 in eBPF mode (too
+// old for the §9 UDP settings: the row must say to upgrade Calico, not to
+// apply a patch that would roll calico-node for variables Felix ignores),
+// and a finalizer on coredns; everything else is healthy
 // (the docker node has the logrotate config, the 3.x kernel node already
 // boots with cgroup.memory=nokmem, the nodes hold the default images).
 // `nksrun doctor` must report exactly those three and change nothing.
@@ -56,8 +58,8 @@ func TestDoctorReportsSeededProblems(t *testing.T) {
 		t.Errorf("doctor changed unit states")
 	}
 	var rows []struct {
-		Section, Runbook, Status string
-		Evidence                 []string
+		Section, Runbook, Status, Fix string
+		Evidence                      []string
 	}
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("doctor JSON: %v\n%s", err, out)
@@ -94,6 +96,9 @@ func TestDoctorReportsSeededProblems(t *testing.T) {
 	for _, r := range rows {
 		if r.Runbook == "rpc-statd" && !strings.Contains(strings.Join(r.Evidence, " "), tb.Nodes[1].Name) {
 			t.Errorf("rpc-statd evidence does not name the node: %v", r.Evidence)
+		}
+		if r.Runbook == "calico-ebpf-udp" && (!strings.Contains(strings.Join(r.Evidence, " "), "upgrade Calico") || strings.HasPrefix(r.Fix, "nksrun apply")) {
+			t.Errorf("calico-ebpf-udp on v3.24.1 must report an upgrade, not a patch: %v → %s", r.Evidence, r.Fix)
 		}
 	}
 	// The text view is one table.
