@@ -32,7 +32,14 @@ func calicoImage(tag string) string { return "harbor-kr1.cloud.toast.com/nks/cal
 // calicoNode seeds DaemonSet kube-system/calico-node with the given env on
 // its calico-node container.
 func calicoNode(k *kenv, tag, env string) {
-	k.create(calicoDS("kube-system", calicoImage(tag), env, ""))
+	pod := "initContainers:\n" +
+		"- {name: install-cni, image: harbor-kr1.cloud.toast.com/nks/calico/cni:" + tag + "}\n" +
+		"- {name: mount-bpffs, image: harbor-kr1.cloud.toast.com/nks/calico/node:" + tag + "}\n" +
+		"containers:\n- name: calico-node\n  image: " + calicoImage(tag) + "\n"
+	if env != "" {
+		pod += "  env:\n" + indent(env, 2)
+	}
+	k.create(workload("DaemonSet", "kube-system", "calico-node", "labels: {k8s-app: calico-node}\n", pod))
 }
 
 const (
