@@ -23,8 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"nksrun/engine"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 )
 
 type rbCase struct {
@@ -228,7 +228,7 @@ func objName(o *unstructured.Unstructured) string {
 }
 
 // planText is every human string of the plan's cluster steps.
-func planText(k *kenv, p *engine.Plan) string {
+func planText(k *kenv, p *plans.Plan) string {
 	var b strings.Builder
 	ids := []string{}
 	st := steps(k, p)

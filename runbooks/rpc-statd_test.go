@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"nksrun/engine"
+	"nksrun/engine/plans"
 	"nksrun/testdata/testbed"
 )
 
@@ -42,7 +42,7 @@ func TestRpcStatdRestartsOnlyInactive(t *testing.T) {
 		}
 		r := tr[n.Name]
 		changed := n != healthy
-		if (r.Status == engine.StatusChanged) != changed || r.Steps[0].Changed != changed {
+		if (r.Status == plans.StatusChanged) != changed || r.Steps[0].Changed != changed {
 			t.Errorf("%s: status %s, step changed %v, want changed=%v", n.Name, r.Status, r.Steps[0].Changed, changed)
 		}
 		if len(r.Verify) != 1 || !r.Verify[0].OK {
@@ -62,7 +62,7 @@ func TestRpcStatdRestartsOnlyInactive(t *testing.T) {
 	}
 	code, rep = nbApply(t, tb, "rpc-statd.yaml")
 	r := nbTargets(rep)[healthy.Name]
-	if code != 1 || r.Status != engine.StatusFailed || !strings.Contains(r.Reason, "rpc-statd failed") {
+	if code != 1 || r.Status != plans.StatusFailed || !strings.Contains(r.Reason, "rpc-statd failed") {
 		t.Errorf("exit %d, report %+v", code, r)
 	}
 }

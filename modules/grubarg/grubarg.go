@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/shell"
 	"nksrun/modules/modutil"
 	"nksrun/modules/nodeutil"
 )
@@ -129,16 +130,16 @@ func candidates(p Params) []string {
 
 func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
 	p := defaults(s.Params.(*Params))
-	f := modutil.Quote(p.File)
+	f := shell.Quote(p.File)
 	var b strings.Builder
 	b.WriteString(countFunc)
-	fmt.Fprintf(&b, "a=%s\n", modutil.Quote(p.Arg))
+	fmt.Fprintf(&b, "a=%s\n", shell.Quote(p.Arg))
 	b.WriteString("[ -d /sys/firmware/efi ] && echo efi=yes\n")
 	// The live EFI config is a full one (RHEL 7/8); RHEL 9 and Ubuntu keep
 	// a stub there that only chains to /boot/grub*/grub.cfg.
 	b.WriteString("for c in /boot/efi/EFI/*/grub.cfg; do [ -f \"$c\" ] || continue; grep -q '^[[:space:]]*configfile' \"$c\" && continue; echo \"efi_cfg=$c\"; echo \"cfg:$c=$(count \"$c\" \"$a\")\"; [ -e \"$c.new\" ] && echo \"new:$c=yes\"; done\n")
 	for _, c := range candidates(p) {
-		q := modutil.Quote(c)
+		q := shell.Quote(c)
 		fmt.Fprintf(&b, "if [ -f %[1]s ]; then echo \"cfg:\"%[1]s\"=$(count %[1]s \"$a\")\"; [ -e %[1]s.new ] && echo \"new:\"%[1]s\"=yes\"; fi\n", q)
 	}
 	b.WriteString("for c in grub2-mkconfig grub-mkconfig update-grub; do p=$(command -v \"$c\" 2>/dev/null) && echo \"cmd:$c=$p\"; done\ntrue\n")
@@ -209,11 +210,11 @@ func target(p Params, family string, b boot) (cfg, regen string, err error) {
 		case family == "debian" && cfg == "/boot/grub/grub.cfg" && b.cmds["update-grub"] != "":
 			regen = "update-grub"
 		case family == "debian" && b.cmds["grub-mkconfig"] != "":
-			regen = "grub-mkconfig -o " + modutil.Quote(cfg)
+			regen = "grub-mkconfig -o " + shell.Quote(cfg)
 		case family == "debian":
 			return "", "", errors.New("neither update-grub nor grub-mkconfig is installed (set regenerate)")
 		case b.cmds["grub2-mkconfig"] != "":
-			regen = "grub2-mkconfig -o " + modutil.Quote(cfg)
+			regen = "grub2-mkconfig -o " + shell.Quote(cfg)
 		default:
 			return "", "", errors.New("grub2-mkconfig is not installed (set regenerate)")
 		}
@@ -328,7 +329,7 @@ func applyScript(p Params, d data, planned string) string {
 	}
 	b.WriteString("set -u\numask 022\n")
 	b.WriteString(countFunc)
-	fmt.Fprintf(&b, "f=%s\ncfg=%s\na=%s\nwant=%s\nplanned=%s\nnew=%s\n", modutil.Quote(p.File), modutil.Quote(d.GrubCfg), modutil.Quote(p.Arg), want, planned, d.Hash)
+	fmt.Fprintf(&b, "f=%s\ncfg=%s\na=%s\nwant=%s\nplanned=%s\nnew=%s\n", shell.Quote(p.File), shell.Quote(d.GrubCfg), shell.Quote(p.Arg), want, planned, d.Hash)
 	fmt.Fprintf(&b, "regen() { %s\n}\n", d.Regen)
 	b.WriteString(`cfg_ok() {
 	set -- $(count "$cfg" "$a")

@@ -3,6 +3,7 @@ package k8spatch
 import (
 	"encoding/base64"
 	"encoding/json"
+	"nksrun/testdata/golden"
 	"strings"
 	"testing"
 
@@ -63,7 +64,7 @@ func TestEnvPatch(t *testing.T) {
 			var pretty any
 			_ = json.Unmarshal(p.Body, &pretty)
 			b, _ := json.MarshalIndent(pretty, "", "  ")
-			golden(t, tc.want, p.What+"\n"+string(b)+"\n")
+			golden.Assert(t, tc.want, []byte(p.What+"\n"+string(b)+"\n"))
 		})
 	}
 }

@@ -206,7 +206,15 @@ func (n *Node) setup() error {
 func (n *Node) setupFiles() error {
 	f := flavourOf(n.Spec.OSImage)
 	n.privDirs = []string{"/etc/logrotate.d", "/etc/default", "/etc/sudoers.d", "/boot", StateDir, "/usr/local/sbin", "/usr/local/bin", "/home", "/var/tmp", "/tmp"}
-	n.privFiles = []string{"/etc/hosts", "/etc/os-release", "/proc/cmdline", "/proc/sys/kernel/random/boot_id"}
+	// /etc/machine-id is per node, as on real machines: nksrun compares it
+	// with the Node's nodeInfo.machineID before it runs anything there.
+	// (A host without one gets an empty file to bind over.)
+	n.privFiles = []string{"/etc/hosts", "/etc/os-release", "/etc/machine-id", "/proc/cmdline", "/proc/sys/kernel/random/boot_id"}
+	if _, err := os.Stat("/etc/machine-id"); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile("/etc/machine-id", nil, 0o444); err != nil {
+			return err
+		}
+	}
 	for _, d := range n.privDirs {
 		if err := os.MkdirAll(n.Path(d), 0o755); err != nil {
 			return err
@@ -275,6 +283,7 @@ func (n *Node) setupFiles() error {
 	}{
 		{"/etc/hosts", fmt.Sprintf("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n%s %s\n", n.Address, n.Name), 0o644},
 		{"/etc/os-release", osRel, 0o644},
+		{"/etc/machine-id", n.machineID + "\n", 0o444},
 		{"/etc/default/grub", grub, 0o644},
 		{"/etc/sudoers.d/90-cloud-init-users", n.sudoers(false), 0o440},
 		{"/proc/cmdline", "", 0o444},
