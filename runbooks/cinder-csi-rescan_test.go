@@ -284,15 +284,6 @@ func (k *kenv) get(apiVersion, kind, ns, name string) *unstructured.Unstructured
 	return o
 }
 
-// namespace creates a fresh namespace (never deleted: the testbed has no
-// namespace controller to finish a deletion).
-func (k *kenv) namespace(prefix string) string {
-	k.t.Helper()
-	name := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1e9)
-	k.create(fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s}\n", name))
-	return name
-}
-
 // workload renders a minimal valid workload.
 func workload(kind, ns, name, extraMeta, podSpec string) string {
 	apiVersion := "apps/v1"
@@ -344,21 +335,6 @@ const cinderPassword = "Cinder-Pa55word-9f8e7d"
 func cloudConfig(extra string) string {
 	return "[Global]\nauth-url=https://api-identity-infrastructure.nhncloudservice.com/v2.0\nusername=nks-user\npassword=" +
 		cinderPassword + "\ntenant-id=0123456789abcdef0123456789abcdef\nregion=KR1\n\n[LoadBalancer]\nuse-octavia=true\n" + extra
-}
-
-func seedCSI(k *kenv, cfg string, status bool) {
-	k.create(fmt.Sprintf("apiVersion: v1\nkind: Secret\nmetadata: {name: cinder-csi-cloud-config, namespace: kube-system}\ntype: Opaque\ndata:\n  cloud-config: %s\n",
-		base64.StdEncoding.EncodeToString([]byte(cfg))))
-	pod := "containers: [{name: cinder-csi-plugin, image: registry.k8s.io/provider-os/cinder-csi-plugin:v1.28.0}]\n"
-	dsStatus, stsStatus := "", ""
-	if status {
-		// No controller-manager in the testbed: a status that says the
-		// (next) rollout is complete, as a controller would report it.
-		dsStatus = "status: {observedGeneration: 100, desiredNumberScheduled: 1, currentNumberScheduled: 1, numberReady: 1, updatedNumberScheduled: 1, numberAvailable: 1, numberMisscheduled: 0}\n"
-		stsStatus = "status: {observedGeneration: 100, replicas: 1, readyReplicas: 1, updatedReplicas: 1, availableReplicas: 1, currentReplicas: 1}\n"
-	}
-	k.create(workload("DaemonSet", "kube-system", "csi-cinder-nodeplugin", "", pod)+dsStatus,
-		workload("StatefulSet", "kube-system", "csi-cinder-controllerplugin", "", pod)+stsStatus)
 }
 
 func secretDoc(k *kenv) string {

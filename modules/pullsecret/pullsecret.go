@@ -416,19 +416,6 @@ func hasPullSecret(sa *corev1.ServiceAccount, name string) bool {
 	return false
 }
 
-func uniq(in []string) []string {
-	seen := map[string]bool{}
-	var out []string
-	for _, s := range in {
-		if s != "" && !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // registerDockerConfig registers every credential in a docker config.json
 // and reports whether it has auths.
 func registerDockerConfig(sink module.SecretSink, b []byte) bool {
