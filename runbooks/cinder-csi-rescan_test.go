@@ -444,6 +444,20 @@ func e2eCinderCSIRescan(k *kenv) {
 		changed:  []string{"StatefulSet kube-system/" + csiCtrl},
 		secrets:  []string{cinderPassword},
 	}, {
+		name:     "wait=false: apply restarts without waiting; the rollouts finish later",
+		objects:  docs(csiBystanders, csiDS(false), csiSTS(false), csiSecretDoc(cloudConfig(""))),
+		sets:     []string{"wait=false"},
+		plan:     map[string]module.Action{"cloud_config": module.Change, "restart_nodeplugin": module.Change, "restart_controller": module.Change},
+		evidence: []string{"restart DaemonSet kube-system/csi-cinder-nodeplugin"},
+		absent:   []string{"wait for the rollout"},
+		changed:  []string{"Secret kube-system/cinder-csi-cloud-config", "DaemonSet kube-system/" + csiNodeDS, "StatefulSet kube-system/" + csiCtrl},
+		between: func(k *kenv, _ map[string]string) {
+			finishRollout(k, "DaemonSet", csiNodeDS)
+			finishRollout(k, "StatefulSet", csiCtrl)
+		},
+		check:   wantCloudConfig(fixed),
+		secrets: []string{cinderPassword},
+	}, {
 		// A rollout that never completes (no controller): apply reports the
 		// timeout; once the node plugin's rollout finishes only the
 		// controller, still not rolled out, is restarted by the next run.
