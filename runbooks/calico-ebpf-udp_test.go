@@ -186,6 +186,17 @@ func e2eCalicoEBPFUDP(k *kenv) {
 		name:    "healthy: env false overrides FelixConfiguration bpfEnabled (Felix reads env first)",
 		objects: docs(calicoBystanders, felixConfig("default", "{bpfEnabled: true}"), calicoDS("kube-system", calicoImage("v3.28.2"), "- {name: FELIX_BPFENABLED, value: \"false\"}\n", "")),
 	}, {
+		name: "unknown: credentials that may not list FelixConfigurations, and the env does not decide",
+		objects: docs(calicoBystanders, felixConfig("default", "{bpfEnabled: true}"),
+			calicoDS("kube-system", calicoImage("v3.28.2"), "- {name: FELIX_HEALTHENABLED, value: \"true\"}\n", "")),
+		as: `- {apiGroups: [""], resources: [nodes, configmaps], verbs: [get, list]}
+- {apiGroups: [apps], resources: [daemonsets], verbs: [get, list]}
+- {apiGroups: [operator.tigera.io], resources: [installations], verbs: [get, list]}
+`,
+		plan:     map[string]module.Action{"diagnose": module.Unknown, "env": module.Skip, "felixconfig": module.Skip},
+		evidence: []string{"FelixConfigurations (crd.projectcalico.org) cannot be listed with these credentials (forbidden)"},
+		after:    map[string]module.Action{"diagnose": module.Unknown, "env": module.Skip},
+	}, {
 		name: "operator install: FelixConfiguration default is patched, calico-node is not",
 		objects: docs(calicoBystanders,
 			"apiVersion: operator.tigera.io/v1\nkind: Installation\nmetadata: {name: default}\nspec: {calicoNetwork: {linuxDataplane: BPF}}\n",

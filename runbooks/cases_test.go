@@ -13,14 +13,17 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 	"time"
 
+	authv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
 	"nksrun/engine/module"
@@ -56,6 +59,9 @@ type rbCase struct {
 	check func(k *kenv, ns map[string]string)
 	// secrets must never appear in any output of the case.
 	secrets []string
+	// as, when set, are the RBAC rules (a YAML list) of the ServiceAccount
+	// plan and apply run as, instead of the testbed's admin.
+	as string
 }
 
 // tick, as a document of rbCase.objects, waits for the next second.
@@ -91,6 +97,9 @@ func runCase(k *kenv, runbook string, c rbCase) {
 		})
 	}
 	objects := subst(c.objects)
+	if c.as != "" {
+		subst("$NS") // the restricted ServiceAccount lives there
+	}
 	// Namespaces the case does not declare itself (with its labels) are
 	// created plain, first.
 	for _, name := range ns {
@@ -128,6 +137,9 @@ func runCase(k *kenv, runbook string, c rbCase) {
 				})
 			}
 		}
+	}
+	if c.as != "" {
+		k.asKubeconfig = restrictedKubeconfig(k, subst("$NS"), c.as)
 	}
 	sets := make([]string, len(c.sets))
 	for i, s := range c.sets {
@@ -281,4 +293,35 @@ func mustYAML(k *kenv, doc string) *unstructured.Unstructured {
 		k.t.Fatalf("%v\n%s", err, doc)
 	}
 	return &unstructured.Unstructured{Object: m}
+}
+
+// restrictedKubeconfig creates a ServiceAccount in ns bound to a
+// ClusterRole with rules (a YAML list) and returns a kubeconfig with its
+// token: plan and apply then see what such credentials may read.
+func restrictedKubeconfig(k *kenv, ns, rules string) string {
+	k.t.Helper()
+	name := "nksrun-restricted-" + ns
+	k.create(
+		fmt.Sprintf("apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: reader, namespace: %s}\n", ns),
+		fmt.Sprintf("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: %s}\nrules:\n%s", name, rules),
+		fmt.Sprintf("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: %s}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: %s}\nsubjects: [{kind: ServiceAccount, name: reader, namespace: %s}]\n", name, name, ns))
+	exp := int64(600)
+	tok, err := k.tb.Client.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), "reader",
+		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &exp}}, metav1.CreateOptions{})
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(k.tb.Kubeconfig)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	for _, ai := range cfg.AuthInfos {
+		ai.Token = tok.Status.Token
+		ai.ClientCertificateData, ai.ClientKeyData = nil, nil
+	}
+	path := filepath.Join(k.dir, "restricted-kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		k.t.Fatal(err)
+	}
+	return path
 }

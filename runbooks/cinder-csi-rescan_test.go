@@ -65,6 +65,16 @@ type kenv struct {
 	// all is every byte any CLI run printed, plus saved plans (for the
 	// secret scan).
 	all *bytes.Buffer
+	// asKubeconfig, when set, is what plan and apply use instead of the
+	// testbed's admin kubeconfig (a restricted ServiceAccount).
+	asKubeconfig string
+}
+
+func (k *kenv) kubeconfig() string {
+	if k.asKubeconfig != "" {
+		return k.asKubeconfig
+	}
+	return k.tb.Kubeconfig
 }
 
 // TestClusterRunbooksE2E runs every cluster runbook against the testbed's
@@ -116,7 +126,7 @@ func (k *kenv) cli(args ...string) (string, string, int) {
 func (k *kenv) plan(name string, sets ...string) (string, *plans.Plan) {
 	k.t.Helper()
 	path := filepath.Join(k.dir, fmt.Sprintf("plan-%d.json", time.Now().UnixNano()))
-	args := []string{"plan", "--kubeconfig", k.tb.Kubeconfig, "--log-format", "json", "--format", "text", "-o", path}
+	args := []string{"plan", "--kubeconfig", k.kubeconfig(), "--log-format", "json", "--format", "text", "-o", path}
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}
@@ -127,9 +137,9 @@ func (k *kenv) plan(name string, sets ...string) (string, *plans.Plan) {
 	}
 	k.t.Logf("plan %s:\n%s", name, out)
 	// The JSON and markdown views too (all scanned for secrets).
-	js := append([]string{"plan", "--kubeconfig", k.tb.Kubeconfig, "--format", "json"}, args[len(args)-1-2*len(sets):]...)
+	js := append([]string{"plan", "--kubeconfig", k.kubeconfig(), "--format", "json"}, args[len(args)-1-2*len(sets):]...)
 	k.cli(js...)
-	md := append([]string{"plan", "--kubeconfig", k.tb.Kubeconfig, "--format", "markdown"}, args[len(args)-1-2*len(sets):]...)
+	md := append([]string{"plan", "--kubeconfig", k.kubeconfig(), "--format", "markdown"}, args[len(args)-1-2*len(sets):]...)
 	k.cli(md...)
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -149,7 +159,7 @@ func (k *kenv) plan(name string, sets ...string) (string, *plans.Plan) {
 // apply applies a saved plan and returns the report.
 func (k *kenv) apply(planPath string) (*plans.Report, int) {
 	k.t.Helper()
-	out, errs, code := k.cli("apply", "--kubeconfig", k.tb.Kubeconfig, "--auto-approve", "--no-lock", "--log-format", "json", "--format", "json", planPath)
+	out, errs, code := k.cli("apply", "--kubeconfig", k.kubeconfig(), "--auto-approve", "--no-lock", "--log-format", "json", "--format", "json", planPath)
 	k.t.Logf("apply: exit %d\n%s\n%s", code, out, errs)
 	var r plans.Report
 	i := strings.Index(out, "{")

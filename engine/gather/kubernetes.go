@@ -66,6 +66,11 @@ func K8sLookup(ctx context.Context, c *module.Cluster, f *runbook.K8sFact) (any,
 	} else {
 		list, err := ri.List(ctx, metav1.ListOptions{LabelSelector: f.LabelSelector, FieldSelector: f.FieldSelector})
 		if err != nil {
+			if f.Optional && apierrors.IsForbidden(err) {
+				// Unknown, not "none": nil (not []) lets the runbook say
+				// it cannot tell.
+				return nil, nil
+			}
 			return nil, err
 		}
 		items = list.Items
