@@ -113,6 +113,11 @@ type K8sFact struct {
 	// Events adds each object's events as `_events` (list of messages), for
 	// pods whose pull failures are explained there.
 	Events bool `yaml:"events"`
+	// Optional: a kind the API server does not serve (a CRD that is not
+	// installed, e.g. Calico's FelixConfiguration) reads as no objects ([])
+	// instead of an error, and a list the credentials may not read
+	// (forbidden) as nil, so that the runbook can say it cannot tell.
+	Optional bool `yaml:"optional"`
 }
 
 // Step is one module invocation.

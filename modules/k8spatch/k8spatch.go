@@ -49,6 +49,9 @@ type INIEdit struct {
 	Section string            `yaml:"section" json:"section" nks:"required"`
 	Set     map[string]string `yaml:"set" json:"set,omitempty"`
 	Unset   []string          `yaml:"unset" json:"unset,omitempty"`
+	// Bool compares the set values as gcfg bools (True, yes, 1 … all mean
+	// true), so an option already set in another spelling is left alone.
+	Bool bool `yaml:"bool" json:"bool,omitempty"`
 }
 
 // EnvEdit sets/unsets env vars of one container ("*" = every container).
@@ -227,7 +230,11 @@ func INIPatch(o *unstructured.Unstructured, e INIEdit) (*kubeutil.Patch, error) 
 		}
 		doc = string(b)
 	}
-	out, notes := SetINI(doc, e.Section, e.Set)
+	var equal ValueEqual
+	if e.Bool {
+		equal = BoolEqual
+	}
+	out, notes := SetINIWith(doc, e.Section, e.Set, equal)
 	out, more := UnsetINI(out, e.Section, e.Unset)
 	notes = append(notes, more...)
 	if out == doc {
