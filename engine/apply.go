@@ -34,11 +34,6 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) 
 		if err != nil {
 			return nil, err
 		}
-		for j := range rp.Targets {
-			if err := checkShape(rb, &rp.Targets[j]); err != nil {
-				return nil, fmt.Errorf("%w: runbook %s, target %s: %v", ErrPlanTampered, rp.Name, rp.Targets[j].Name, err)
-			}
-		}
 		// Kubernetes facts for verify are listed once per runbook (by the
 		// first target to verify), never once per node.
 		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return gather.Kubernetes(ctx, e.o.Cluster, rb) })

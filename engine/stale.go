@@ -66,9 +66,6 @@ func (e *Engine) Rederive(ctx context.Context, p *plans.Plan) ([]StaleTarget, er
 		var todo []*plans.TargetPlan
 		for j := range rp.Targets {
 			tp := &rp.Targets[j]
-			if err := checkShape(rb, tp); err != nil {
-				return nil, fmt.Errorf("%w: runbook %s, target %s: %v", ErrPlanTampered, rp.Name, tp.Name, err)
-			}
 			if pendingSteps(tp) {
 				todo = append(todo, tp)
 			}
@@ -132,15 +129,16 @@ func (e *Engine) Rederive(ctx context.Context, p *plans.Plan) ([]StaleTarget, er
 	return out, nil
 }
 
-// runbookOf parses the runbook a saved plan embeds, after checking that its
-// text matches its hash and that the plan's params are the runbook's
-// params with values of their declared types.
-func (e *Engine) runbookOf(rp *plans.RunbookPlan) (*runbook.Runbook, error) {
+// ParsePlanRunbook parses the runbook a saved plan embeds, after checking
+// that its text matches its hash, that it is the runbook the plan names, and
+// that the plan's params are the runbook's params with values of their
+// declared types. It is the one way a saved plan's runbooks are read.
+func ParsePlanRunbook(rp *plans.RunbookPlan, reg module.Registry) (*runbook.Runbook, error) {
 	sum := sha256.Sum256([]byte(rp.Source))
 	if hex.EncodeToString(sum[:]) != rp.SourceHash {
 		return nil, fmt.Errorf("%w: runbook %s: its text does not match its sha256", ErrPlanTampered, rp.Name)
 	}
-	rb, err := runbook.Parse(rp.Path, []byte(rp.Source), e.o.Registry)
+	rb, err := runbook.Parse(rp.Path, []byte(rp.Source), reg)
 	if err != nil {
 		return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
 	}
@@ -155,6 +153,21 @@ func (e *Engine) runbookOf(rp *plans.RunbookPlan) (*runbook.Runbook, error) {
 		if _, err := runbook.ConvertParam(decl.Type, v); err != nil {
 			return nil, fmt.Errorf("%w: runbook %s, param %s: %v", ErrPlanTampered, rp.Name, name, err)
 		}
+	}
+	for j := range rp.Targets {
+		if err := checkShape(rb, &rp.Targets[j]); err != nil {
+			return nil, fmt.Errorf("%w: runbook %s, target %s: %v", ErrPlanTampered, rp.Name, rp.Targets[j].Name, err)
+		}
+	}
+	return rb, nil
+}
+
+// runbookOf is ParsePlanRunbook plus the runbook's secret params registered
+// with the redactor.
+func (e *Engine) runbookOf(rp *plans.RunbookPlan) (*runbook.Runbook, error) {
+	rb, err := ParsePlanRunbook(rp, e.o.Registry)
+	if err != nil {
+		return nil, err
 	}
 	if err := e.registerSecrets(rb, rp.Params); err != nil {
 		return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)

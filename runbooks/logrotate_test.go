@@ -157,7 +157,7 @@ func TestLogrotateSync(t *testing.T) {
 			t.Errorf("diff does not show the hand edit: %s", stepOf(tp, "config").Diff)
 		}
 	}
-	code, rep = nbApply(t, tb, "logrotate.yaml")
+	code, _ = nbApply(t, tb, "logrotate.yaml")
 	if code != 0 || fileSHA(t, edited.Path(logrotateDest)) != want {
 		t.Fatalf("re-apply exit %d, %s sha %s", code, edited.Name, fileSHA(t, edited.Path(logrotateDest)))
 	}

@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -422,13 +421,4 @@ func hostOf(t testing.TB, name, addr string) Host {
 	var port int
 	fmt.Sscan(p, &port)
 	return Host{Name: name, Address: h, Port: port}
-}
-
-func countLines(t testing.TB, path string) int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(b), "\n")
 }

@@ -274,8 +274,9 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		if saved, err = a.readSavedPlan(args[0]); err != nil {
 			return err
 		}
-		for _, rp := range saved.Runbooks {
-			rb, err := runbook.Parse(rp.Path, []byte(rp.Source), a.registry)
+		for i := range saved.Runbooks {
+			rp := &saved.Runbooks[i]
+			rb, err := engine.ParsePlanRunbook(rp, a.registry)
 			if err != nil {
 				return fmt.Errorf("%s: runbook %s: %w", args[0], rp.Name, err)
 			}
