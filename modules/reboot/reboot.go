@@ -513,6 +513,15 @@ func (m *Module) rebootNode(ctx context.Context, t module.Target, rc module.Reco
 		}
 		cancel()
 	}
+	// What the drain would refuse (pods without a controller, emptyDir
+	// data) is refused before the node is touched at all.
+	if pods, err := listPods(ctx, cs, name); err == nil {
+		if r := refusals(classify(pods), drainOpts{force: p.Force, deleteEmptyDir: p.DeleteEmptyDirData}); len(r) > 0 {
+			return res, "", fmt.Errorf("cannot drain: %s; not rebooted; node not cordoned", strings.Join(r, "; "))
+		}
+	} else if ctx.Err() != nil {
+		return res, "", notStarted()
+	}
 	ours := false
 	switch {
 	case !node.Spec.Unschedulable:
