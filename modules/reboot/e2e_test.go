@@ -293,7 +293,7 @@ func TestInterruptAtEachPhase(t *testing.T) {
 		assertClean(t, tb, nil)
 	})
 
-	t.Run("cordoning", func(t *testing.T) {
+	t.Run("slot taken, not yet cordoned", func(t *testing.T) {
 		// Every SSH command is slow, so the run sits between taking the
 		// slot and cordoning (reading the boot id) when Ctrl-C comes.
 		for _, n := range tb.Nodes {
@@ -376,11 +376,12 @@ func TestInterruptAtEachPhase(t *testing.T) {
 			}
 			return false
 		})
+		old := getNode(t, tb, first.Name).Status.NodeInfo.BootID
+		// Start fails while the stand-in is still taking the node down.
+		waitFor(t, bound, "the node startable", func() bool { return first.Start() == nil })
 		for _, n := range tb.Nodes {
 			n.SetRebootBroken(false)
 		}
-		old := getNode(t, tb, first.Name).Status.NodeInfo.BootID
-		waitFor(t, bound, "the node startable", func() bool { return first.Start() == nil })
 		if first.BootID() == old {
 			t.Fatalf("%s did not boot anew", first.Name)
 		}
@@ -494,52 +495,75 @@ func TestOwnershipAdminCordonAndStaleAnnotation(t *testing.T) {
 
 // TestDeadHolderSlotTakenOver: a run killed (kill -9) while rebooting a
 // node left the slot held and the node cordoned. The next run takes the
-// slot over once its renewal lapsed, finishes that node (Ready:
-// uncordoned) and completes the rollout.
+// slot over once its renewal lapsed and finishes the rollout: the node the
+// dead run left is seen through (Ready: uncordoned) whether the next run
+// works on that node itself or on another one first.
 func TestDeadHolderSlotTakenOver(t *testing.T) {
-	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky, centos}})
+	for _, tc := range []struct {
+		name    string
+		limit   bool // the next run works on the other node only
+		reboots []int
+	}{
+		{"whole rollout", false, []int{1, 1}},
+		{"another node", true, []int{0, 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky, centos}})
+			left, other := tb.Nodes[0], tb.Nodes[1]
+			dead := leaveDeadRun(t, tb, left.Name)
+			var args []string
+			if tc.limit {
+				args = []string{"--limit", other.Name}
+			}
+			r := startApply(t, tb, args...)
+			if code := r.wait(t, 3*time.Minute); code != 0 {
+				t.Fatalf("exit %d", code)
+			}
+			if !strings.Contains(r.stderr.String(), "over from "+dead) {
+				t.Errorf("the log does not say the slot was taken over from %s", dead)
+			}
+			for i, n := range tb.Nodes {
+				if n.Reboots() != tc.reboots[i] {
+					t.Errorf("%s: %d reboots, want %d", n.Name, n.Reboots(), tc.reboots[i])
+				}
+			}
+			assertClean(t, tb, nil)
+		})
+	}
+}
+
+// leaveDeadRun makes what a run killed while rebooting node leaves: its
+// Lease (renewed 5 minutes ago, 6 s duration) naming the node, and its
+// cordon on the node, made with nksrun's field manager, reboot sent from an
+// older boot. It returns the dead holder's identity.
+func leaveDeadRun(t *testing.T, tb *testbed.Testbed, node string) string {
+	t.Helper()
 	ctx := context.Background()
-	left := tb.Nodes[0]
 	dead := "nksrun@crashed/999999/deadbeef"
-	// What the dead run left: its Lease (renewed 5 minutes ago, 6 s
-	// duration) naming the node, and its cordon on the node, made with
-	// nksrun's field manager, reboot sent from an older boot.
 	then := metav1.NewMicroTime(time.Now().Add(-5 * time.Minute))
 	secs := int32(6)
 	l := &coordinationv1.Lease{}
 	l.Name, l.Namespace = "nksrun-reboot", "kube-system"
 	l.Labels = map[string]string{"app.kubernetes.io/managed-by": "nksrun", reboot.LabelLock: "reboot"}
-	l.Annotations = map[string]string{reboot.AnnotationNode: left.Name, reboot.AnnotationPhase: reboot.PhaseRebooting, reboot.AnnotationHolderPID: "999999"}
+	l.Annotations = map[string]string{reboot.AnnotationNode: node, reboot.AnnotationPhase: reboot.PhaseRebooting, reboot.AnnotationHolderPID: "999999"}
 	l.Spec.HolderIdentity, l.Spec.LeaseDurationSeconds, l.Spec.AcquireTime, l.Spec.RenewTime = &dead, &secs, &then, &then
 	if _, err := tb.Client.CoordinationV1().Leases("kube-system").Create(ctx, l, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	cordon := fmt.Sprintf(`{"spec":{"unschedulable":true},"metadata":{"annotations":{%q:%q,%q:"2026-12-01T00:00:00Z",%q:"2026-12-01T00:00:05Z",%q:"00000000-0000-0000-0000-000000000000"}}}`,
 		reboot.AnnotationCordonedBy, dead, reboot.AnnotationCordonedAt, reboot.AnnotationRebootSentAt, reboot.AnnotationBootIDBefore)
-	if _, err := tb.Client.CoreV1().Nodes().Patch(ctx, left.Name, types.MergePatchType, []byte(cordon), metav1.PatchOptions{FieldManager: reboot.FieldManager}); err != nil {
+	if _, err := tb.Client.CoreV1().Nodes().Patch(ctx, node, types.MergePatchType, []byte(cordon), metav1.PatchOptions{FieldManager: reboot.FieldManager}); err != nil {
 		t.Fatal(err)
 	}
-	st, err := reboot.Status(ctx, &module.Cluster{Clientset: tb.Client})
+	c := &module.Cluster{Clientset: tb.Client}
+	st, err := reboot.Status(ctx, c)
 	if err != nil || len(st.Slots) != 1 || !st.Slots[0].Expired || st.Slots[0].Holder != dead || len(st.Cordoned) != 1 || st.Cordoned[0].HolderAlive {
 		t.Fatalf("status of what the dead run left: %+v %v", st, err)
 	}
-	f, err := reboot.Findings(ctx, &module.Cluster{Clientset: tb.Client})
-	if err != nil || len(f) < 2 {
-		t.Fatalf("findings: %+v %v", f, err)
+	if f, err := reboot.Findings(ctx, c); err != nil || len(f) != 2 {
+		t.Fatalf("findings (want the slot and the cordon): %+v %v", f, err)
 	}
-	r := startApply(t, tb)
-	if code := r.wait(t, 3*time.Minute); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	if !strings.Contains(r.stderr.String(), "over from "+dead) {
-		t.Errorf("the log does not say the slot was taken over from %s", dead)
-	}
-	for _, n := range tb.Nodes {
-		if n.Reboots() != 1 {
-			t.Errorf("%s: %d reboots, want 1", n.Name, n.Reboots())
-		}
-	}
-	assertClean(t, tb, nil)
+	return dead
 }
 
 // TestDrainRefusals: a PDB-blocked drain names the budget and the pod and
