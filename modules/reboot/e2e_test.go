@@ -183,10 +183,12 @@ func blockingPDB(t *testing.T, tb *testbed.Testbed, node, name string) {
 	t.Helper()
 	ctx := context.Background()
 	ctrl := true
+	grace := int64(1)
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": name},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: name + "-rs", UID: types.UID("4a1c2b9e-0000-4000-8000-0000000000" + fmt.Sprint(len(name))), Controller: &ctrl}}},
-		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "nginx:1.27"}}},
+		// No kubelet here: once evicted, the pod stays terminating for its grace period.
+		Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "c", Image: "nginx:1.27"}}, TerminationGracePeriodSeconds: &grace},
 	}
 	created, err := tb.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
@@ -639,6 +641,52 @@ func TestDrainRefusals(t *testing.T) {
 		t.Errorf("%d reboots with the opt-in", n.Reboots())
 	}
 	assertClean(t, tb, nil)
+}
+
+// TestLostSlotMeansNoReboot: the slot is checked right before the reboot
+// command. Another process took it while the drain waited: the node is not
+// rebooted, it is uncordoned, and the report says why.
+func TestLostSlotMeansNoReboot(t *testing.T) {
+	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky}})
+	ctx := context.Background()
+	n := tb.Nodes[0]
+	blockingPDB(t, tb, n.Name, "web")
+	r := startApply(t, tb, "--set", "drain_timeout=120")
+	waitFor(t, time.Minute, "the drain blocked", func() bool { return strings.Contains(r.stderr.String(), "eviction of default/web refused") })
+	// The thief writes the Lease as its own (as after a takeover), then the
+	// budget goes away and the drain completes.
+	thief := "nksrun@thief/1/0000"
+	c := tb.Client.CoordinationV1().Leases("kube-system")
+	l, err := c.Get(ctx, "nksrun-reboot", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.NewMicroTime(time.Now())
+	l.Spec.HolderIdentity, l.Spec.RenewTime = &thief, &now
+	if _, err := c.Update(ctx, l, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Client.PolicyV1().PodDisruptionBudgets("default").Delete(ctx, "web-pdb", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if code := r.wait(t, 2*time.Minute); code == 0 {
+		t.Fatal("exit 0 after losing the slot")
+	}
+	tr := r.report(t).Targets[0]
+	for _, want := range []string{"lost the reboot slot", thief, "not rebooted", "node uncordoned"} {
+		if !strings.Contains(tr.Reason, want) {
+			t.Errorf("report lacks %q: %s", want, tr.Reason)
+		}
+	}
+	if n.Reboots() != 0 || !n.Up() {
+		t.Errorf("rebooted without the slot")
+	}
+	if obj := getNode(t, tb, n.Name); obj.Spec.Unschedulable || obj.Annotations[reboot.AnnotationCordonedBy] != "" {
+		t.Errorf("left cordoned: %v %v", obj.Spec.Unschedulable, obj.Annotations)
+	}
+	if h, _, _ := slot(tb); h != thief {
+		t.Errorf("the thief's slot was released or taken back: %q", h)
+	}
 }
 
 // TestHaltStatusUnlock: a node that never comes back halts the rollout
