@@ -690,14 +690,16 @@ func TestLostSlotMeansNoReboot(t *testing.T) {
 }
 
 // TestHaltStatusUnlock: a node that never comes back halts the rollout
-// with the slot held; Status shows the halted slot, the cordon and the node
-// not back; Unlock (no force: the halted run has exited) releases the slot
-// and uncordons the node.
+// with the slot held; the next run fails at once (no wait for lock_timeout)
+// saying so; Status shows the halted slot, the cordon and the node not back;
+// Unlock (no force: the halted run has exited) releases the slot and
+// uncordons the node.
 func TestHaltStatusUnlock(t *testing.T) {
-	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky}})
+	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky, centos}})
 	ctx := context.Background()
-	n := tb.Nodes[0]
-	n.SetRebootBroken(true)
+	for _, n := range tb.Nodes {
+		n.SetRebootBroken(true) // whichever goes first never comes back
+	}
 	r := startApply(t, tb, "--set", "reboot_timeout=4")
 	if code := r.wait(t, 2*time.Minute); code == 0 {
 		t.Fatal("exit 0 with a node that never came back")
@@ -705,9 +707,19 @@ func TestHaltStatusUnlock(t *testing.T) {
 	if strings.Contains(r.stderr.String(), "interrupted") {
 		t.Errorf("a real failure reported as an interruption")
 	}
+	var down *testbed.Node
+	for _, n := range tb.Nodes {
+		n.SetRebootBroken(false)
+		if !n.Up() {
+			down = n
+		}
+	}
+	if down == nil {
+		t.Fatal("no node went down")
+	}
 	c := &module.Cluster{Clientset: tb.Client}
 	st, err := reboot.Status(ctx, c)
-	if err != nil || len(st.Slots) != 1 || st.Slots[0].Halted == "" || st.Slots[0].Node != n.Name || len(st.Cordoned) != 1 || len(st.Rebooting) != 1 {
+	if err != nil || len(st.Slots) != 1 || st.Slots[0].Halted == "" || st.Slots[0].Node != down.Name || len(st.Cordoned) != 1 || len(st.Rebooting) != 1 || st.Rebooting[0].Name != down.Name {
 		t.Fatalf("status after a halt: %+v %v", st, err)
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
@@ -716,11 +728,20 @@ func TestHaltStatusUnlock(t *testing.T) {
 	if err != nil || len(f) != 3 || f[0].Severity != "critical" {
 		t.Fatalf("findings: %+v %v", f, err)
 	}
-	n.SetRebootBroken(false)
-	if err := n.Start(); err != nil {
+	// The next run (lock_timeout an hour) does not wait for a halted slot.
+	r = startApply(t, tb, "--set", "lock_timeout=3600")
+	if code := r.wait(t, 2*time.Minute); code == 0 {
+		t.Fatal("exit 0 with the rollout halted")
+	}
+	for _, tr := range r.report(t).Targets {
+		if tr.Name != down.Name && (!strings.Contains(tr.Reason, "halted") || !strings.Contains(tr.Reason, "nksrun unlock")) {
+			t.Errorf("second run, %s: %s", tr.Name, tr.Reason)
+		}
+	}
+	if err := down.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.SetReady(ctx, true); err != nil {
+	if err := down.SetReady(ctx, true); err != nil {
 		t.Fatal(err)
 	}
 	res, err := reboot.Unlock(ctx, c, false)

@@ -76,6 +76,15 @@ type lease struct {
 	lost     string
 }
 
+// haltedError: the slot is kept by a rollout that halted (a node did not
+// come back). Waiting for it is pointless: it is held until an operator
+// has dealt with the node and runs `nksrun unlock` (or halt_hold passes).
+type haltedError struct{ lease, holder, why string }
+
+func (e *haltedError) Error() string {
+	return fmt.Sprintf("the rolling reboot is halted: slot %s is kept by %s: %s; fix that node, then `nksrun unlock`", e.lease, e.holder, e.why)
+}
+
 // takeover describes the holder a slot was taken from after its renewal
 // lapsed (a process that died), and the node it was working on.
 type takeover struct {
@@ -173,7 +182,7 @@ func (l *lease) tryAcquire(ctx context.Context, why map[string]string) (bool, st
 	expired := lapsed(cur, now) || now.Sub(seenAt) > leaseDuration(cur)
 	if holder != "" && holder != l.holder && !expired {
 		if why := cur.Annotations[AnnotationHalted]; why != "" {
-			holder += " (halted: " + why + ")"
+			return false, holder + " (halted: " + why + ")", nil, &haltedError{lease: l.namespace + "/" + l.name, holder: holder, why: why}
 		}
 		return false, holder, nil, nil
 	}

@@ -312,6 +312,10 @@ func (m *Module) acquire(ctx context.Context, t module.Target, p Params) (int, *
 				return i, l, prev, nil
 			}
 			m.free(i)
+			var he *haltedError
+			if errors.As(err, &he) {
+				return 0, nil, nil, fmt.Errorf("not rebooted: %w", err)
+			}
 			if err != nil {
 				if ctx.Err() != nil {
 					return 0, nil, nil, interrupted("node %s not started (was waiting for a reboot slot); nothing changed on it", t.Node.Name)
