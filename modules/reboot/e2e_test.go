@@ -10,9 +10,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -753,4 +756,80 @@ func TestHaltStatusUnlock(t *testing.T) {
 	if res, err := reboot.Unlock(ctx, c, false); err != nil || len(res.Released)+len(res.Uncordoned)+len(res.Cleaned)+len(res.Kept) != 0 {
 		t.Fatalf("second unlock: %+v %v", res, err)
 	}
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// nksrunBinary builds nksrun once per test process, for the test that
+// kills it.
+func nksrunBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nksrun-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "nksrun")
+		if out, err := exec.Command("go", "build", "-o", binPath, "nksrun/cmd/nksrun").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+// TestKilledMidRebootNextRunTakesOver: `nksrun apply` is killed (SIGKILL)
+// while a node is rebooting. Its slot stays held until its renewal lapses
+// (lease_duration 6 s) and the node stays cordoned; `Status` shows both.
+// The next run waits for the slot, takes it over, finishes the node the
+// dead run left (Ready: uncordoned) and reboots its own node.
+func TestKilledMidRebootNextRunTakesOver(t *testing.T) {
+	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky, centos}, RebootDelay: 2 * time.Second})
+	ctx := context.Background()
+	bin := nksrunBinary(t)
+	first, second := tb.Nodes[0], tb.Nodes[1]
+	var stderr syncBuf
+	cmd := exec.Command(bin, "apply", "--kubeconfig", tb.Kubeconfig, "-i", tb.KeyPath, "--known-hosts", tb.KnownHosts,
+		"--auto-approve", "--lock-file", filepath.Join(t.TempDir(), "apply.lock"), rollingReboot, "--limit", first.Name)
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
+	waitFor(t, 2*time.Minute, "the node going down", func() bool { return !first.Up() })
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	t.Logf("killed nksrun; its stderr:\n%s", tail(stderr.String()))
+	dead, _, node := slot(tb)
+	if dead == "" || node != first.Name {
+		t.Fatalf("the killed run's slot: holder %q node %q", dead, node)
+	}
+	st, err := reboot.Status(ctx, &module.Cluster{Clientset: tb.Client})
+	if err != nil || len(st.Slots) != 1 || len(st.Cordoned) != 1 || st.Cordoned[0].Name != first.Name || st.Cordoned[0].Holder != dead {
+		t.Fatalf("status after the kill: %+v %v", st, err)
+	}
+	r := startApply(t, tb, "--limit", second.Name)
+	if code := r.wait(t, 3*time.Minute); code != 0 {
+		t.Fatalf("next run: exit %d", code)
+	}
+	for _, want := range []string{"over from " + dead, "finishing node " + first.Name} {
+		if !strings.Contains(r.stderr.String(), want) {
+			t.Errorf("the next run's log lacks %q", want)
+		}
+	}
+	if first.Reboots() != 1 || second.Reboots() != 1 {
+		t.Errorf("reboots: %s %d, %s %d; want 1 each", first.Name, first.Reboots(), second.Name, second.Reboots())
+	}
+	assertClean(t, tb, nil)
 }
