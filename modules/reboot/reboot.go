@@ -418,6 +418,10 @@ func (m *Module) Apply(ctx context.Context, t module.Target, s module.Step, pl m
 // An error means the slot must not be used for another node.
 func (m *Module) finishLeftover(ctx context.Context, t module.Target, p Params, node, holder string) error {
 	cs := t.Cluster.Clientset
+	if ctx.Err() != nil {
+		// Not taken on: status and unlock still show it.
+		return interrupted("node %s not started; node %s, left cordoned by %s, was not taken over", t.Node.Name, node, holder)
+	}
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	ok, err := adoptNode(cctx, cs, node, holder, m.holder)
 	cancel()

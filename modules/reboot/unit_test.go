@@ -295,3 +295,32 @@ func TestDrainRefusesEmptyDirWithoutOptIn(t *testing.T) {
 		t.Errorf("%d evictions with the opt-in, want 3", evicted)
 	}
 }
+
+// The last look before the reboot command fails once another process has
+// written the slot as its own.
+func TestLeaseCheckSeesALostSlot(t *testing.T) {
+	ctx := context.Background()
+	cs := fake.NewClientset()
+	a := &lease{cs: cs, namespace: "kube-system", name: "nksrun-reboot", holder: "A", duration: time.Minute}
+	if ok, _, _, err := a.tryAcquire(ctx, nil); !ok || err != nil {
+		t.Fatalf("A: %v %v", ok, err)
+	}
+	if err := a.check(ctx); err != nil {
+		t.Fatalf("check while holding: %v", err)
+	}
+	le, _ := cs.CoordinationV1().Leases("kube-system").Get(ctx, "nksrun-reboot", metav1.GetOptions{})
+	thief := "B"
+	le.Spec.HolderIdentity = &thief
+	if _, err := cs.CoordinationV1().Leases("kube-system").Update(ctx, le, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.check(ctx); err == nil || !strings.Contains(err.Error(), "lost the reboot slot kube-system/nksrun-reboot") || !strings.Contains(err.Error(), "held by B") {
+		t.Fatalf("check after losing the slot: %v", err)
+	}
+	if err := a.release(); err == nil {
+		t.Fatal("released a slot another process holds")
+	}
+	if le, _ := cs.CoordinationV1().Leases("kube-system").Get(ctx, "nksrun-reboot", metav1.GetOptions{}); holderOf(le) != "B" {
+		t.Fatalf("holder after A's release: %q", holderOf(le))
+	}
+}
