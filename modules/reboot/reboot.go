@@ -544,7 +544,9 @@ func (m *Module) rebootNode(ctx context.Context, t module.Target, rc module.Reco
 		} else {
 			nodeutil.Logf(t, "%s was cordoned by someone else just now: it stays cordoned", name)
 		}
-	case own.Ours && own.Holder != m.holder:
+	case own.Ours && own.Holder == m.holder:
+		ours = true // this run's own cordon (an earlier attempt on this node)
+	case own.Ours:
 		// A cordon of a run that is gone (its slot lapsed): this run
 		// finishes it. A live run's cordon is its own business.
 		if alive, _ := holderAlive(ctx, cs, own.Holder); alive {
