@@ -833,3 +833,35 @@ func TestKilledMidRebootNextRunTakesOver(t *testing.T) {
 	}
 	assertClean(t, tb, nil)
 }
+
+// TestTimeoutShorterThanRollout: `--timeout` ends the run the way Ctrl-C
+// does. The rollout needs at least three reboot delays (9 s); the run has
+// 4 s: it exits non-zero saying interrupted, no node is rebooted twice, at
+// least one is never started, and the cluster is clean.
+func TestTimeoutShorterThanRollout(t *testing.T) {
+	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky, centos, rocky}, RebootDelay: 3 * time.Second})
+	r := startApply(t, tb, "--timeout", "4s")
+	if code := r.wait(t, 3*time.Minute); code == 0 {
+		t.Fatal("exit 0 although the timeout ended the run")
+	}
+	if !strings.Contains(r.stderr.String(), "interrupted") {
+		t.Errorf("stderr does not say interrupted")
+	}
+	untouched := 0
+	for _, n := range tb.Nodes {
+		switch n.Reboots() {
+		case 0:
+			untouched++
+		case 1:
+		default:
+			t.Errorf("%s rebooted %d times", n.Name, n.Reboots())
+		}
+		if !n.Up() {
+			t.Errorf("%s left down", n.Name)
+		}
+	}
+	if untouched == 0 {
+		t.Errorf("every node was rebooted within a 4 s run")
+	}
+	assertClean(t, tb, nil)
+}
