@@ -8,90 +8,63 @@ import (
 	"fmt"
 	"maps"
 	"sync"
-	"time"
 
+	"nksrun/engine/gather"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
 	"nksrun/inventory"
 )
 
-// Report is the outcome of an apply.
-type Report struct {
-	Started  time.Time      `json:"started"`
-	Finished time.Time      `json:"finished"`
-	Targets  []TargetResult `json:"targets"`
-}
-
-// TargetResult is what apply did on one target.
-type TargetResult struct {
-	Runbook string        `json:"runbook"`
-	Kind    string        `json:"kind"`
-	Name    string        `json:"name"`
-	Address string        `json:"address,omitempty"`
-	Status  string        `json:"status"`
-	Reason  string        `json:"reason,omitempty"`
-	Steps   []StepResult  `json:"steps,omitempty"`
-	Verify  []CheckResult `json:"verify,omitempty"`
-}
-
-// StepResult is one applied step.
-type StepResult struct {
-	ID       string               `json:"id"`
-	Module   string               `json:"module"`
-	Action   module.Action        `json:"action"`
-	Changed  bool                 `json:"changed"`
-	Summary  string               `json:"summary,omitempty"`
-	Error    string               `json:"error,omitempty"`
-	Findings []module.FindingInfo `json:"findings,omitempty"`
-}
-
-// CheckResult is one verify condition after apply.
-type CheckResult struct {
-	Message string `json:"message"`
-	OK      bool   `json:"ok"`
-	Error   string `json:"error,omitempty"`
-}
-
-// Failed reports whether any target failed, was unreachable, stale or not run.
-func (r *Report) Failed() bool {
-	for _, t := range r.Targets {
-		switch t.Status {
-		case StatusFailed, StatusUnreachable, StatusStale, StatusNotRun:
-			return true
-		}
-	}
-	return false
-}
-
 // Apply performs exactly what p says. Runbooks are re-read from the plan
-// itself (not from disk), so a saved plan applies what was reviewed.
-func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
-	rep := &Report{Started: e.o.Now().UTC()}
+// itself (not from disk), so a saved plan applies what was reviewed; a saved
+// plan must have passed Rederive first, and the targets it found stale are
+// passed here and not applied.
+func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) (*plans.Report, error) {
+	type key struct{ rb, name string }
+	staleReason := map[key]string{}
+	for _, s := range stale {
+		staleReason[key{s.Runbook, s.Name}] = s.Reason
+	}
+	rep := &plans.Report{Started: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
 	for i := range p.Runbooks {
 		rp := &p.Runbooks[i]
-		rb, err := runbook.Parse(rp.Path, []byte(rp.Source), e.o.Registry)
+		rb, err := e.runbookOf(rp)
 		if err != nil {
-			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
+			return nil, err
 		}
-		e.registerSecrets(rb, rp.Params)
+		for j := range rp.Targets {
+			if err := checkShape(rb, &rp.Targets[j]); err != nil {
+				return nil, fmt.Errorf("%w: runbook %s, target %s: %v", ErrPlanTampered, rp.Name, rp.Targets[j].Name, err)
+			}
+		}
 		// Kubernetes facts for verify are listed once per runbook (by the
 		// first target to verify), never once per node.
-		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return e.k8sFacts(ctx, rb) })
-		results := make([]TargetResult, len(rp.Targets))
+		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return gather.Kubernetes(ctx, e.o.Cluster, rb) })
+		results := make([]plans.TargetResult, len(rp.Targets))
 		fails := &failures{limit: e.o.MaxFailures}
 		forEach(ctx, len(rp.Targets), e.o.Forks, func(j int) {
 			tp := &rp.Targets[j]
 			if fails.exceeded() {
-				results[j] = TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
+				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
+				return
+			}
+			if why, ok := staleReason[key{rp.Name, tp.Name}]; ok {
+				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusStale, Reason: why}
+				fails.add()
 				return
 			}
 			results[j] = e.applyTarget(ctx, rb, rp, tp, k8sFacts)
 			switch results[j].Status {
-			case StatusFailed, StatusUnreachable, StatusStale:
+			case plans.StatusFailed, plans.StatusUnreachable, plans.StatusStale:
 				fails.add()
 			}
-			e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: results[j].Status, Message: results[j].Reason})
+			e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: string(results[j].Status), Message: results[j].Reason})
+		}, func(j int, v any) {
+			tp := &rp.Targets[j]
+			results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusFailed, Reason: fmt.Sprintf("internal error (nothing further done on this target): %v", v)}
+			fails.add()
 		})
 		rep.Targets = append(rep.Targets, results...)
 	}
@@ -99,7 +72,7 @@ func (e *Engine) Apply(ctx context.Context, p *Plan) (*Report, error) {
 	return rep, nil
 }
 
-func hostOf(tp *TargetPlan, facts map[string]any) inventory.Host {
+func hostOf(tp *plans.TargetPlan, facts map[string]any) inventory.Host {
 	return inventory.Host{Name: tp.Name, Address: tp.Address, User: tp.User, Port: tp.Port, Labels: tp.Labels, Facts: facts}
 }
 
@@ -114,27 +87,27 @@ func (e *Engine) nodeFacts(name string) map[string]any {
 	return map[string]any{"name": name}
 }
 
-func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, tp *TargetPlan, k8sFacts func() (map[string]any, error)) TargetResult {
-	res := TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: StatusOK}
+func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *plans.RunbookPlan, tp *plans.TargetPlan, k8sFacts func() (map[string]any, error)) plans.TargetResult {
+	res := plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusOK}
 	switch tp.Status {
-	case StatusSkipped, StatusNotRun:
+	case plans.StatusSkipped, plans.StatusNotRun:
 		res.Status, res.Reason = tp.Status, tp.Reason
 		return res
-	case StatusFailed, StatusUnreachable:
+	case plans.StatusFailed, plans.StatusUnreachable:
 		res.Status, res.Reason = tp.Status, "at plan time: "+tp.Reason
 		return res
 	}
 	var node *module.Node
-	if tp.Kind == TargetNode {
+	if tp.Kind == plans.TargetNode {
 		h := hostOf(tp, e.nodeFacts(tp.Name))
 		runner, err := e.connect(ctx, h)
 		if err != nil {
-			res.Status, res.Reason = StatusUnreachable, err.Error()
+			res.Status, res.Reason = plans.StatusUnreachable, err.Error()
 			return res
 		}
 		node = &module.Node{Name: tp.Name, Address: tp.Address, Facts: h.Facts, Runner: runner}
 	} else if e.o.Cluster == nil {
-		res.Status, res.Reason = StatusFailed, "no cluster configured (--kubeconfig)"
+		res.Status, res.Reason = plans.StatusFailed, "no cluster configured (--kubeconfig)"
 		return res
 	}
 	t := e.target(rb, node)
@@ -151,7 +124,7 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 	}
 	stepsEnv := map[string]any{}
 	for i, sp := range tp.Steps {
-		sr := StepResult{ID: sp.ID, Module: sp.Module, Action: sp.Action, Summary: sp.Summary, Findings: sp.Findings}
+		sr := plans.StepResult{ID: sp.ID, Module: sp.Module, Action: sp.Action, Summary: sp.Summary, Findings: sp.Findings}
 		if sp.Action != module.Change && sp.Action != module.Unknown {
 			res.Steps = append(res.Steps, sr)
 			stepsEnv[sp.ID] = registered(sp.Planned, false)
@@ -167,12 +140,12 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 		if err != nil {
 			sr.Error = e.o.Secrets.Redact(err.Error())
 			res.Steps = append(res.Steps, sr)
-			res.Status = StatusFailed
+			res.Status = plans.StatusFailed
 			switch {
 			case errors.Is(err, module.ErrStale), errors.Is(err, module.ErrConflict):
-				res.Status = StatusStale
+				res.Status = plans.StatusStale
 			case isTransport(err):
-				res.Status = StatusUnreachable
+				res.Status = plans.StatusUnreachable
 			}
 			res.Reason = fmt.Sprintf("step %s (%s): %s", sp.ID, sp.Module, sr.Error)
 			return res
@@ -182,7 +155,7 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 			sr.Summary = applied.Summary
 		}
 		if applied.Changed {
-			res.Status = StatusChanged
+			res.Status = plans.StatusChanged
 			e.emit(Event{Type: EventChange, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Step: sp.ID, Module: sp.Module, Message: sr.Summary})
 		}
 		res.Steps = append(res.Steps, sr)
@@ -198,7 +171,7 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *Runbo
 	return res
 }
 
-func (e *Engine) applyStep(ctx context.Context, t module.Target, sp StepPlan) (module.Applied, error) {
+func (e *Engine) applyStep(ctx context.Context, t module.Target, sp plans.StepPlan) (module.Applied, error) {
 	mod, err := e.instance(sp.Module)
 	if err != nil {
 		return module.Applied{}, err
@@ -215,16 +188,16 @@ func (e *Engine) applyStep(ctx context.Context, t module.Target, sp StepPlan) (m
 // verifyPlan selects the verify checks of a target's scope and the node
 // probes they need: host.* only if a check names host, command facts only if
 // a check names facts; none at all for checks on params and steps.
-func verifyPlan(rb *runbook.Runbook, tp *TargetPlan) ([]*runbook.Check, []module.Probe) {
+func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan) ([]*runbook.Check, []module.Probe) {
 	var checks []*runbook.Check
 	uses := map[string]bool{}
 	for i := range rb.Verify {
 		c := &rb.Verify[i]
-		on := c.On
+		on := plans.Kind(c.On)
 		if on == "" {
-			on = TargetNode
+			on = plans.TargetNode
 			if !rb.HasScope(module.ScopeNode) {
-				on = TargetCluster
+				on = plans.TargetCluster
 			}
 		}
 		if on == tp.Kind {
@@ -238,12 +211,12 @@ func verifyPlan(rb *runbook.Runbook, tp *TargetPlan) ([]*runbook.Check, []module
 		}
 	}
 	var probes []module.Probe
-	if tp.Kind == TargetNode && len(checks) > 0 {
+	if tp.Kind == plans.TargetNode && len(checks) > 0 {
 		if uses[runbook.EnvHost] {
-			probes = append(probes, builtinProbes...)
+			probes = append(probes, gather.BuiltinProbes...)
 		}
 		if uses[runbook.EnvFacts] {
-			probes = append(probes, factProbes(rb)...)
+			probes = append(probes, gather.FactProbes(rb)...)
 		}
 	}
 	return checks, probes
@@ -252,13 +225,13 @@ func verifyPlan(rb *runbook.Runbook, tp *TargetPlan) ([]*runbook.Check, []module
 // verify evaluates the runbook's verify conditions for this target on freshly
 // read facts: those that rode on the last change's command (rode), or one
 // read of its own.
-func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPlan, checks []*runbook.Check, probes []module.Probe, rode map[string]module.ProbeResult, t module.Target, stepsEnv map[string]any, k8sFacts func() (map[string]any, error), res *TargetResult) {
+func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.RunbookPlan, checks []*runbook.Check, probes []module.Probe, rode map[string]module.ProbeResult, t module.Target, stepsEnv map[string]any, k8sFacts func() (map[string]any, error), res *plans.TargetResult) {
 	if len(checks) == 0 {
 		return
 	}
 	shared, err := k8sFacts()
 	if err != nil {
-		res.Status, res.Reason = StatusFailed, "verify: "+err.Error()
+		res.Status, res.Reason = plans.StatusFailed, "verify: "+err.Error()
 		return
 	}
 	facts := maps.Clone(shared)
@@ -270,33 +243,33 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *RunbookPla
 		env[runbook.EnvNode] = t.Node.Facts
 		results, err := rode, error(nil)
 		if results == nil {
-			results, err = runProbes(ctx, t.Node.Runner, probes)
+			results, err = gather.Run(ctx, t.Node.Runner, probes)
 		}
 		if err == nil {
-			err = parseFacts(rb, results, facts)
+			err = gather.ParseFacts(rb, results, facts)
 		}
 		if err != nil {
-			res.Status, res.Reason = StatusFailed, "verify: gathering facts: "+err.Error()
+			res.Status, res.Reason = plans.StatusFailed, "verify: gathering facts: "+err.Error()
 			return
 		}
-		if _, ok := results[builtinProbes[0].Key]; ok {
-			env[runbook.EnvHost] = hostFacts(results)
+		if _, ok := results[gather.BuiltinProbes[0].Key]; ok {
+			env[runbook.EnvHost] = gather.HostFacts(results)
 		}
 	}
 	// Vars are derived from facts: computed again from the fresh ones.
 	if err := rb.EvalVars(env); err != nil {
-		res.Status, res.Reason = StatusFailed, "verify: "+err.Error()
+		res.Status, res.Reason = plans.StatusFailed, "verify: "+err.Error()
 		return
 	}
 	for _, c := range checks {
 		ok, err := c.That.EvalBool(env)
-		cr := CheckResult{Message: c.Message, OK: ok && err == nil}
+		cr := plans.CheckResult{Message: c.Message, OK: ok && err == nil}
 		if err != nil {
 			cr.Error = e.o.Secrets.Redact(err.Error())
 		}
 		res.Verify = append(res.Verify, cr)
 		if !cr.OK {
-			res.Status = StatusFailed
+			res.Status = plans.StatusFailed
 			res.Reason = "verify failed: " + c.Message
 		}
 	}
@@ -324,7 +297,7 @@ func (v *verifyRider) Run(ctx context.Context, command string, opts module.RunOp
 		v.forget()
 		return v.Runner.Run(ctx, command, opts)
 	}
-	script, boundary := probeScript(v.probes)
+	script, boundary := gather.Script(v.probes)
 	res, err := v.Runner.Run(ctx, "(\n"+command+"\n)\nnksrun_rc=$?\n"+script+"exit $nksrun_rc\n", opts)
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -333,7 +306,7 @@ func (v *verifyRider) Run(ctx context.Context, command string, opts module.RunOp
 		return res, err
 	}
 	if i := bytes.Index(res.Stdout, []byte(boundary+" 0\n")); i >= 0 {
-		if results, perr := parseProbes(res.Stdout[i:], boundary, v.probes); perr == nil {
+		if results, perr := gather.ParseOutput(res.Stdout[i:], boundary, v.probes); perr == nil {
 			v.results = results
 		}
 		res.Stdout = res.Stdout[:i]

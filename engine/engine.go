@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
 	"nksrun/inventory"
 )
@@ -35,7 +36,7 @@ type Options struct {
 	// MaxFailures stops starting new targets once this many have failed or
 	// were unreachable (0 = no limit).
 	MaxFailures int
-	Secrets     *Secrets
+	Secrets     *redact.Secrets
 	// Observer receives progress events (may be nil). Called concurrently.
 	Observer func(Event)
 	Version  string
@@ -46,6 +47,7 @@ type Options struct {
 // connection per host and one instance per module.
 type Engine struct {
 	o         Options
+	planTime  time.Time // the time modules write into changes (see withPlanTime)
 	mu        sync.Mutex
 	conns     map[string]*connEntry
 	instances map[string]module.Module
@@ -65,7 +67,7 @@ func New(o Options) *Engine {
 		o.Forks = 256
 	}
 	if o.Secrets == nil {
-		o.Secrets = &Secrets{}
+		o.Secrets = &redact.Secrets{}
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -164,8 +166,10 @@ func (f *failures) exceeded() bool {
 	return f.limit > 0 && f.n >= f.limit
 }
 
-// forEach runs fn for each index with at most forks at once.
-func forEach(ctx context.Context, n, forks int, fn func(i int)) {
+// forEach runs fn for each index with at most forks at once. A panic in fn
+// (a module's bug, a malformed plan) is recovered and handed to onPanic for
+// that index: it fails that target, never the run or the other targets.
+func forEach(ctx context.Context, n, forks int, fn func(i int), onPanic func(i int, v any)) {
 	sem := make(chan struct{}, forks)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -178,6 +182,11 @@ func forEach(ctx context.Context, n, forks int, fn func(i int)) {
 		wg.Add(1)
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
+			defer func() {
+				if v := recover(); v != nil {
+					onPanic(i, v)
+				}
+			}()
 			fn(i)
 		}(i)
 	}
@@ -196,6 +205,7 @@ func (e *Engine) target(rb *runbook.Runbook, node *module.Node) module.Target {
 		name = node.Name
 	}
 	return module.Target{
+		Now:        e.planTime,
 		Node:       node,
 		Cluster:    e.o.Cluster,
 		RunbookDir: rb.Dir,
@@ -206,11 +216,35 @@ func (e *Engine) target(rb *runbook.Runbook, node *module.Node) module.Target {
 	}
 }
 
-// registerSecrets adds a runbook's secret params to the redactor.
-func (e *Engine) registerSecrets(rb *runbook.Runbook, params map[string]any) {
+// registerSecrets adds a runbook's secret params to the redactor. A
+// non-empty secret shorter than redact.MinLen is refused: it could neither
+// be redacted safely nor printed.
+func (e *Engine) registerSecrets(rb *runbook.Runbook, params map[string]any) error {
 	for _, name := range rb.SecretParams() {
-		if s, ok := params[name].(string); ok {
-			e.o.Secrets.AddSecret(s)
+		s, ok := params[name].(string)
+		if !ok || s == "" {
+			continue
 		}
+		if len(s) < redact.MinLen {
+			return fmt.Errorf("secret param %s is shorter than %d characters: refused (a value that short cannot be kept out of the output)", name, redact.MinLen)
+		}
+		e.o.Secrets.AddSecret(s)
 	}
+	return nil
+}
+
+// withPlanTime runs fn with the plan's creation time as the time modules
+// write into changes (rollout_restart's restartedAt), so planning a saved
+// plan's runbook again gives the very same change, byte for byte.
+func (e *Engine) withPlanTime(t time.Time, fn func()) {
+	e.mu.Lock()
+	prev := e.planTime
+	e.planTime = t
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.planTime = prev
+		e.mu.Unlock()
+	}()
+	fn()
 }

@@ -24,8 +24,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"nksrun/engine/gather"
 	"nksrun/engine/module"
+	"nksrun/engine/planfile"
+	"nksrun/engine/plans"
+	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
+	"nksrun/engine/views"
 	"nksrun/inventory"
 	"nksrun/modules"
 )
@@ -193,12 +198,12 @@ func BenchmarkLoadRunbook(b *testing.B) {
 func BenchmarkProbeParse200(b *testing.B) {
 	rb := loadBenchRunbook(b)
 	want := wantConfig(b)
-	probes := append(append([]module.Probe{}, builtinProbes...), factProbes(rb)...)
+	probes := append(append([]module.Probe{}, gather.BuiltinProbes...), gather.FactProbes(rb)...)
 	probes = append(probes, module.Probe{Key: "step.config.state", Command: "stat -c ... head -c (file_sync's state probe)"})
 	// Record one node's answer once, then replay it with each call's
-	// boundary, so the loop measures runProbes, not the canned node.
+	// boundary, so the loop measures gather.Run, not the canned node.
 	rec := &recorder{r: &cannedNode{current: want}}
-	if _, err := runProbes(context.Background(), rec, probes); err != nil {
+	if _, err := gather.Run(context.Background(), rec, probes); err != nil {
 		b.Fatal(err)
 	}
 	node := replayRunner{tmpl: bytes.ReplaceAll(rec.out, []byte(rec.boundary), []byte("@B@"))}
@@ -206,7 +211,7 @@ func BenchmarkProbeParse200(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		for range benchNodes {
-			res, err := runProbes(ctx, node, probes)
+			res, err := gather.Run(ctx, node, probes)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -225,10 +230,10 @@ func BenchmarkPlan200(b *testing.B) {
 	for _, bc := range []struct {
 		name    string
 		current []byte
-		count   func(Counts) int
+		count   func(plans.Counts) int
 	}{
-		{"in-sync", wantConfig(b), func(c Counts) int { return c.NoOp }},
-		{"changed", []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"), func(c Counts) int { return c.Change }},
+		{"in-sync", wantConfig(b), func(c plans.Counts) int { return c.NoOp }},
+		{"changed", []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"), func(c plans.Counts) int { return c.Change }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			e, _ := benchEngine(benchNodes, bc.current)
@@ -248,7 +253,7 @@ func BenchmarkPlan200(b *testing.B) {
 	}
 }
 
-func changedPlan(b *testing.B) *Plan {
+func changedPlan(b *testing.B) *plans.Plan {
 	rb := loadBenchRunbook(b)
 	e, _ := benchEngine(benchNodes, []byte("# old config\n/var/lib/docker/containers/*/*.log {\n  rotate 5\n}\n"))
 	defer e.Close()
@@ -263,13 +268,13 @@ func changedPlan(b *testing.B) *Plan {
 // diff per node), in each format, plus Seal (the checksum over its JSON).
 func BenchmarkRender200(b *testing.B) {
 	p := changedPlan(b)
-	for _, format := range []string{FormatText, FormatMarkdown, FormatJSON} {
+	for _, format := range []string{views.FormatText, views.FormatMarkdown, views.FormatJSON} {
 		b.Run(format, func(b *testing.B) {
 			var buf bytes.Buffer
 			b.ReportAllocs()
 			for b.Loop() {
 				buf.Reset()
-				if err := RenderPlan(&buf, p, format, &Secrets{}); err != nil {
+				if err := views.RenderPlan(&buf, p, format, &redact.Secrets{}); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -279,7 +284,7 @@ func BenchmarkRender200(b *testing.B) {
 	b.Run("seal", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if err := p.Seal(); err != nil {
+			if err := planfile.Seal(p); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -307,7 +312,7 @@ func BenchmarkApply200(b *testing.B) {
 			execs -= n.execs.Load()
 		}
 		b.StartTimer()
-		rep, err := e.Apply(ctx, p)
+		rep, err := e.Apply(ctx, p, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -5,27 +5,34 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"sort"
 
+	"nksrun/engine/gather"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
 	"nksrun/inventory"
 )
 
 // Plan reads facts for real and computes, for every runbook, target and
 // step, what apply would do. It changes nothing anywhere.
-func (e *Engine) Plan(ctx context.Context, rbs []*runbook.Runbook, set map[string]string) (*Plan, error) {
+func (e *Engine) Plan(ctx context.Context, rbs []*runbook.Runbook, set map[string]string) (*plans.Plan, error) {
 	if err := checkSets(rbs, set); err != nil {
 		return nil, err
 	}
-	p := &Plan{FormatVersion: PlanFormatVersion, Tool: e.o.Version, CreatedAt: e.o.Now().UTC()}
+	p := &plans.Plan{FormatVersion: plans.FormatVersion, Tool: e.o.Version, CreatedAt: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "plan", Message: fmt.Sprintf("plan: %d runbook(s), %d node(s)", len(rbs), len(e.o.Hosts))})
-	for _, rb := range rbs {
-		rp, err := e.planRunbook(ctx, rb, set)
-		if err != nil {
-			return nil, err
+	var err error
+	e.withPlanTime(p.CreatedAt, func() {
+		for _, rb := range rbs {
+			var rp *plans.RunbookPlan
+			if rp, err = e.planRunbook(ctx, rb, set); err != nil {
+				return
+			}
+			p.Runbooks = append(p.Runbooks, *rp)
 		}
-		p.Runbooks = append(p.Runbooks, *rp)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -57,18 +64,20 @@ func paramsFor(rb *runbook.Runbook, set map[string]string) (map[string]any, erro
 	return rb.ResolveParams(own)
 }
 
-func (e *Engine) planRunbook(ctx context.Context, rb *runbook.Runbook, set map[string]string) (*RunbookPlan, error) {
+func (e *Engine) planRunbook(ctx context.Context, rb *runbook.Runbook, set map[string]string) (*plans.RunbookPlan, error) {
 	params, err := paramsFor(rb, set)
 	if err != nil {
 		return nil, err
 	}
-	e.registerSecrets(rb, params)
-	rp := &RunbookPlan{
+	if err := e.registerSecrets(rb, params); err != nil {
+		return nil, err
+	}
+	rp := &plans.RunbookPlan{
 		Name: rb.Name, Title: rb.Title, Section: rb.Section, Path: rb.Path,
 		Source: string(rb.Source), SourceHash: rb.Hash, Params: params,
 	}
 	clusterEnv := e.clusterEnv(ctx)
-	k8sFacts, err := e.k8sFacts(ctx, rb)
+	k8sFacts, err := gather.Kubernetes(ctx, e.o.Cluster, rb)
 	if err != nil {
 		return nil, fmt.Errorf("runbook %s: %w", rb.Name, err)
 	}
@@ -77,26 +86,29 @@ func (e *Engine) planRunbook(ctx context.Context, rb *runbook.Runbook, set map[s
 	}
 	if rb.HasScope(module.ScopeNode) {
 		hosts := e.o.Hosts
-		targets := make([]TargetPlan, len(hosts))
+		targets := make([]plans.TargetPlan, len(hosts))
 		fails := &failures{limit: e.o.MaxFailures}
 		forEach(ctx, len(hosts), e.o.Forks, func(i int) {
 			if fails.exceeded() {
-				targets[i] = nodeTarget(hosts[i], StatusNotRun, "not planned: failure limit (--max-failures) reached")
+				targets[i] = nodeTarget(hosts[i], plans.StatusNotRun, "not planned: failure limit (--max-failures) reached")
 				return
 			}
 			targets[i] = e.planNode(ctx, rb, params, clusterEnv, k8sFacts, hosts[i])
-			if targets[i].Status == StatusFailed || targets[i].Status == StatusUnreachable {
+			if targets[i].Status == plans.StatusFailed || targets[i].Status == plans.StatusUnreachable {
 				fails.add()
 			}
-			e.emit(Event{Type: EventTarget, Runbook: rb.Name, Target: hosts[i].Name, Status: targets[i].Status, Message: targets[i].Reason})
+			e.emit(Event{Type: EventTarget, Runbook: rb.Name, Target: hosts[i].Name, Status: string(targets[i].Status), Message: targets[i].Reason})
+		}, func(i int, v any) {
+			targets[i] = nodeTarget(hosts[i], plans.StatusFailed, fmt.Sprintf("internal error while planning: %v", v))
+			fails.add()
 		})
 		rp.Targets = append(rp.Targets, targets...)
 	}
 	return rp, nil
 }
 
-func nodeTarget(h inventory.Host, status, reason string) TargetPlan {
-	return TargetPlan{Kind: TargetNode, Name: h.Name, Address: h.Address, User: h.User, Port: h.Port, Labels: h.Labels, Status: status, Reason: reason}
+func nodeTarget(h inventory.Host, status plans.Status, reason string) plans.TargetPlan {
+	return plans.TargetPlan{Kind: plans.TargetNode, Name: h.Name, Address: h.Address, User: h.User, Port: h.Port, Labels: h.Labels, Status: status, Reason: reason}
 }
 
 // skipReason evaluates the skip rules (before connecting).
@@ -117,22 +129,26 @@ func skipReason(rb *runbook.Runbook, env map[string]any, h inventory.Host, inclu
 	return "", nil
 }
 
-func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any, h inventory.Host) TargetPlan {
-	tp := nodeTarget(h, StatusOK, "")
+func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any, h inventory.Host) plans.TargetPlan {
+	tp := nodeTarget(h, plans.StatusOK, "")
 	env := map[string]any{
 		runbook.EnvParams: params, runbook.EnvNode: h.Facts, runbook.EnvCluster: clusterEnv,
 		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
 	}
+	if h.Problem != "" {
+		tp.Status, tp.Reason = plans.StatusFailed, h.Problem
+		return tp
+	}
 	if reason, err := skipReason(rb, env, h, e.o.IncludeNotReady); err != nil {
-		tp.Status, tp.Reason = StatusFailed, err.Error()
+		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
 		return tp
 	} else if reason != "" {
-		tp.Status, tp.Reason = StatusSkipped, reason
+		tp.Status, tp.Reason = plans.StatusSkipped, reason
 		return tp
 	}
 	runner, err := e.connect(ctx, h)
 	if err != nil {
-		tp.Status, tp.Reason = StatusUnreachable, err.Error()
+		tp.Status, tp.Reason = plans.StatusUnreachable, err.Error()
 		return tp
 	}
 	node := &module.Node{Name: h.Name, Address: h.Address, Facts: h.Facts, Runner: runner}
@@ -156,17 +172,21 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 		prepared[i] = ps
 		probes = append(probes, ps.probes...)
 	}
-	host, results, err := gatherNode(ctx, runner, rb, probes, env[runbook.EnvFacts].(map[string]any))
+	host, results, err := gather.Node(ctx, runner, rb, probes, env[runbook.EnvFacts].(map[string]any))
 	if err != nil {
-		tp.Status, tp.Reason = StatusFailed, fmt.Sprintf("gathering facts: %v", err)
+		tp.Status, tp.Reason = plans.StatusFailed, fmt.Sprintf("gathering facts: %v", err)
 		if isTransport(err) {
-			tp.Status = StatusUnreachable
+			tp.Status = plans.StatusUnreachable
 		}
+		return tp
+	}
+	if why := gather.IdentityMismatch(h.Facts, host); why != "" {
+		tp.Status, tp.Reason = plans.StatusFailed, why
 		return tp
 	}
 	env[runbook.EnvHost] = host
 	if err := rb.EvalVars(env); err != nil {
-		tp.Status, tp.Reason = StatusFailed, err.Error()
+		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
 		return tp
 	}
 	node.Facts = withHostFacts(h.Facts, env[runbook.EnvHost].(map[string]any))
@@ -185,7 +205,7 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 				return failTarget(tp, s, err)
 			}
 			if len(ps.probes) > 0 {
-				more, err := runProbes(ctx, runner, ps.probes)
+				more, err := gather.Run(ctx, runner, ps.probes)
 				if err != nil {
 					return failTarget(tp, s, err)
 				}
@@ -261,8 +281,8 @@ func (e *Engine) prepare(t module.Target, s *runbook.Step, env map[string]any) (
 	return ps, nil
 }
 
-func (e *Engine) planStep(ctx context.Context, rbName string, t module.Target, s *runbook.Step, ps *preparedStep, results map[string]module.ProbeResult) (StepPlan, error) {
-	sp := StepPlan{ID: s.ID, Module: s.Module}
+func (e *Engine) planStep(ctx context.Context, rbName string, t module.Target, s *runbook.Step, ps *preparedStep, results map[string]module.ProbeResult) (plans.StepPlan, error) {
+	sp := plans.StepPlan{ID: s.ID, Module: s.Module}
 	if ps.skip != "" {
 		sp.Action, sp.Summary, sp.Reason = module.Skip, "skipped", ps.skip
 		return sp, nil
@@ -306,11 +326,11 @@ func registered(p module.Planned, changed bool) map[string]any {
 	return r
 }
 
-func failTarget(tp TargetPlan, s *runbook.Step, err error) TargetPlan {
-	tp.Status = StatusFailed
+func failTarget(tp plans.TargetPlan, s *runbook.Step, err error) plans.TargetPlan {
+	tp.Status = plans.StatusFailed
 	tp.Reason = fmt.Sprintf("step %s (%s): %v", s.ID, s.Module, err)
 	if isTransport(err) {
-		tp.Status = StatusUnreachable
+		tp.Status = plans.StatusUnreachable
 	}
 	return tp
 }
@@ -323,19 +343,19 @@ func isTransport(err error) bool {
 	return errors.As(err, &u) && u.Unreachable()
 }
 
-func targetStatus(steps []StepPlan) string {
+func targetStatus(steps []plans.StepPlan) plans.Status {
 	for _, s := range steps {
 		if s.Action == module.Change || s.Action == module.Unknown {
-			return StatusChanges
+			return plans.StatusChanges
 		}
 	}
-	return StatusOK
+	return plans.StatusOK
 }
 
-func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any) TargetPlan {
-	tp := TargetPlan{Kind: TargetCluster, Name: "cluster", Status: StatusOK}
+func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any) plans.TargetPlan {
+	tp := plans.TargetPlan{Kind: plans.TargetCluster, Name: "cluster", Status: plans.StatusOK}
 	if e.o.Cluster == nil {
-		tp.Status, tp.Reason = StatusFailed, "runbook has cluster steps but no cluster is configured (--kubeconfig)"
+		tp.Status, tp.Reason = plans.StatusFailed, "runbook has cluster steps but no cluster is configured (--kubeconfig)"
 		return tp
 	}
 	env := map[string]any{
@@ -343,7 +363,7 @@ func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, c
 		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
 	}
 	if err := rb.EvalVars(env); err != nil {
-		tp.Status, tp.Reason = StatusFailed, err.Error()
+		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
 		return tp
 	}
 	t := e.target(rb, nil)
@@ -365,16 +385,6 @@ func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, c
 		stepsEnv[s.ID] = registered(sp.Planned, sp.Action == module.Change)
 	}
 	tp.Status = targetStatus(tp.Steps)
-	e.emit(Event{Type: EventTarget, Runbook: rb.Name, Target: "cluster", Status: tp.Status, Message: tp.Reason})
+	e.emit(Event{Type: EventTarget, Runbook: rb.Name, Target: "cluster", Status: string(tp.Status), Message: tp.Reason})
 	return tp
-}
-
-// sortedTargets orders targets: cluster first, then nodes by name.
-func sortedTargets(ts []TargetPlan) {
-	sort.SliceStable(ts, func(i, j int) bool {
-		if ts[i].Kind != ts[j].Kind {
-			return ts[i].Kind == TargetCluster
-		}
-		return ts[i].Name < ts[j].Name
-	})
 }

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 	"nksrun/inventory"
 	"nksrun/testdata/testbed"
 )

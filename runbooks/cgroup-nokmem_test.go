@@ -22,8 +22,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"nksrun/engine"
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
+	"nksrun/engine/plans"
 	"nksrun/modules/reboot"
 	"nksrun/testdata/testbed"
 )
@@ -61,17 +61,17 @@ func nbTail(s string) string {
 	return s
 }
 
-func nbPlan(t *testing.T, tb *testbed.Testbed, args ...string) *engine.Plan {
+func nbPlan(t *testing.T, tb *testbed.Testbed, args ...string) *plans.Plan {
 	t.Helper()
 	code, out, _ := nbRun(t, tb, append([]string{"plan", "--format", "json"}, args...)...)
-	var p engine.Plan
+	var p plans.Plan
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		t.Fatalf("plan JSON (exit %d): %v", code, err)
 	}
 	if code != 0 {
 		for _, rb := range p.Runbooks {
 			for _, tp := range rb.Targets {
-				if tp.Status == engine.StatusFailed || tp.Status == engine.StatusUnreachable {
+				if tp.Status == plans.StatusFailed || tp.Status == plans.StatusUnreachable {
 					t.Errorf("plan: %s %s: %s", tp.Name, tp.Status, tp.Reason)
 				}
 			}
@@ -81,26 +81,26 @@ func nbPlan(t *testing.T, tb *testbed.Testbed, args ...string) *engine.Plan {
 	return &p
 }
 
-func nbApply(t *testing.T, tb *testbed.Testbed, args ...string) (int, *engine.Report) {
+func nbApply(t *testing.T, tb *testbed.Testbed, args ...string) (int, *plans.Report) {
 	t.Helper()
 	code, out, _ := nbRun(t, tb, append([]string{"apply", "--format", "json"}, args...)...)
-	var r engine.Report
+	var r plans.Report
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		t.Fatalf("apply JSON (exit %d): %v", code, err)
 	}
 	return code, &r
 }
 
-func nbTargets(rep *engine.Report) map[string]engine.TargetResult {
-	m := map[string]engine.TargetResult{}
+func nbTargets(rep *plans.Report) map[string]plans.TargetResult {
+	m := map[string]plans.TargetResult{}
 	for _, tr := range rep.Targets {
 		m[tr.Name] = tr
 	}
 	return m
 }
 
-func nbPlanTargets(p *engine.Plan) map[string]engine.TargetPlan {
-	m := map[string]engine.TargetPlan{}
+func nbPlanTargets(p *plans.Plan) map[string]plans.TargetPlan {
+	m := map[string]plans.TargetPlan{}
 	for _, rb := range p.Runbooks {
 		for _, tp := range rb.Targets {
 			m[tp.Name] = tp
@@ -236,21 +236,21 @@ func TestCgroupNokmemRollout(t *testing.T) {
 	}
 
 	// Plan: exactly the 3.x/4.x nodes change; the 5.x node is skipped with the reason.
-	p := nbPlan(t, tb, "cgroup-nokmem.yaml")
+	p := nbPlan(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true")
 	pt := nbPlanTargets(p)
 	for _, n := range []*testbed.Node{centos, rocky, pre} {
 		tp := pt[n.Name]
-		if tp.Status != engine.StatusChanges || len(tp.Steps) != 2 || tp.Steps[0].Action != "change" || tp.Steps[1].Action != "change" {
+		if tp.Status != plans.StatusChanges || len(tp.Steps) != 3 || stepOf(tp, "diagnose").Action != "no-op" || stepOf(tp, "grub").Action != "change" || stepOf(tp, "reboot").Action != "change" {
 			t.Fatalf("plan for %s: %+v", n.Name, tp)
 		}
-		if !strings.Contains(tp.Steps[0].Diff, "+GRUB_CMDLINE_LINUX=") || !strings.Contains(tp.Steps[1].Summary, "would reboot node "+n.Name) {
+		if !strings.Contains(stepOf(tp, "grub").Diff, "+GRUB_CMDLINE_LINUX=") || !strings.Contains(stepOf(tp, "reboot").Summary, "would reboot node "+n.Name) {
 			t.Fatalf("plan for %s lacks the diff or the reboot summary: %+v", n.Name, tp.Steps)
 		}
 	}
-	if !strings.Contains(pt[pre.Name].Steps[1].Summary, "already cordoned") {
-		t.Fatalf("plan does not say %s stays cordoned: %s", pre.Name, pt[pre.Name].Steps[1].Summary)
+	if !strings.Contains(stepOf(pt[pre.Name], "reboot").Summary, "already cordoned") {
+		t.Fatalf("plan does not say %s stays cordoned: %s", pre.Name, stepOf(pt[pre.Name], "reboot").Summary)
 	}
-	if tp := pt[ubuntu.Name]; tp.Status != engine.StatusSkipped || !strings.Contains(tp.Reason, "kernel 5") {
+	if tp := pt[ubuntu.Name]; tp.Status != plans.StatusSkipped || !strings.Contains(tp.Reason, "kernel 5") {
 		t.Fatalf("plan for the 5.x node: %+v", tp)
 	}
 	// Plan changed nothing.
@@ -261,7 +261,7 @@ func TestCgroupNokmemRollout(t *testing.T) {
 	}
 
 	w := nbWatch(t, tb, map[string]bool{pre.Name: true})
-	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 	w.check(t)
 	if code != 0 {
 		t.Fatalf("apply exit %d", code)
@@ -277,7 +277,7 @@ func TestCgroupNokmemRollout(t *testing.T) {
 		if g := nbRead(t, n, "/etc/default/grub"); strings.Count(g, nokmem) != 1 {
 			t.Errorf("%s: /etc/default/grub has %s %d times", n.Name, nokmem, strings.Count(g, nokmem))
 		}
-		if r := tr[n.Name]; r.Status != engine.StatusChanged || len(r.Verify) != 1 || !r.Verify[0].OK {
+		if r := tr[n.Name]; r.Status != plans.StatusChanged || len(r.Verify) != 1 || !r.Verify[0].OK {
 			t.Errorf("%s: report %+v", n.Name, r)
 		}
 		if _, ok := w.sawCordon.Load(n.Name); !ok && n != pre {
@@ -296,7 +296,7 @@ func TestCgroupNokmemRollout(t *testing.T) {
 			t.Errorf("%s is still cordoned", n.Name)
 		}
 	}
-	if ubuntu.BootID() != old[ubuntu.Name] || nbRead(t, ubuntu, "/etc/default/grub") != grubBefore[ubuntu.Name] || tr[ubuntu.Name].Status != engine.StatusSkipped {
+	if ubuntu.BootID() != old[ubuntu.Name] || nbRead(t, ubuntu, "/etc/default/grub") != grubBefore[ubuntu.Name] || tr[ubuntu.Name].Status != plans.StatusSkipped {
 		t.Errorf("the 5.x node was touched: %+v", tr[ubuntu.Name])
 	}
 	if h, _ := nbLease(t, tb); h != "" {
@@ -309,16 +309,16 @@ func TestCgroupNokmemRollout(t *testing.T) {
 	for _, n := range tb.Nodes {
 		grubAfter[n.Name], boots[n.Name] = nbRead(t, n, "/etc/default/grub"), n.BootID()
 	}
-	p2 := nbPlan(t, tb, "cgroup-nokmem.yaml")
+	p2 := nbPlan(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true")
 	if p2.HasChanges() {
 		t.Fatalf("second plan has changes: %+v", p2.Counts())
 	}
-	code, rep = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+	code, rep = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 	if code != 0 {
 		t.Fatalf("second apply exit %d", code)
 	}
 	for _, r := range rep.Targets {
-		if r.Status == engine.StatusChanged {
+		if r.Status == plans.StatusChanged {
 			t.Errorf("second apply changed %s: %+v", r.Name, r)
 		}
 	}
@@ -337,7 +337,7 @@ func TestCgroupNokmemNodeNeverComesBack(t *testing.T) {
 		n.SetRebootBroken(true) // whichever node goes first never comes back
 	}
 	w := nbWatch(t, tb, nil)
-	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "reboot_timeout=6", "--set", "ready_timeout=6", "--set", "lease_duration=4")
+	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "reboot_timeout=6", "--set", "ready_timeout=6", "--set", "lease_duration=4")
 	w.check(t)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
@@ -355,7 +355,7 @@ func TestCgroupNokmemNodeNeverComesBack(t *testing.T) {
 		t.Fatal("no node was rebooted")
 	}
 	tr := nbTargets(rep)
-	if r := tr[down.Name]; r.Status != engine.StatusFailed || !strings.Contains(r.Reason, "did not come back") || !strings.Contains(r.Reason, "stays cordoned") {
+	if r := tr[down.Name]; r.Status != plans.StatusFailed || !strings.Contains(r.Reason, "did not come back") || !strings.Contains(r.Reason, "stays cordoned") {
 		t.Fatalf("report for the lost node %s: %+v", down.Name, r)
 	}
 	if !nbNode(t, tb, down.Name).Spec.Unschedulable {
@@ -368,7 +368,7 @@ func TestCgroupNokmemNodeNeverComesBack(t *testing.T) {
 		if nbNode(t, tb, n.Name).Spec.Unschedulable || n.BootID() != old[n.Name] || !n.Up() {
 			t.Errorf("%s was touched after the rollout halted", n.Name)
 		}
-		if r := tr[n.Name]; r.Status != engine.StatusFailed || !strings.Contains(r.Reason, "halted") || !strings.Contains(r.Reason, down.Name) {
+		if r := tr[n.Name]; r.Status != plans.StatusFailed || !strings.Contains(r.Reason, "halted") || !strings.Contains(r.Reason, down.Name) {
 			t.Errorf("report for %s does not say the rollout halted because of %s: %+v", n.Name, down.Name, r)
 		}
 	}
@@ -378,12 +378,12 @@ func TestCgroupNokmemNodeNeverComesBack(t *testing.T) {
 	if h == "" || !strings.Contains(ann[reboot.AnnotationHalted], down.Name) {
 		t.Errorf("lease after a halt: holder %q annotations %v", h, ann)
 	}
-	code, rep = nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "lock_timeout=2")
+	code, rep = nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "lock_timeout=2")
 	if code != 1 {
 		t.Fatalf("a second run with the rollout halted exited %d", code)
 	}
 	for _, r := range rep.Targets {
-		if r.Status == engine.StatusChanged || (r.Name != down.Name && !strings.Contains(r.Reason, "halted")) {
+		if r.Status == plans.StatusChanged || (r.Name != down.Name && !strings.Contains(r.Reason, "halted")) {
 			t.Errorf("second run: %+v", r)
 		}
 	}
@@ -407,7 +407,7 @@ func TestCgroupNokmemTwoProcesses(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i], _ = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+			codes[i], _ = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 		}()
 	}
 	wg.Wait()
@@ -449,7 +449,7 @@ func TestCgroupNokmemGrubFailureRestores(t *testing.T) {
 	grub := nbRead(t, broken, "/etc/default/grub")
 	cfg := nbRead(t, broken, broken.GrubCfg)
 	boot := broken.BootID()
-	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
@@ -469,7 +469,7 @@ func TestCgroupNokmemGrubFailureRestores(t *testing.T) {
 		t.Errorf("%s was rebooted or cordoned", broken.Name)
 	}
 	r := nbTargets(rep)[broken.Name]
-	if r.Status != engine.StatusFailed || !strings.Contains(r.Reason, "restored") {
+	if r.Status != plans.StatusFailed || !strings.Contains(r.Reason, "restored") {
 		t.Errorf("report for %s: %+v", broken.Name, r)
 	}
 	for _, s := range r.Steps {
@@ -478,7 +478,7 @@ func TestCgroupNokmemGrubFailureRestores(t *testing.T) {
 		}
 	}
 	// The healthy node is rebooted as usual.
-	if ok.Reboots() != 1 || !strings.Contains(ok.Cmdline(), nokmem) || nbTargets(rep)[ok.Name].Status != engine.StatusChanged {
+	if ok.Reboots() != 1 || !strings.Contains(ok.Cmdline(), nokmem) || nbTargets(rep)[ok.Name].Status != plans.StatusChanged {
 		t.Errorf("%s: %d reboots, cmdline %q, %+v", ok.Name, ok.Reboots(), ok.Cmdline(), nbTargets(rep)[ok.Name])
 	}
 }
@@ -518,14 +518,14 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 	if _, err := tb.Client.PolicyV1().PodDisruptionBudgets(ns).UpdateStatus(ctx, pc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p := nbPlan(t, tb, "cgroup-nokmem.yaml")
-	if s := nbPlanTargets(p)[n.Name].Steps[1].Summary; !strings.Contains(s, "drain 1 pod(s) (default/web-abc12)") {
+	p := nbPlan(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true")
+	if s := stepOf(nbPlanTargets(p)[n.Name], "reboot").Summary; !strings.Contains(s, "drain 1 pod(s) (default/web-abc12)") {
 		t.Fatalf("plan does not name the pod to drain: %s", s)
 	}
 	boot := n.BootID()
 	w := nbWatch(t, tb, nil)
 	start := time.Now()
-	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "drain_timeout=4", "--set", "reboot_timeout=10", "--set", "lease_duration=6")
+	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "drain_timeout=4", "--set", "reboot_timeout=10", "--set", "lease_duration=6")
 	took := time.Since(start)
 	w.Stop()
 	if code != 1 {
@@ -538,7 +538,7 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 		t.Errorf("node never seen cordoned during the drain")
 	}
 	r := nbTargets(rep)[n.Name]
-	if r.Status != engine.StatusFailed || !strings.Contains(r.Reason, "drain failed") || !strings.Contains(r.Reason, "default/web-abc12") ||
+	if r.Status != plans.StatusFailed || !strings.Contains(r.Reason, "drain failed") || !strings.Contains(r.Reason, "default/web-abc12") ||
 		!strings.Contains(r.Reason, "disruption budget") || !strings.Contains(r.Reason, "uncordoned") {
 		t.Fatalf("report: %+v", r)
 	}
@@ -564,7 +564,7 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 func TestCgroupNokmemSerialTwo(t *testing.T) {
 	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{nbCentOS, nbRocky, nbCentOS, nbRocky}})
 	w := nbWatch(t, tb, nil)
-	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "serial=2"}, nbFast...)...)
+	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "serial=2"}, nbFast...)...)
 	w.Stop()
 	t.Logf("watcher: %d samples, max cordoned %d, max down %d", w.samples.Load(), w.maxCordoned.Load(), w.maxDown.Load())
 	if code != 0 {

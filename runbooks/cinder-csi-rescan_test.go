@@ -23,9 +23,9 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
-	"nksrun/engine"
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 	"nksrun/engine/runbook"
 	"nksrun/modules"
 	"nksrun/testdata/testbed"
@@ -83,10 +83,8 @@ func TestClusterRunbooksE2E(t *testing.T) {
 		{"cinder-csi-rescan", e2eCinderCSIRescan},
 		{"cinder-csi-rescan-wait-timeout", e2eCinderCSIRescanTimeout},
 		{"dockerhub-ratelimit", e2eDockerHubRateLimit},
-		{"upgrade-finalizers", e2eUpgradeFinalizers},
 		{"ghcr-migration", e2eGHCRMigration},
 		{"fsgroup-policy", e2eFSGroupPolicy},
-		{"calico-image-repo", e2eCalicoImageRepo},
 		{"calico-ebpf-istio", e2eCalicoEBPFIstio},
 		{"calico-328-scale", e2eCalico328Scale},
 	} {
@@ -114,7 +112,7 @@ func (k *kenv) cli(args ...string) (string, string, int) {
 
 // plan plans a runbook (text and JSON views, saved plan) and returns the
 // saved plan's path and the decoded plan.
-func (k *kenv) plan(name string, sets ...string) (string, *engine.Plan) {
+func (k *kenv) plan(name string, sets ...string) (string, *plans.Plan) {
 	k.t.Helper()
 	path := filepath.Join(k.dir, fmt.Sprintf("plan-%d.json", time.Now().UnixNano()))
 	args := []string{"plan", "--kubeconfig", k.tb.Kubeconfig, "--log-format", "json", "--format", "text", "-o", path}
@@ -137,7 +135,7 @@ func (k *kenv) plan(name string, sets ...string) (string, *engine.Plan) {
 		k.t.Fatal(err)
 	}
 	k.all.Write(data)
-	var p engine.Plan
+	var p plans.Plan
 	if err := json.Unmarshal(data, &p); err != nil {
 		k.t.Fatal(err)
 	}
@@ -148,17 +146,17 @@ func (k *kenv) plan(name string, sets ...string) (string, *engine.Plan) {
 }
 
 // apply applies a saved plan and returns the report.
-func (k *kenv) apply(planPath string) (*engine.Report, int) {
+func (k *kenv) apply(planPath string) (*plans.Report, int) {
 	k.t.Helper()
 	out, errs, code := k.cli("apply", "--kubeconfig", k.tb.Kubeconfig, "--auto-approve", "--no-lock", "--log-format", "json", "--format", "json", planPath)
 	k.t.Logf("apply: exit %d\n%s\n%s", code, out, errs)
-	var r engine.Report
+	var r plans.Report
 	i := strings.Index(out, "{")
 	if i < 0 || json.Unmarshal([]byte(out[i:]), &r) != nil {
 		// The JSON report may be preceded by the plan; take the last object.
 		dec := json.NewDecoder(strings.NewReader(out[max(i, 0):]))
 		for dec.More() {
-			var v engine.Report
+			var v plans.Report
 			if dec.Decode(&v) == nil && len(v.Targets) > 0 {
 				r = v
 			}
@@ -168,12 +166,12 @@ func (k *kenv) apply(planPath string) (*engine.Report, int) {
 }
 
 // steps maps step id → plan of the cluster target.
-func steps(k *kenv, p *engine.Plan) map[string]engine.StepPlan {
+func steps(k *kenv, p *plans.Plan) map[string]plans.StepPlan {
 	k.t.Helper()
-	out := map[string]engine.StepPlan{}
+	out := map[string]plans.StepPlan{}
 	for _, rp := range p.Runbooks {
 		for _, tp := range rp.Targets {
-			if tp.Kind == engine.TargetCluster {
+			if tp.Kind == plans.TargetCluster {
 				for _, s := range tp.Steps {
 					out[s.ID] = s
 				}
@@ -184,7 +182,7 @@ func steps(k *kenv, p *engine.Plan) map[string]engine.StepPlan {
 }
 
 // wantActions checks each listed step's action.
-func wantActions(k *kenv, p *engine.Plan, want map[string]module.Action) {
+func wantActions(k *kenv, p *plans.Plan, want map[string]module.Action) {
 	k.t.Helper()
 	got := steps(k, p)
 	for id, a := range want {
@@ -195,7 +193,7 @@ func wantActions(k *kenv, p *engine.Plan, want map[string]module.Action) {
 }
 
 // nothingToDo: no change and no finding.
-func nothingToDo(k *kenv, p *engine.Plan) {
+func nothingToDo(k *kenv, p *plans.Plan) {
 	k.t.Helper()
 	c := p.Counts()
 	if c.Change != 0 || c.Unknown != 0 || c.Findings != 0 || c.Failed != 0 {
@@ -206,7 +204,7 @@ func nothingToDo(k *kenv, p *engine.Plan) {
 	}
 }
 
-func appliedOK(k *kenv, r *engine.Report, code int) {
+func appliedOK(k *kenv, r *plans.Report, code int) {
 	k.t.Helper()
 	if code != 0 || r.Failed() {
 		k.t.Fatalf("apply failed: exit %d %+v", code, r.Targets)

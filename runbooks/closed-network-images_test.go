@@ -15,7 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"nksrun/engine"
+	"nksrun/engine/plans"
 	"nksrun/testdata/testbed"
 )
 
@@ -132,7 +132,7 @@ func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
 		t.Fatalf("plan/apply changed: %v", diffs)
 	}
 	for _, r := range rep.Targets {
-		if r.Status == engine.StatusChanged {
+		if r.Status == plans.StatusChanged {
 			t.Fatalf("apply reports a change: %+v", r)
 		}
 	}

@@ -1,6 +1,6 @@
 // Command nksrun runs declarative runbooks for the NKS troubleshooting guide.
 // It only wires signals and the process exit code; everything else is in
-// engine/cli.
+// cmd/nksrun/cli.
 package main
 
 import (
@@ -9,7 +9,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 )
 
 func main() {

@@ -143,6 +143,11 @@ type Node struct {
 
 // Target is what a step runs against: a node (Node != nil) or the cluster.
 type Target struct {
+	// Now is the plan's time. A module that writes a time into a change
+	// (rollout_restart's restartedAt) uses it, so planning the same runbook
+	// over the same facts again (apply of a saved plan re-derives it) gives
+	// the same change. Zero: use the clock.
+	Now     time.Time
 	Node    *Node
 	Cluster *Cluster // nil when no cluster is configured (static inventory)
 	// RunbookDir is the directory of the runbook, for resolving relative paths.

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"nksrun/engine/imageref"
 	"regexp"
 	"strconv"
 	"strings"
@@ -81,11 +82,11 @@ var functions = []expr.Option{
 		return false, nil
 	}, new(func(string, string) bool)),
 	expr.Function("imageTag", func(p ...any) (any, error) {
-		_, tag, _ := SplitImage(p[0].(string))
+		_, tag, _ := imageref.Split(p[0].(string))
 		return tag, nil
 	}, new(func(string) string)),
 	expr.Function("imageRepo", func(p ...any) (any, error) {
-		repo, _, _ := SplitImage(p[0].(string))
+		repo, _, _ := imageref.Split(p[0].(string))
 		return repo, nil
 	}, new(func(string) string)),
 	expr.Function("matches", func(p ...any) (any, error) {
@@ -226,17 +227,4 @@ func versionPart(v string, i int) int {
 		return p[i]
 	}
 	return 0
-}
-
-// SplitImage splits an image reference into repository, tag and digest:
-// "reg:5000/a/b:v1@sha256:..." → ("reg:5000/a/b", "v1", "sha256:...").
-func SplitImage(image string) (repo, tag, digest string) {
-	repo = image
-	if i := strings.Index(repo, "@"); i >= 0 {
-		repo, digest = repo[:i], repo[i+1:]
-	}
-	if i := strings.LastIndex(repo, ":"); i >= 0 && !strings.Contains(repo[i+1:], "/") {
-		repo, tag = repo[:i], repo[i+1:]
-	}
-	return repo, tag, digest
 }

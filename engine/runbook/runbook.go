@@ -570,3 +570,13 @@ func (rb *Runbook) HasScope(sc module.Scope) bool {
 	}
 	return false
 }
+
+// Step returns the step with the given id, or nil.
+func (rb *Runbook) Step(id string) *Step {
+	for i := range rb.Steps {
+		if rb.Steps[i].ID == id {
+			return &rb.Steps[i]
+		}
+	}
+	return nil
+}

@@ -176,21 +176,6 @@ func TestVersionCompare(t *testing.T) {
 	}
 }
 
-func TestSplitImage(t *testing.T) {
-	tests := []struct{ in, repo, tag, digest string }{
-		{"calico/node:v3.24.1", "calico/node", "v3.24.1", ""},
-		{"registry:5000/a/b:v1@sha256:abc", "registry:5000/a/b", "v1", "sha256:abc"},
-		{"registry:5000/a/b", "registry:5000/a/b", "", ""},
-		{"docker.pkg.github.com/o/r/i@sha256:def", "docker.pkg.github.com/o/r/i", "", "sha256:def"},
-	}
-	for _, tc := range tests {
-		repo, tag, digest := runbook.SplitImage(tc.in)
-		if repo != tc.repo || tag != tc.tag || digest != tc.digest {
-			t.Errorf("SplitImage(%q) = %q %q %q", tc.in, repo, tag, digest)
-		}
-	}
-}
-
 // FuzzParse feeds arbitrary bytes to the loader: it must never panic, and
 // every error it returns must carry a position.
 func FuzzParse(f *testing.F) {

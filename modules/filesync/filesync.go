@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"nksrun/engine/module"
+	"nksrun/engine/shell"
 	"nksrun/modules/modutil"
 )
 
@@ -142,7 +143,7 @@ func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
 	return []module.Probe{{
 		Key: probeState,
 		Command: fmt.Sprintf(`d=%s; set -- "${d%%/*}"/.nksrun-"${d##*/}".*~; [ -e "$1" ] && n=$# || n=0
-if [ -e "$d" ]; then h=$(sha256sum "$d") && h=${h%%%% *} && printf '%%s %%s %%s\n' "$h" "$(stat -c '%%a %%U %%G' "$d")" "$n"%s; else echo absent "$n"; fi`, modutil.Quote(p.Dest), content),
+if [ -e "$d" ]; then h=$(sha256sum "$d") && h=${h%%%% *} && printf '%%s %%s %%s\n' "$h" "$(stat -c '%%a %%U %%G' "$d")" "$n"%s; else echo absent "$n"; fi`, shell.Quote(p.Dest), content),
 		Sudo: true,
 	}}, nil
 }
@@ -263,7 +264,7 @@ const (
 func installScript(p *Params, d data, planned, stamp string) string {
 	mode, owner, group := defaults(p)
 	var b strings.Builder
-	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", modutil.Quote(p.Dest))
+	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", shell.Quote(p.Dest))
 	// Temp and backup names end in "~" and contain a ".": directories read
 	// as a whole (logrotate.d, sudoers.d, cron.d) skip such files, so they
 	// never see a half-written temp file or a second copy of the config.
@@ -277,8 +278,8 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	b.WriteString(`trap 'rm -f "$tmp"' EXIT` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
 	b.WriteString(`cat > "$tmp"` + "\n")
-	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", d.Hash, exitCorrupt)
-	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", modutil.Quote(owner), modutil.Quote(group), mode)
+	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", shell.Quote(d.Hash), exitCorrupt)
+	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", shell.Quote(owner), shell.Quote(group), shell.Quote(mode))
 	if p.Validate != "" {
 		cmd := strings.Replace(p.Validate, "%s", `"$tmp"`, 1)
 		fmt.Fprintf(&b, "if ! out=$(%s 2>&1); then printf 'validate failed: %%s\\n' \"$out\" >&2; exit %d; fi\n", cmd, exitValidate)
@@ -286,7 +287,7 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	// Re-check, right before the rename, that the node still has what the
 	// plan saw; anything else is someone else's change, not ours to overwrite.
 	fmt.Fprintf(&b, `cur=absent; if [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
-	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", planned, d.Hash, exitStale)
+	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", shell.Quote(planned), shell.Quote(d.Hash), exitStale)
 	if p.Backup {
 		fmt.Fprintf(&b, `if [ -e "$dest" ]; then cp -p "$dest" "$dest.%s.nksrun-backup~"; fi`+"\n", stamp)
 	}
@@ -295,11 +296,24 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	return b.String()
 }
 
-func (Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
+var hexDigestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (m Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
 	p := s.Params.(*Params)
+	// Every value that reaches the root shell is checked for its format
+	// here, whatever the plan says: params as at load time, digests as hex.
+	if err := m.Validate(p); err != nil {
+		return module.Applied{}, fmt.Errorf("params in plan: %w", err)
+	}
 	var d data
 	if err := json.Unmarshal(pl.Data, &d); err != nil {
 		return module.Applied{}, fmt.Errorf("plan data: %w", err)
+	}
+	if !hexDigestRE.MatchString(d.Hash) {
+		return module.Applied{}, fmt.Errorf("plan data for %s: sha256 %q is not a hex digest", p.Dest, d.Hash)
+	}
+	if fp := pl.Fingerprint["sha256"]; fp != "absent" && !hexDigestRE.MatchString(fp) {
+		return module.Applied{}, fmt.Errorf("%w: %s: planned sha256 %q is neither a hex digest nor absent", module.ErrStale, p.Dest, fp)
 	}
 	var content []byte
 	if d.Content != nil {

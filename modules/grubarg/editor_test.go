@@ -1,14 +1,12 @@
 package grubarg
 
 import (
-	"flag"
+	"nksrun/testdata/golden"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden/grub")
 
 const arg = "cgroup.memory=nokmem"
 
@@ -104,7 +102,7 @@ func TestValidArg(t *testing.T) {
 // TestEditGolden edits real-world /etc/default/grub files (CentOS 7,
 // Rocky 8, Ubuntu 22.04, an image that already appends the arg twice).
 func TestEditGolden(t *testing.T) {
-	dir := filepath.Join("..", "..", "testdata", "golden", "grub")
+	dir := golden.Path("grub")
 	inputs, err := filepath.Glob(filepath.Join(dir, "*.grub"))
 	if err != nil || len(inputs) == 0 {
 		t.Fatalf("no golden inputs in %s (%v)", dir, err)
@@ -121,19 +119,7 @@ func TestEditGolden(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				golden := filepath.Join(dir, name+".golden")
-				if *update {
-					if err := os.WriteFile(golden, got, 0o644); err != nil {
-						t.Fatal(err)
-					}
-				}
-				want, err := os.ReadFile(golden)
-				if err != nil {
-					t.Fatalf("%v (run go test ./modules/grubarg -run Golden -update)", err)
-				}
-				if string(got) != string(want) {
-					t.Fatalf("%s differs from the golden file:\n%s", name, got)
-				}
+				golden.Assert(t, filepath.Join(dir, name+".golden"), got)
 				// Only the variable's lines may change.
 				a, b := strings.Split(string(src), "\n"), strings.Split(string(got), "\n")
 				for i := range a {

@@ -1,32 +1,10 @@
 package k8spatch
 
 import (
-	"flag"
-	"os"
-	"path/filepath"
+	"nksrun/testdata/golden"
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
-
-// golden compares got with testdata/golden/<name> (at the repository root).
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("..", "..", "testdata", "golden", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update)", err)
-	}
-	if string(want) != got {
-		t.Errorf("%s differs:\n--- want\n%s\n--- got\n%s", name, want, got)
-	}
-}
 
 const nksCloudConfig = `[Global]
 auth-url=https://api-identity-infrastructure.nhncloudservice.com/v2.0
@@ -82,7 +60,7 @@ func TestSetINI(t *testing.T) {
 				}
 			}
 			if tc.changed {
-				golden(t, tc.name+".golden", got)
+				golden.Assert(t, tc.name+".golden", []byte(got))
 			}
 		})
 	}

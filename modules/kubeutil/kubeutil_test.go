@@ -2,14 +2,10 @@ package kubeutil
 
 import (
 	"encoding/base64"
-	"flag"
-	"os"
-	"path/filepath"
+	"nksrun/testdata/golden"
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 func TestSecretDiffIsRedacted(t *testing.T) {
 	oldDoc := "[Global]\npassword=Sup3rS3cret!\n"
@@ -36,13 +32,7 @@ func TestSecretDiffIsRedacted(t *testing.T) {
 	if !strings.Contains(d, "cloud-config: (secret, 69 bytes, changed)") {
 		t.Errorf("diff does not say the key changed:\n%s", d)
 	}
-	path := filepath.Join("..", "..", "testdata", "golden", "cinder-csi-rescan-secret-diff.golden")
-	if *update {
-		os.WriteFile(path, []byte(d), 0o644)
-	}
-	if want, err := os.ReadFile(path); err != nil || string(want) != d {
-		t.Errorf("golden differs (%v):\n%s", err, d)
-	}
+	golden.Assert(t, "cinder-csi-rescan-secret-diff.golden", []byte(d))
 	// A ConfigMap diff shows its data.
 	cm := func(v string) map[string]any {
 		return map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "c"}, "data": map[string]any{"k": v}}

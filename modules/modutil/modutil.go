@@ -11,11 +11,6 @@ import (
 	"github.com/pmezard/go-difflib/difflib"
 )
 
-// Quote quotes s as one sh word.
-func Quote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // MaxDiffBytes caps what a plan shows of one file: plans are read by people.
 const MaxDiffBytes = 256 << 10
 

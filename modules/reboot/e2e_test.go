@@ -26,9 +26,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"nksrun/engine"
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 	"nksrun/engine/module"
+	"nksrun/engine/plans"
 	"nksrun/modules/reboot"
 	"nksrun/testdata/testbed"
 )
@@ -97,9 +97,9 @@ func (r *run) wait(t *testing.T, bound time.Duration) int {
 	return r.code
 }
 
-func (r *run) report(t *testing.T) *engine.Report {
+func (r *run) report(t *testing.T) *plans.Report {
 	t.Helper()
-	var rep engine.Report
+	var rep plans.Report
 	if err := json.Unmarshal([]byte(r.stdout.String()), &rep); err != nil {
 		t.Fatalf("apply JSON (exit %d): %v\n%s", r.code, err, tail(r.stdout.String()))
 	}

@@ -493,7 +493,7 @@ func (m *Module) rebootNode(ctx context.Context, t module.Target, rc module.Reco
 		// finish that run's work before reporting.
 		if n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{}); err == nil {
 			if o := ownershipOf(n); o.Ours && o.Holder != m.holder {
-				if alive, _ := holderAlive(ctx, cs, o.Holder); !alive {
+				if alive, _ := holderAlive(ctx, cs, p.LockNamespace, o.Holder); !alive {
 					if err := m.finishLeftover(ctx, t, p, name, o.Holder); err != nil {
 						return res, "", err
 					}
@@ -549,7 +549,10 @@ func (m *Module) rebootNode(ctx context.Context, t module.Target, rc module.Reco
 	case own.Ours:
 		// A cordon of a run that is gone (its slot lapsed): this run
 		// finishes it. A live run's cordon is its own business.
-		if alive, _ := holderAlive(ctx, cs, own.Holder); alive {
+		if alive, aerr := holderAlive(ctx, cs, p.LockNamespace, own.Holder); alive {
+			if aerr != nil {
+				return res, "", fmt.Errorf("not rebooted: node %s is cordoned by nksrun run %s, which cannot be shown gone: %w", name, own.Holder, aerr)
+			}
 			return res, "", fmt.Errorf("not rebooted: node %s is cordoned by nksrun run %s, which is still running", name, own.Holder)
 		}
 		cctx, cancel := context.WithTimeout(detached, cleanupTimeout)

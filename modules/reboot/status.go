@@ -115,15 +115,18 @@ func slotOf(le *coordinationv1.Lease, now time.Time) Slot {
 // the slot, and it has not halted (a halted run has exited).
 func (s Slot) alive() bool { return s.Holder != "" && !s.Expired && s.Halted == "" }
 
-// holderAlive reports whether holder still renews any reboot slot.
-func holderAlive(ctx context.Context, cs kubernetes.Interface, holder string) (bool, error) {
-	leases, err := listLeases(ctx, cs)
+// holderAlive reports whether holder still renews a reboot slot in the
+// lock namespace (where a rollout's slots are; the module's RBAC is
+// namespaced there). On an error it answers alive: nothing is taken over
+// that cannot be shown abandoned.
+func holderAlive(ctx context.Context, cs kubernetes.Interface, namespace, holder string) (bool, error) {
+	l, err := cs.CoordinationV1().Leases(namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=nksrun"})
 	if err != nil {
-		return false, err
+		return true, fmt.Errorf("listing reboot Leases in %s: %w", namespace, err)
 	}
 	now := time.Now()
-	for i := range leases {
-		if s := slotOf(&leases[i], now); s.Holder == holder && s.alive() {
+	for i := range l.Items {
+		if s := slotOf(&l.Items[i], now); s.Holder == holder && s.alive() {
 			return true, nil
 		}
 	}

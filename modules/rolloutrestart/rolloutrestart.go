@@ -88,7 +88,11 @@ func (m *Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map
 	if err != nil {
 		return module.Planned{}, err
 	}
-	at := m.now().UTC().Format(time.RFC3339)
+	now := t.Now
+	if now.IsZero() {
+		now = m.now()
+	}
+	at := now.UTC().Format(time.RFC3339)
 	edit := func(*unstructured.Unstructured) (*kubeutil.Patch, error) {
 		b, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{Annotation: at}}}}})
 		return &kubeutil.Patch{Type: kubeutil.MergePatch, Body: b, What: "restartedAt " + at}, nil

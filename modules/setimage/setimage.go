@@ -17,8 +17,8 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"nksrun/engine/imageref"
 	"nksrun/engine/module"
-	"nksrun/engine/runbook"
 	"nksrun/modules/kubeutil"
 )
 
@@ -159,7 +159,7 @@ func editFor(ps *Params) kubeutil.Edit {
 // Rewrite applies the first matching rule to image's repository, keeping
 // its tag and digest; it returns image unchanged when no rule matches.
 func Rewrite(image string, rules []Rule) string {
-	repo, tag, digest := runbook.SplitImage(image)
+	repo, tag, digest := imageref.Split(image)
 	for _, r := range rules {
 		var out string
 		if r.Regex {

@@ -1,15 +1,11 @@
 package setimage
 
 import (
-	"flag"
 	"fmt"
-	"os"
-	"path/filepath"
+	"nksrun/testdata/golden"
 	"strings"
 	"testing"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // GHCRRule is the §4 rewrite, as the ghcr-migration runbook writes it.
 var ghcrRule = Rule{From: `docker\.pkg\.github\.com/([^/]+)/[^/]+/(.+)`, To: "ghcr.io/$1/$2", Regex: true}
@@ -39,14 +35,7 @@ func TestRewrite(t *testing.T) {
 		}
 		fmt.Fprintf(&b, "%s -> %s\n", tc.image, got)
 	}
-	path := filepath.Join("..", "..", "testdata", "golden", "ghcr-migration-rewrite.golden")
-	if *update {
-		os.WriteFile(path, []byte(b.String()), 0o644)
-	}
-	want, err := os.ReadFile(path)
-	if err != nil || string(want) != b.String() {
-		t.Errorf("golden %s differs (%v):\n%s", path, err, b.String())
-	}
+	golden.Assert(t, "ghcr-migration-rewrite.golden", []byte(b.String()))
 }
 
 func TestValidate(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"nksrun/engine/module"
-	"nksrun/modules/modutil"
+	"nksrun/engine/shell"
 )
 
 // Params are systemd_restart's parameters.
@@ -71,7 +71,7 @@ const probeState = "state"
 func stateScript(units []string) string {
 	var q []string
 	for _, u := range units {
-		q = append(q, modutil.Quote(u))
+		q = append(q, shell.Quote(u))
 	}
 	return fmt.Sprintf("for u in %s; do s=$(systemctl is-active \"$u\" 2>/dev/null | head -n 1); echo \"$u ${s:-unknown}\"; done", strings.Join(q, " "))
 }
@@ -164,7 +164,7 @@ func applyScript(p *Params, restart []string) string {
 	}
 	var q []string
 	for _, u := range restart {
-		q = append(q, modutil.Quote(u))
+		q = append(q, shell.Quote(u))
 	}
 	always := "no"
 	if p.Always {

@@ -1,4 +1,4 @@
-// Command nksrun-prof is nksrun (the same engine/cli.Run) with profiling, for
+// Command nksrun-prof is nksrun (the same cmd/nksrun/cli.Run) with profiling, for
 // finding where a slow run spends its time:
 //
 //	BENCH_CPUPROFILE=cpu.out BENCH_TRACE=trace.out BENCH_MEMPROFILE=mem.out \
@@ -16,7 +16,7 @@ import (
 	"runtime/trace"
 	"syscall"
 
-	"nksrun/engine/cli"
+	"nksrun/cmd/nksrun/cli"
 )
 
 func main() { os.Exit(run()) }

@@ -1,0 +1,740 @@
+package cli_test
+
+// End-to-end tests of change reviews and cron-driven sync on the testbed: a
+// real kube-apiserver (RBAC on) and real sshd nodes with real sudo. They
+// run nksrun in-process (cli.Run) and, where a process must be killed or
+// signalled, as a built binary.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	yaml "go.yaml.in/yaml/v3"
+	authv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"nksrun/cmd/nksrun/cli"
+	"nksrun/engine/plans"
+	"nksrun/testdata/testbed"
+)
+
+const drifted = "/var/lib/docker/containers/*/*.log {\n    rotate 5\n    copytruncate\n}\n"
+
+// e2e is one testbed shared by the subtests (they run one after another and
+// reset the nodes' files first).
+type e2e struct {
+	tb       *testbed.Testbed
+	runbook  string // absolute path of runbooks/logrotate.yaml
+	want     []byte // the config the runbook pushes
+	docker   []*testbed.Node
+	other    []*testbed.Node
+	lockFile string
+}
+
+func newE2E(t *testing.T) *e2e {
+	t.Helper()
+	if testing.Short() && os.Getenv("CI") == "" { // CI always runs the end-to-end tests
+		t.Skip("end-to-end")
+	}
+	// Three docker nodes (the runbook's targets) on different OS images, one
+	// containerd node that the runbook skips.
+	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{
+		{OSImage: "CentOS Linux 7 (Core)", Runtime: "docker://20.10.7"},
+		{OSImage: "Ubuntu 22.04.4 LTS", Runtime: "docker://20.10.7"},
+		{OSImage: "Rocky Linux 8.10 (Green Obsidian)", Runtime: "docker://20.10.7"},
+		{OSImage: "Rocky Linux 8.10 (Green Obsidian)", Runtime: "containerd://1.7.13"},
+	}})
+	for _, n := range tb.Nodes {
+		if n.Port != 22 {
+			t.Fatalf("node %s listens on port %d: the cluster inventory assumes 22 (is a host sshd on *:22?)", n.Name, n.Port)
+		}
+	}
+	rb, err := filepath.Abs("../../../runbooks/logrotate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("../../../runbooks/files/docker-logrotate.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &e2e{tb: tb, runbook: rb, want: want, docker: tb.Nodes[:3], other: tb.Nodes[3:], lockFile: filepath.Join(t.TempDir(), "apply.lock")}
+	return e
+}
+
+// reset gives every docker node the drifted config.
+func (e *e2e) reset(t *testing.T) {
+	t.Helper()
+	for _, n := range e.tb.Nodes {
+		if err := n.SetSlow(0); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(n.Path("/etc/logrotate.d/docker"), []byte(drifted), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (e *e2e) conn() []string {
+	return []string{"--kubeconfig", e.tb.Kubeconfig, "-i", e.tb.KeyPath, "--known-hosts", e.tb.KnownHosts}
+}
+
+func (e *e2e) file(t *testing.T, n *testbed.Node) string {
+	t.Helper()
+	b, err := os.ReadFile(n.Path("/etc/logrotate.d/docker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// nksrun runs the CLI in-process with no terminal on stdin (as cron does).
+func nksrun(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, eb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	code = cli.Run(ctx, args, strings.NewReader(""), &o, &eb)
+	t.Logf("nksrun %s → exit %d\nstderr: %s", strings.Join(args, " "), code, eb.String())
+	return code, o.String(), eb.String()
+}
+
+func reportOf(t *testing.T, stdout string) map[string]plans.TargetResult {
+	t.Helper()
+	var rep plans.Report
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("apply --format json: %v\n%s", err, stdout)
+	}
+	out := map[string]plans.TargetResult{}
+	for _, r := range rep.Targets {
+		out[r.Name] = r
+	}
+	return out
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// binary builds nksrun once per test process.
+func binary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "nksrun-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "nksrun")
+		out, err := exec.Command("go", "build", "-o", binPath, "nksrun/cmd/nksrun").CombinedOutput()
+		if err != nil {
+			binErr = err
+			t.Logf("go build: %s", out)
+		}
+	})
+	if binErr != nil {
+		t.Fatalf("building nksrun: %v", binErr)
+	}
+	return binPath
+}
+
+// start runs the binary in the background.
+type proc struct {
+	cmd    *exec.Cmd
+	done   chan struct{}
+	stdout bytes.Buffer
+	stderr bytes.Buffer
+	code   int
+}
+
+func start(t *testing.T, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(binary(t), args...), done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := p.cmd.Wait()
+		p.code = 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			p.code = ee.ExitCode()
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				p.code = -int(ws.Signal())
+			}
+		}
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func (p *proc) wait(t *testing.T, d time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.code
+	case <-time.After(d):
+		t.Fatalf("nksrun (pid %d) still running after %s\nstderr: %s", p.cmd.Process.Pid, d, p.stderr.String())
+	}
+	return 0
+}
+
+// waitLockHolder waits until pid has written itself into the lock file,
+// which it does right after taking the lock.
+func waitLockHolder(t *testing.T, lockFile string, p *proc) {
+	t.Helper()
+	want := strconv.Itoa(p.cmd.Process.Pid) + "\n"
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, _ := os.ReadFile(lockFile); string(b) == want {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("nksrun exited (%d) before it held the lock\nstderr: %s", p.code, p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("pid %d never held the lock %s", p.cmd.Process.Pid, lockFile)
+}
+
+func TestE2EChangeReviewAndCron(t *testing.T) {
+	e := newE2E(t)
+
+	t.Run("saved plan applies exactly, refusing the stale node", func(t *testing.T) {
+		e.reset(t)
+		dir := t.TempDir()
+		planFile := filepath.Join(dir, "plan.json")
+		code, md, _ := nksrun(t, append([]string{"plan", "--detailed-exitcode", "-o", planFile, "--format", "markdown"}, append(e.conn(), e.runbook)...)...)
+		if code != cli.ExitChanges {
+			t.Fatalf("plan --detailed-exitcode: exit %d, want %d (drift)", code, cli.ExitChanges)
+		}
+		for _, n := range e.docker {
+			if !strings.Contains(md, "| "+n.Name+" ("+n.User+"@"+n.Address+") | changes | `config` | change |") {
+				t.Errorf("markdown plan has no change row for %s:\n%s", n.Name, md)
+			}
+		}
+		if !strings.Contains(md, "```diff\n") || !strings.Contains(md, "-    rotate 5") {
+			t.Errorf("markdown plan lacks the diff in a fenced block:\n%s", md)
+		}
+		// show renders the saved plan in every format; JSON is the file itself.
+		saved, err := os.ReadFile(planFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"text", "markdown", "json"} {
+			code, out, _ := nksrun(t, "show", "--format", f, planFile)
+			if code != 0 || out == "" {
+				t.Errorf("show --format %s: exit %d", f, code)
+			}
+			if f == "json" && out != string(saved) {
+				t.Errorf("show --format json differs from the saved plan")
+			}
+			if f == "markdown" && out != md {
+				t.Errorf("show --format markdown differs from plan --format markdown")
+			}
+		}
+
+		stale := e.docker[1]
+		const byHand = "# edited by hand after the plan\n"
+		if err := os.WriteFile(stale.Path("/etc/logrotate.d/docker"), []byte(byHand), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// The runbook file on disk changing after the plan does not matter:
+		// the plan carries what was reviewed. Apply from another directory.
+		wd, _ := os.Getwd()
+		if err := os.Chdir("/"); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := nksrun(t, append([]string{"apply", "--auto-approve", "--format", "json", "--lock-file", e.lockFile}, append(e.conn(), planFile)...)...)
+		os.Chdir(wd)
+		if code != cli.ExitError || !strings.Contains(stderr, "stale") {
+			t.Fatalf("apply with one stale node: exit %d, want %d with a stale message", code, cli.ExitError)
+		}
+		rep := reportOf(t, out)
+		if r := rep[stale.Name]; r.Status != plans.StatusStale || !strings.Contains(r.Reason, "changed since the plan") {
+			t.Errorf("%s: %s (%s), want stale", stale.Name, r.Status, r.Reason)
+		}
+		if got := e.file(t, stale); got != byHand {
+			t.Errorf("stale node's file was overwritten: %q", got)
+		}
+		for _, n := range []*testbed.Node{e.docker[0], e.docker[2]} {
+			if r := rep[n.Name]; r.Status != plans.StatusChanged {
+				t.Errorf("%s: %s (%s), want changed", n.Name, r.Status, r.Reason)
+			}
+			if got := e.file(t, n); got != string(e.want) {
+				t.Errorf("%s not applied: %q", n.Name, got)
+			}
+		}
+		// The containerd node gets no file (its kubelet rotates the logs;
+		// the runbook only reports kubelet's limits there).
+		if r := rep[e.other[0].Name]; r.Status != plans.StatusOK {
+			t.Errorf("containerd node: %s, want ok (nothing applied)", r.Status)
+		}
+	})
+
+	t.Run("on-stale stop applies nothing", func(t *testing.T) {
+		e.reset(t)
+		planFile := filepath.Join(t.TempDir(), "plan.json")
+		if code, _, _ := nksrun(t, append([]string{"plan", "-o", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+			t.Fatalf("plan: exit %d", code)
+		}
+		stale := e.docker[2]
+		if err := os.WriteFile(stale.Path("/etc/logrotate.d/docker"), []byte("# by hand\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out, stderr := nksrun(t, append([]string{"apply", "--auto-approve", "--on-stale", "stop", "--format", "json", "--lock-file", e.lockFile}, append(e.conn(), planFile)...)...)
+		if code != cli.ExitError || !strings.Contains(stderr, "nothing was applied") {
+			t.Fatalf("exit %d, want %d and 'nothing was applied'", code, cli.ExitError)
+		}
+		rep := reportOf(t, out)
+		if rep[stale.Name].Status != plans.StatusStale {
+			t.Errorf("%s: %s, want stale", stale.Name, rep[stale.Name].Status)
+		}
+		for _, n := range e.docker[:2] {
+			if rep[n.Name].Status != plans.StatusNotRun {
+				t.Errorf("%s: %s, want not-run", n.Name, rep[n.Name].Status)
+			}
+			if got := e.file(t, n); got != drifted {
+				t.Errorf("%s changed although the run stopped: %q", n.Name, got)
+			}
+		}
+	})
+
+	t.Run("edited plan is refused", func(t *testing.T) {
+		e.reset(t)
+		planFile := filepath.Join(t.TempDir(), "plan.json")
+		if code, _, _ := nksrun(t, append([]string{"plan", "-o", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+			t.Fatalf("plan: exit %d", code)
+		}
+		b, _ := os.ReadFile(planFile)
+		edited := strings.Replace(string(b), `rotate 10`, `rotate 1000`, 1)
+		if edited == string(b) {
+			t.Fatal("plan has no 'rotate 10' to edit")
+		}
+		if err := os.WriteFile(planFile, []byte(edited), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, _, stderr := nksrun(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, append(e.conn(), planFile)...)...)
+		if code != cli.ExitError || !strings.Contains(stderr, "edited") {
+			t.Errorf("edited plan: exit %d, stderr %q", code, stderr)
+		}
+		if code, _, stderr := nksrun(t, "show", planFile); code != cli.ExitError || !strings.Contains(stderr, "edited") {
+			t.Errorf("show of an edited plan: exit %d, stderr %q", code, stderr)
+		}
+		for _, n := range e.docker {
+			if e.file(t, n) != drifted {
+				t.Errorf("%s changed by an edited plan", n.Name)
+			}
+		}
+	})
+
+	t.Run("expired plan is refused", func(t *testing.T) {
+		e.reset(t)
+		planFile := filepath.Join(t.TempDir(), "plan.json")
+		if code, _, _ := nksrun(t, append([]string{"plan", "-o", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+			t.Fatalf("plan: exit %d", code)
+		}
+		time.Sleep(1100 * time.Millisecond)
+		code, _, stderr := nksrun(t, append([]string{"apply", "--auto-approve", "--max-plan-age", "1s", "--lock-file", e.lockFile}, append(e.conn(), planFile)...)...)
+		if code != cli.ExitError || !strings.Contains(stderr, "too old") {
+			t.Errorf("expired plan: exit %d, stderr %q", code, stderr)
+		}
+		for _, n := range e.docker {
+			if e.file(t, n) != drifted {
+				t.Errorf("%s changed by an expired plan", n.Name)
+			}
+		}
+	})
+
+	t.Run("without a terminal apply never waits for input", func(t *testing.T) {
+		e.reset(t)
+		begin := time.Now()
+		code, _, stderr := nksrun(t, append([]string{"apply", "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...)
+		if code != cli.ExitError || !strings.Contains(stderr, "--auto-approve") || time.Since(begin) > 10*time.Second {
+			t.Errorf("apply without terminal and --auto-approve: exit %d after %s, stderr %q", code, time.Since(begin), stderr)
+		}
+	})
+
+	t.Run("two concurrent cron runs: one applies, one exits 3 at once", func(t *testing.T) {
+		e.reset(t)
+		dir := t.TempDir()
+		// A slow node keeps the first run holding the lock for seconds.
+		if err := e.docker[0].SetSlow(time.Second); err != nil {
+			t.Fatal(err)
+		}
+		defer e.docker[0].SetSlow(0)
+		args := func(log string) []string {
+			return append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile, "--log-format", "json", "--log-file", log}, append(e.conn(), e.runbook)...)
+		}
+		first := start(t, args(filepath.Join(dir, "first.log"))...)
+		waitLockHolder(t, e.lockFile, first)
+		begin := time.Now()
+		second := start(t, args(filepath.Join(dir, "second.log"))...)
+		code := second.wait(t, 30*time.Second)
+		took := time.Since(begin)
+		t.Logf("second run exited %d after %s (process start included): %s", code, took, strings.TrimSpace(second.stderr.String()))
+		if code != cli.ExitLocked {
+			t.Fatalf("second run: exit %d, want %d (lock held)", code, cli.ExitLocked)
+		}
+		if !strings.Contains(second.stderr.String(), "another run holds the lock") {
+			t.Errorf("second run's message: %q", second.stderr.String())
+		}
+		select {
+		case <-first.done:
+			t.Errorf("the first run finished before the second returned: the lock was not what stopped it")
+		default:
+		}
+		if code := first.wait(t, 2*time.Minute); code != 0 {
+			t.Fatalf("first run: exit %d\n%s", code, first.stderr.String())
+		}
+		for _, n := range e.docker {
+			if e.file(t, n) != string(e.want) {
+				t.Errorf("%s not applied by the first run", n.Name)
+			}
+		}
+		// The locked run is in its log too: run_start, then run_end "locked", exit 3.
+		lines := readLog(t, filepath.Join(dir, "second.log"))
+		if len(lines) != 2 || lines[1]["status"] != "locked" || lines[1]["exit_code"] != 3.0 {
+			t.Errorf("locked run's log: %v", lines)
+		}
+	})
+
+	t.Run("a run killed with SIGKILL does not block the next", func(t *testing.T) {
+		e.reset(t)
+		if err := e.docker[1].SetSlow(2 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		victim := start(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...)
+		waitLockHolder(t, e.lockFile, victim)
+		if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		if code := victim.wait(t, 10*time.Second); code != -int(syscall.SIGKILL) {
+			t.Fatalf("victim exit %d, want killed", code)
+		}
+		if err := e.docker[1].SetSlow(0); err != nil {
+			t.Fatal(err)
+		}
+		// The kernel dropped the flock with the process; the file (and the
+		// dead pid in it) are still there and must not matter.
+		code, _, stderr := nksrun(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...)
+		if code != 0 {
+			t.Fatalf("next run: exit %d, stderr %q", code, stderr)
+		}
+		for _, n := range e.docker {
+			if e.file(t, n) != string(e.want) {
+				t.Errorf("%s not in sync after the next run", n.Name)
+			}
+		}
+	})
+
+	t.Run("SIGTERM cancels cleanly", func(t *testing.T) {
+		e.reset(t)
+		// A slow node holds the plan up, so the signal arrives mid-run.
+		if err := e.docker[1].SetSlow(30 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		p := start(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...)
+		waitLockHolder(t, e.lockFile, p)
+		time.Sleep(time.Second)
+		sent := time.Now()
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		code := p.wait(t, 20*time.Second)
+		t.Logf("exited %d, %s after SIGTERM; stderr: %s", code, time.Since(sent), p.stderr.String())
+		if code != 1 || !strings.Contains(p.stderr.String(), "interrupted") {
+			t.Fatalf("exit %d, want 1 with the interruption reported", code)
+		}
+		// Interrupted before apply: nothing changed anywhere.
+		for _, n := range e.docker {
+			if e.file(t, n) != drifted {
+				t.Errorf("%s changed by an interrupted run", n.Name)
+			}
+		}
+		if err := e.docker[1].SetSlow(0); err != nil {
+			t.Fatal(err)
+		}
+		// The lock went with the process.
+		if code, _, stderr := nksrun(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+			t.Fatalf("next run: exit %d, stderr %q", code, stderr)
+		}
+	})
+
+	t.Run("JSON log validates and survives rotation", func(t *testing.T) {
+		e.reset(t)
+		dir := t.TempDir()
+		log := filepath.Join(dir, "nksrun.log")
+		for _, n := range e.docker {
+			if err := n.SetSlow(700 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := start(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile, "--log-format", "json", "--log-file", log}, append(e.conn(), e.runbook)...)...)
+		waitLines(t, log, 2, p) // run_start and the plan's phase_start: the run is under way
+		// What logrotate does: rename, then SIGHUP (postrotate).
+		if err := os.Rename(log, log+".1"); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.wait(t, 2*time.Minute); code != 0 {
+			t.Fatalf("exit %d\n%s", code, p.stderr.String())
+		}
+		before, after := readLog(t, log+".1"), readLog(t, log)
+		t.Logf("%d line(s) before the rotation, %d after", len(before), len(after))
+		if len(after) == 0 {
+			t.Fatal("nothing written to the new log file after SIGHUP")
+		}
+		all := append(before, after...)
+		for i, l := range all {
+			if err := validateEvent(l); err != nil {
+				t.Errorf("line %d %v: %v", i+1, l, err)
+			}
+		}
+		// No line lost: every event the run must have written is there once.
+		count := map[string]int{}
+		for _, l := range all {
+			k, _ := l["type"].(string)
+			if ph, ok := l["phase"].(string); ok {
+				k = ph + " " + k
+			}
+			count[k]++
+		}
+		nodes := len(e.tb.Nodes)
+		for k, want := range map[string]int{
+			"run_start": 1, "plan phase_start": 1, "plan host_result": nodes,
+			"apply phase_start": 1, "apply host_result": nodes, "apply change": len(e.docker), "run_end": 1,
+		} {
+			if count[k] != want {
+				t.Errorf("%d %q event(s), want %d (all: %v)", count[k], k, want, count)
+			}
+		}
+		if all[0]["type"] != "run_start" || all[len(all)-1]["type"] != "run_end" {
+			t.Errorf("first/last lines: %v / %v", all[0]["type"], all[len(all)-1]["type"])
+		}
+		if end := all[len(all)-1]; end["exit_code"] != 0.0 || end["status"] != "ok" {
+			t.Errorf("run_end: %v", end)
+		}
+	})
+
+	t.Run("the printed crontab line runs", func(t *testing.T) {
+		e.reset(t)
+		dir := t.TempDir()
+		metrics := filepath.Join(dir, "nksrun.prom")
+		out, err := exec.Command(binary(t), append([]string{"cron", "--schedule", "*/5 * * * *", "--lock-file", e.lockFile,
+			"--log-file", filepath.Join(dir, "logs", "logrotate.log"), "--metrics-file", metrics}, append(e.conn(), e.runbook)...)...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var line string
+		for _, l := range strings.Split(string(out), "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				line = l
+			}
+		}
+		f := strings.SplitN(line, " ", 6)
+		if len(f) != 6 || strings.Join(f[:5], " ") != "*/5 * * * *" {
+			t.Fatalf("crontab line: %q", line)
+		}
+		// As cron would: sh -c, another working directory, no terminal.
+		cmd := exec.Command("/bin/sh", "-c", f[5])
+		cmd.Dir = "/"
+		if b, err := cmd.CombinedOutput(); err != nil {
+			last, _ := os.ReadFile(filepath.Join(dir, "logs", "logrotate.last.txt"))
+			t.Fatalf("crontab command: %v %s\n%s", err, b, last)
+		}
+		for _, n := range e.docker {
+			if e.file(t, n) != string(e.want) {
+				t.Errorf("%s not applied by the crontab command", n.Name)
+			}
+		}
+		m, err := os.ReadFile(metrics)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			`nksrun_last_run_success{runbook="logrotate",phase="apply"} 1`,
+			`nksrun_changed_targets{runbook="logrotate",phase="apply"} 3`,
+			`nksrun_failed_targets{runbook="logrotate",phase="apply"} 0`,
+			`nksrun_last_run_exit_code{runbook="logrotate",phase="apply"} 0`,
+		} {
+			if !strings.Contains(string(m), want) {
+				t.Errorf("metrics lack %q:\n%s", want, m)
+			}
+		}
+		for _, l := range readLog(t, filepath.Join(dir, "logs", "logrotate.log")) {
+			if err := validateEvent(l); err != nil {
+				t.Errorf("%v: %v", l, err)
+			}
+		}
+	})
+
+	t.Run("CronJob manifest is accepted by the API server and its RBAC suffices", func(t *testing.T) {
+		ctx := context.Background()
+		code, manifest, _ := nksrun(t, "cron", "--kubernetes", "--namespace", "nksrun-e2e", "--image", "nksrun:e2e", e.runbook)
+		if code != 0 {
+			t.Fatalf("cron --kubernetes: exit %d", code)
+		}
+		objs := createManifest(t, e.tb, manifest)
+		kinds := map[string]bool{}
+		for _, o := range objs {
+			kinds[o.GetKind()] = true
+		}
+		for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "CronJob"} {
+			if !kinds[k] {
+				t.Errorf("manifest has no %s", k)
+			}
+		}
+		// Plan as the CronJob's ServiceAccount: the printed RBAC is enough
+		// for the runbook, and no more than that (no Secrets).
+		tok, err := e.tb.Client.CoreV1().ServiceAccounts("nksrun-e2e").CreateToken(ctx, "nksrun-logrotate",
+			&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := clientcmd.LoadFromFile(e.tb.Kubeconfig)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ai := range cfg.AuthInfos {
+			ai.Token = tok.Status.Token
+		}
+		saKubeconfig := filepath.Join(t.TempDir(), "sa-kubeconfig")
+		if err := clientcmd.WriteToFile(*cfg, saKubeconfig); err != nil {
+			t.Fatal(err)
+		}
+		e.reset(t)
+		code, _, stderr := nksrun(t, "plan", "--detailed-exitcode", "--kubeconfig", saKubeconfig, "-i", e.tb.KeyPath, "--known-hosts", e.tb.KnownHosts, e.runbook)
+		if code != cli.ExitChanges {
+			t.Errorf("plan as the CronJob's ServiceAccount: exit %d, want %d: %s", code, cli.ExitChanges, stderr)
+		}
+		code, _, stderr = nksrun(t, "inventory", "--kubeconfig", saKubeconfig)
+		if code != 0 {
+			t.Errorf("inventory as the ServiceAccount: exit %d: %s", code, stderr)
+		}
+	})
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// createManifest creates every object of a multi-document YAML manifest
+// with the dynamic client (what kubectl create does) and checks each exists.
+func createManifest(t *testing.T, tb *testbed.Testbed, manifest string) []*unstructured.Unstructured {
+	t.Helper()
+	ctx := context.Background()
+	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(tb.Client.Discovery()))
+	var objs []*unstructured.Unstructured
+	dec := yaml.NewDecoder(strings.NewReader(manifest))
+	for {
+		var doc map[string]any
+		if err := dec.Decode(&doc); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatalf("manifest is not YAML: %v\n%s", err, manifest)
+		}
+		if doc == nil {
+			continue
+		}
+		b, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := &unstructured.Unstructured{}
+		if err := o.UnmarshalJSON(b); err != nil {
+			t.Fatalf("object: %v\n%s", err, b)
+		}
+		gvk := o.GroupVersionKind()
+		m, err := mapper.RESTMapping(schema.GroupKind{Group: gvk.Group, Kind: gvk.Kind}, gvk.Version)
+		if err != nil {
+			t.Fatalf("%s: %v", gvk, err)
+		}
+		ri := tb.Dynamic.Resource(m.Resource)
+		var created *unstructured.Unstructured
+		if ns := o.GetNamespace(); ns != "" {
+			created, err = ri.Namespace(ns).Create(ctx, o, metav1.CreateOptions{FieldValidation: "Strict"})
+		} else {
+			created, err = ri.Create(ctx, o, metav1.CreateOptions{FieldValidation: "Strict"})
+		}
+		if err != nil {
+			t.Fatalf("creating %s %s/%s: %v", gvk.Kind, o.GetNamespace(), o.GetName(), err)
+		}
+		t.Logf("created %s %s/%s", created.GetKind(), created.GetNamespace(), created.GetName())
+		if ns := o.GetNamespace(); ns != "" {
+			_, err = ri.Namespace(ns).Get(ctx, o.GetName(), metav1.GetOptions{})
+		} else {
+			_, err = ri.Get(ctx, o.GetName(), metav1.GetOptions{})
+		}
+		if err != nil {
+			t.Fatalf("%s %s not found after create: %v", gvk.Kind, o.GetName(), err)
+		}
+		objs = append(objs, created)
+	}
+	return objs
+}
+
+func readLog(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("%s: line %d is not one JSON object: %v: %q", path, len(out)+1, err, sc.Text())
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func waitLines(t *testing.T, path string, n int, p *proc) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(path); err == nil && bytes.Count(b, []byte("\n")) >= n {
+			return
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("nksrun exited (%d) early: %s", p.code, p.stderr.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("%s never had %d lines", path, n)
+}

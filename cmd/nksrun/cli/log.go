@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"nksrun/engine"
+	"nksrun/engine/redact"
+	"nksrun/engine/views"
+)
+
+// eventLog writes engine events as text lines or JSON lines (one object per
+// event, schema in the README) to stderr or --log-file. The file is reopened
+// on SIGHUP so logrotate can rotate it without losing lines: every line is
+// written whole under the mutex, to the old file until the reopen, then to
+// the new one.
+type eventLog struct {
+	mu       sync.Mutex
+	json     bool
+	w        io.Writer
+	path     string
+	file     *os.File
+	hup      chan os.Signal
+	stop     chan struct{}
+	progress bool // a terminal: one updating line instead of many
+	count    int
+	secrets  *redact.Secrets
+	run      string // run id, on every JSON line
+	started  time.Time
+	ended    bool
+	phase    string // of the engine's last phase_start, for events without one
+}
+
+func newEventLog(format, path string, stderr io.Writer, secrets *redact.Secrets) (*eventLog, error) {
+	l := &eventLog{w: stderr, secrets: secrets, started: time.Now()}
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	l.run = fmt.Sprintf("%s-%d-%x", l.started.UTC().Format("20060102T150405Z"), os.Getpid(), rnd)
+	switch format {
+	case "json":
+		l.json = true
+	case "text", "":
+	default:
+		return nil, usageError{fmt.Sprintf("--log-format %q: want text or json", format)}
+	}
+	if path != "" {
+		if err := l.open(path); err != nil {
+			return nil, err
+		}
+		l.hup = make(chan os.Signal, 1)
+		l.stop = make(chan struct{})
+		signal.Notify(l.hup, syscall.SIGHUP)
+		go l.reopenLoop()
+	} else if !l.json && isTerminal(stderr) {
+		l.progress = true
+	}
+	return l, nil
+}
+
+func (l *eventLog) open(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("--log-file: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("--log-file: %w", err)
+	}
+	l.path, l.file, l.w = path, f, f
+	return nil
+}
+
+func (l *eventLog) reopenLoop() {
+	for {
+		select {
+		case <-l.hup:
+			l.mu.Lock()
+			old := l.file
+			if err := l.open(l.path); err != nil {
+				// Keep writing to the old file rather than losing lines.
+				l.file, l.w = old, old
+			} else {
+				old.Close()
+			}
+			l.mu.Unlock()
+		case <-l.stop:
+			return
+		}
+	}
+}
+
+// event writes one engine event. The engine marks the start of each of its
+// phases with phase_start; run_start and run_end, one per run, are written
+// by start and end.
+func (l *eventLog) event(ev engine.Event) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	if ev.Type == engine.EventPhaseStart {
+		l.phase = ev.Phase
+	}
+	if ev.Phase == "" {
+		ev.Phase = l.phase
+	}
+	l.mu.Unlock()
+	l.write(ev)
+}
+
+func (l *eventLog) write(ev engine.Event) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ev.V = engine.EventSchemaVersion
+	ev.Run = l.run
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	ev.Time = ev.Time.UTC()
+	ev.Message = l.secrets.Redact(ev.Message)
+	if l.json {
+		b, err := json.Marshal(ev)
+		if err == nil {
+			// One write per line: with O_APPEND a line is never interleaved
+			// with another run's line in a shared log file.
+			_, _ = l.w.Write(append(views.RedactJSON(b, l.secrets), '\n'))
+		}
+		return
+	}
+	if ev.Type == engine.EventTarget {
+		l.count++
+	}
+	line := ev.Type
+	if ev.Phase != "" {
+		line = ev.Phase + " " + line
+	}
+	if ev.Runbook != "" {
+		line += " " + ev.Runbook
+	}
+	if ev.Target != "" {
+		line += " " + ev.Target
+	}
+	if ev.Step != "" {
+		line += " step=" + ev.Step
+	}
+	if ev.Status != "" {
+		line += ": " + ev.Status
+	}
+	if ev.Message != "" {
+		line += ": " + ev.Message
+	}
+	if l.progress {
+		fmt.Fprintf(l.w, "\r\033[K[%d done] %s", l.count, truncate(line, 120))
+		return
+	}
+	fmt.Fprintf(l.w, "%s %s\n", ev.Time.Format(time.RFC3339), line)
+}
+
+// start writes run_start: JSON logs always, text logs only to a file (on a
+// terminal it would be noise).
+func (l *eventLog) start(command string) {
+	if l == nil || (!l.json && l.file == nil) {
+		return
+	}
+	l.write(engine.Event{Type: engine.EventRunStart, Command: command, Version: Version, PID: os.Getpid(), Time: l.started,
+		Message: fmt.Sprintf("nksrun %s %s", command, Version)})
+}
+
+// end writes run_end with the exit code, how long the run took, the targets
+// by status and, for a failed run, the error.
+func (l *eventLog) end(status string, code int, counts map[string]int, msg string) {
+	if l == nil || l.ended || (!l.json && l.file == nil) {
+		return
+	}
+	l.ended = true
+	d := time.Since(l.started).Seconds()
+	l.write(engine.Event{Type: engine.EventRunEnd, Status: status, ExitCode: &code, DurationSeconds: &d, Counts: counts, Message: msg})
+}
+
+// done ends a progress line.
+func (l *eventLog) done() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.progress && l.count > 0 {
+		fmt.Fprint(l.w, "\r\033[K")
+	}
+}
+
+func (l *eventLog) close() {
+	if l == nil {
+		return
+	}
+	if l.stop != nil {
+		signal.Stop(l.hup)
+		close(l.stop)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.file != nil {
+		l.file.Close()
+		l.file = nil
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n-1] + "…"
+	}
+	return s
+}
+
+// startTime is when the run started (now for a nil log).
+func (l *eventLog) startTime() time.Time {
+	if l == nil {
+		return time.Now()
+	}
+	return l.started
+}

@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// options are every flag of every command; each command registers the
+// groups it uses.
+type options struct {
+	// cluster and inventory
+	kubeconfig      string
+	kubeContext     string
+	inventory       string
+	limit           []string
+	includeNotReady bool
+
+	// ssh
+	identities    []string
+	user          string
+	knownHosts    string
+	hostKeyPolicy string
+	jump          string
+	connectTO     time.Duration
+	commandTO     time.Duration
+	forks         int
+
+	// run
+	set         []string
+	timeout     time.Duration
+	maxFailures int
+	format      string
+	out         string
+
+	// plan
+	detailedExitcode bool
+
+	// apply
+	autoApprove bool
+	maxPlanAge  time.Duration
+	lockFile    string
+	noLock      bool
+	onStale     string
+
+	// saved-plan signatures and pinning (integrity.go)
+	integrity integrityOptions
+
+	// logging and metrics
+	logFormat   string
+	logFile     string
+	metricsFile string
+
+	// cron
+	schedule   string
+	kubernetes bool
+	image      string
+	namespace  string
+}
+
+func clusterFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config; in-cluster config inside a pod)")
+	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
+	fs.StringVar(&o.inventory, "inventory", "", "static inventory YAML instead of the cluster's nodes")
+	fs.StringArrayVar(&o.limit, "limit", nil, "only these nodes: name, glob (*-node-1) or label selector (key=value); repeatable")
+	fs.BoolVar(&o.includeNotReady, "include-not-ready", false, "work on NotReady nodes too (skipped by default)")
+}
+
+func sshFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringArrayVarP(&o.identities, "identity", "i", nil, "SSH private key (OpenSSH or PEM, e.g. the NKS keypair .pem); repeatable; ssh-agent is used when SSH_AUTH_SOCK is set")
+	fs.StringVar(&o.user, "user", "", "SSH user for every node (default: from the node's OS image: centos, rocky, ubuntu, debian)")
+	fs.StringVar(&o.knownHosts, "known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
+	fs.StringVar(&o.hostKeyPolicy, "host-key-policy", "strict", "unknown host keys: strict (refuse), accept-new (trust on first use and record), insecure (accept anything; warns)")
+	fs.StringVar(&o.jump, "jump", "", "bastion [user@]host[:port] to reach the nodes through")
+	fs.DurationVar(&o.connectTO, "connect-timeout", 10*time.Second, "limit for TCP connect and, separately, the SSH handshake")
+	fs.DurationVar(&o.commandTO, "command-timeout", 10*time.Minute, "limit for one command on a node")
+	fs.IntVar(&o.forks, "forks", 256, "nodes worked on at once")
+}
+
+func runFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value; repeatable")
+	fs.DurationVar(&o.timeout, "timeout", 0, "limit for the whole run (0 = none); Ctrl-C/SIGTERM also cancel cleanly")
+	fs.IntVar(&o.maxFailures, "max-failures", 0, "stop starting new nodes once this many failed or were unreachable (0 = no limit)")
+	fs.StringVar(&o.logFormat, "log-format", "text", "progress/log events on stderr (or --log-file): text or json (one object per line)")
+	fs.StringVar(&o.logFile, "log-file", "", "write log events to this file (reopened on SIGHUP, for logrotate)")
+	fs.StringVar(&o.metricsFile, "metrics-file", "", "write Prometheus textfile-collector metrics here at the end of the run")
+}
+
+func planFlags(fs *pflag.FlagSet, o *options) {
+	clusterFlags(fs, o)
+	sshFlags(fs, o)
+	runFlags(fs, o)
+	fs.StringVarP(&o.out, "out", "o", "", "save the plan (JSON) for \"nksrun apply FILE\" and \"nksrun show FILE\"")
+	fs.StringVar(&o.format, "format", "text", "text, markdown (for change reviews) or json")
+	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no changes, 1 = error, 2 = changes pending")
+	signFlags(fs, o)
+}
+
+func applyFlags(fs *pflag.FlagSet, o *options) {
+	clusterFlags(fs, o)
+	sshFlags(fs, o)
+	runFlags(fs, o)
+	fs.StringVar(&o.format, "format", "text", "text or json (plan and recap)")
+	fs.BoolVar(&o.autoApprove, "auto-approve", false, "do not ask for confirmation (cron, CI); without a terminal apply refuses unless this is set")
+	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "refuse a saved plan older than this (0 = no limit)")
+	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default ~/.cache/nksrun/apply.lock)")
+	fs.BoolVar(&o.noLock, "no-lock", false, "do not take the lock")
+	verifyFlags(fs, o)
+	fs.StringVar(&o.onStale, "on-stale", "continue", "a saved plan whose target changed since: continue (refuse that target, apply the others) or stop (re-check everything first; apply nothing if any target is stale)")
+}
+
+func showFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringVar(&o.format, "format", "text", "text, markdown or json")
+}
+
+func inventoryFlags(fs *pflag.FlagSet, o *options) {
+	clusterFlags(fs, o)
+	fs.StringVar(&o.user, "user", "", "SSH user for every node (default: from the node's OS image)")
+	fs.StringVar(&o.format, "format", "text", "text or json")
+}
+
+func doctorFlags(fs *pflag.FlagSet, o *options) {
+	clusterFlags(fs, o)
+	sshFlags(fs, o)
+	runFlags(fs, o)
+	fs.StringVar(&o.format, "format", "text", "text or json")
+}
+
+func cronFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringVar(&o.schedule, "schedule", "0 0 * * *", "cron schedule")
+	fs.BoolVar(&o.kubernetes, "kubernetes", false, "print a Kubernetes CronJob (with ServiceAccount and RBAC) instead of a crontab line")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig the crontab line should use")
+	fs.StringArrayVarP(&o.identities, "identity", "i", nil, "SSH key the crontab line should use")
+	fs.StringVar(&o.knownHosts, "known-hosts", "", "known_hosts the crontab line should use")
+	fs.StringVar(&o.logFile, "log-file", "", "log file for the crontab line (default next to the lock, ~/.cache/nksrun/RUNBOOK.log)")
+	fs.StringVar(&o.metricsFile, "metrics-file", "", "metrics file for the crontab line")
+	fs.StringVar(&o.lockFile, "lock-file", "", "lock for the crontab line (default ~/.cache/nksrun/apply.lock)")
+	fs.DurationVar(&o.timeout, "timeout", 0, "run-wide limit (default 1h for the crontab line, 55m for --kubernetes)")
+	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value for every run; repeatable")
+	fs.StringVar(&o.image, "image", "nksrun:latest", "container image for --kubernetes (built from cmd/nksrun/Dockerfile)")
+	fs.StringVar(&o.namespace, "namespace", "nksrun", "namespace for --kubernetes")
+}

@@ -1,0 +1,462 @@
+package cli
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/term"
+
+	"nksrun/engine"
+	"nksrun/engine/module"
+	"nksrun/engine/planfile"
+	"nksrun/engine/plans"
+	"nksrun/engine/redact"
+	"nksrun/engine/runbook"
+	"nksrun/engine/transport"
+	"nksrun/engine/views"
+	"nksrun/inventory"
+)
+
+// session is what plan/apply/doctor need: the cluster (if any), the
+// inventory and the engine.
+type session struct {
+	cluster *module.Cluster
+	hosts   []inventory.Host
+	engine  *engine.Engine
+}
+
+func (s *session) close() {
+	if s.engine != nil {
+		s.engine.Close()
+	}
+}
+
+// needsCluster reports whether any runbook reads or changes the cluster.
+func needsCluster(rbs []*runbook.Runbook) bool {
+	for _, rb := range rbs {
+		if rb.HasScope(module.ScopeCluster) {
+			return true
+		}
+		for _, f := range rb.Facts {
+			if f.K8s != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func needsSSH(rbs []*runbook.Runbook) bool {
+	for _, rb := range rbs {
+		if rb.HasScope(module.ScopeNode) {
+			return true
+		}
+	}
+	return false
+}
+
+// open resolves the cluster, the inventory and the SSH transport.
+func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, error) {
+	s := &session{}
+	o := &a.opts
+	cluster, err := connectCluster(o.kubeconfig, o.kubeContext)
+	switch {
+	case err == nil:
+		s.cluster = cluster
+	case errors.Is(err, errNoCluster) && o.inventory != "" && !wantCluster:
+		// A static inventory works without a cluster.
+	default:
+		return nil, err
+	}
+	if o.inventory != "" {
+		s.hosts, err = inventory.FromFile(o.inventory)
+	} else {
+		s.hosts, err = inventory.FromCluster(ctx, s.cluster.Clientset)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if s.hosts, err = inventory.Limit(s.hosts, o.limit); err != nil {
+		return nil, err
+	}
+	if o.user != "" {
+		for i := range s.hosts {
+			s.hosts[i].User = o.user
+			s.hosts[i].Facts["user"] = o.user
+		}
+	}
+	var conn engine.Connector
+	if wantSSH {
+		policy, err := transport.ParseHostKeyPolicy(o.hostKeyPolicy)
+		if err != nil {
+			return nil, usageError{err.Error()}
+		}
+		d, err := transport.NewDialer(transport.Config{
+			Identities:       o.identities,
+			UseAgent:         os.Getenv("SSH_AUTH_SOCK") != "",
+			KnownHosts:       o.knownHosts,
+			Policy:           policy,
+			Jump:             o.jump,
+			DialTimeout:      o.connectTO,
+			HandshakeTimeout: o.connectTO,
+			CommandTimeout:   o.commandTO,
+			Warn:             func(msg string) { fmt.Fprintln(a.stderr, "WARNING: "+msg) },
+		})
+		if err != nil {
+			return nil, err
+		}
+		conn = sshConnector{d}
+	}
+	if a.log == nil {
+		if a.log, err = newEventLog(o.logFormat, o.logFile, a.stderr, a.secrets); err != nil {
+			return nil, err
+		}
+	}
+	s.engine = engine.New(engine.Options{
+		Registry:        a.registry,
+		Connector:       conn,
+		Cluster:         s.cluster,
+		Hosts:           s.hosts,
+		Forks:           o.forks,
+		IncludeNotReady: o.includeNotReady,
+		MaxFailures:     o.maxFailures,
+		Secrets:         a.secrets,
+		Observer:        a.log.event,
+		Version:         Version,
+	})
+	return s, nil
+}
+
+// sshConnector adapts the transport to the engine.
+type sshConnector struct{ d *transport.Dialer }
+
+func (c sshConnector) Connect(ctx context.Context, h inventory.Host) (module.Runner, error) {
+	if h.User == "" {
+		os, _ := h.Facts["osImage"].(string)
+		return nil, fmt.Errorf("node %s: no SSH user known for OS image %q: pass --user", h.Name, os)
+	}
+	if h.Address == "" {
+		return nil, fmt.Errorf("node %s has no InternalIP", h.Name)
+	}
+	conn, err := c.d.Dial(ctx, transport.Host{Name: h.Name, Address: h.Address, User: h.User, Port: h.Port})
+	if err != nil {
+		return nil, err
+	}
+	return conn, nil
+}
+
+func (a *app) sets() (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range a.opts.set {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageError{fmt.Sprintf("--set %q: want name=value", kv)}
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// planRunbooks is what plan and doctor share: load and validate every
+// runbook (before any host), resolve the cluster, inventory and SSH, plan.
+func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbook, *plans.Plan, error) {
+	rbs, err := a.loadRunbooks(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := a.sets()
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := a.open(ctx, needsCluster(rbs), needsSSH(rbs))
+	if err != nil {
+		return nil, nil, err
+	}
+	defer s.close()
+	plan, err := s.engine.Plan(ctx, rbs, set)
+	a.log.done()
+	return rbs, plan, err
+}
+
+func runPlan(ctx context.Context, a *app, args []string) error {
+	signer, err := a.planSigner()
+	if err != nil {
+		return err
+	}
+	if signer != nil {
+		defer signer.Close()
+	}
+	ctx, cancel := a.withTimeout(ctx)
+	defer cancel()
+	_, plan, err := a.planRunbooks(ctx, args)
+	if err != nil {
+		return err
+	}
+	a.plan = plan
+	absPlanPaths(plan)
+	if err := planfile.Seal(plan); err != nil {
+		return err
+	}
+	if a.opts.out != "" {
+		data, err := writePlan(a.opts.out, plan, a.secrets)
+		if err != nil {
+			return err
+		}
+		if err := a.signSavedPlan(signer, a.opts.out, data); err != nil {
+			return err
+		}
+	}
+	if err := views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("plan interrupted: %w", context.Cause(ctx))
+	}
+	if plan.HasErrors() {
+		return exitError{ExitError, "nksrun plan: some nodes failed or were unreachable (see above)"}
+	}
+	if a.opts.detailedExitcode && plan.HasChanges() {
+		return exitError{code: ExitChanges}
+	}
+	return nil
+}
+
+// absPlanPaths records runbook paths as absolute paths, so that applying
+// the saved plan from another directory resolves the runbook's files the same.
+func absPlanPaths(p *plans.Plan) {
+	for i := range p.Runbooks {
+		if ap, err := filepath.Abs(p.Runbooks[i].Path); err == nil {
+			p.Runbooks[i].Path = ap
+		}
+	}
+}
+
+// writePlan saves a plan atomically (temp file + rename), redacted, and
+// returns the bytes written (what --sign-key signs).
+func writePlan(path string, p *plans.Plan, secrets *redact.Secrets) ([]byte, error) {
+	b, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(views.RedactJSON(b, secrets), b) {
+		return nil, errors.New("refusing to save the plan: it would contain secret values (a step's parameters carry a secret param; pass secrets as file paths or env var names)")
+	}
+	b = append(b, '\n')
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".nksrun-plan-*")
+	if err != nil {
+		return nil, fmt.Errorf("saving plan: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return nil, fmt.Errorf("saving plan: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return nil, fmt.Errorf("saving plan: %w", err)
+	}
+	return b, os.Rename(tmp.Name(), path)
+}
+
+func isPlanFile(args []string) bool {
+	return len(args) == 1 && strings.HasSuffix(args[0], ".json")
+}
+
+func runApply(ctx context.Context, a *app, args []string) error {
+	if len(args) == 0 {
+		return usageError{"no runbook or plan given"}
+	}
+	var rbs []*runbook.Runbook
+	var saved *plans.Plan
+	if isPlanFile(args) {
+		var err error
+		if saved, err = a.readSavedPlan(args[0]); err != nil {
+			return err
+		}
+		for _, rp := range saved.Runbooks {
+			rb, err := runbook.Parse(rp.Path, []byte(rp.Source), a.registry)
+			if err != nil {
+				return fmt.Errorf("%s: runbook %s: %w", args[0], rp.Name, err)
+			}
+			rbs = append(rbs, rb)
+			a.runbooks = append(a.runbooks, rp.Name)
+		}
+		a.plan = saved
+	} else {
+		if err := a.requireSavedPlan(); err != nil {
+			return err
+		}
+		var err error
+		if rbs, err = a.loadRunbooks(args); err != nil {
+			return err
+		}
+	}
+	set, err := a.sets()
+	if err != nil {
+		return err
+	}
+	if saved != nil && len(set) > 0 {
+		return usageError{"--set does not apply to a saved plan: its params are fixed"}
+	}
+	switch a.opts.onStale {
+	case "continue", "stop":
+	default:
+		return usageError{fmt.Sprintf("--on-stale %q: want continue or stop", a.opts.onStale)}
+	}
+	if !a.opts.autoApprove && !isTerminal(a.stdin) {
+		return exitError{ExitError, "nksrun apply: no terminal to confirm on; pass --auto-approve (cron, CI) to apply without asking"}
+	}
+	if !a.opts.noLock {
+		unlock, err := acquireLock(a.opts.lockFile)
+		if err != nil {
+			return err
+		}
+		defer unlock()
+	}
+	ctx, cancel := a.withTimeout(ctx)
+	defer cancel()
+	s, err := a.open(ctx, needsCluster(rbs), needsSSH(rbs))
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	plan := saved
+	if plan == nil {
+		if plan, err = s.engine.Plan(ctx, rbs, set); err != nil {
+			return err
+		}
+		absPlanPaths(plan)
+		a.plan = plan
+	}
+	format := a.opts.format
+	if format != views.FormatJSON {
+		if err := views.RenderPlan(a.stdout, plan, format, a.secrets); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("interrupted before apply: %w", context.Cause(ctx))
+	}
+	var stale []engine.StaleTarget
+	if saved != nil && plan.HasChanges() {
+		// Nothing in a plan file is trusted as an instruction: every
+		// pending change is planned again from the plan's own runbook over
+		// the node's facts as they are now. An edited plan is refused whole;
+		// a target whose facts moved on is stale.
+		if stale, err = s.engine.Rederive(ctx, plan); err != nil {
+			return err
+		}
+		if len(stale) > 0 && a.opts.onStale == "stop" {
+			a.log.done()
+			rep := engine.StoppedReport(plan, stale, time.Now())
+			a.report = rep
+			if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+				return err
+			}
+			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", len(stale))}
+		}
+	}
+	if plan.HasChanges() && !a.opts.autoApprove {
+		ok, err := confirm(a.stdin, a.stdout)
+		if err != nil || !ok {
+			return exitError{ExitError, "apply canceled; nothing was changed"}
+		}
+	}
+	rep, err := s.engine.Apply(ctx, plan, stale)
+	a.log.done()
+	if err != nil {
+		return err
+	}
+	a.report = rep
+	if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("apply interrupted: %w", context.Cause(ctx))
+	}
+	if n := countStatus(rep, plans.StatusStale); n > 0 {
+		return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) refused as stale (changed since the plan; see the recap); the others were applied. Make a new plan for them.", n)}
+	}
+	if rep.Failed() || plan.HasErrors() {
+		return exitError{ExitError, "nksrun apply: some targets failed (see the recap)"}
+	}
+	return nil
+}
+
+func isTerminal(r any) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+func confirm(in any, out interface{ Write([]byte) (int, error) }) (bool, error) {
+	fmt.Fprint(out, "\nApply these changes? Only 'yes' is accepted: ")
+	r, ok := in.(interface{ Read([]byte) (int, error) })
+	if !ok {
+		return false, errors.New("no input")
+	}
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && line == "" {
+		return false, err
+	}
+	return strings.TrimSpace(line) == "yes", nil
+}
+
+func runShow(_ context.Context, a *app, args []string) error {
+	if len(args) != 1 {
+		return usageError{"want exactly one plan file"}
+	}
+	data, err := os.ReadFile(args[0])
+	if err != nil {
+		return err
+	}
+	plan, err := planfile.Read(data, 0, time.Now())
+	if err != nil {
+		return fmt.Errorf("%s: %w", args[0], err)
+	}
+	return views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets)
+}
+
+func runInventory(ctx context.Context, a *app, args []string) error {
+	if len(args) > 0 {
+		return usageError{"inventory takes no arguments"}
+	}
+	a.opts.logFormat = "text"
+	s, err := a.open(ctx, false, false)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	if a.opts.format == views.FormatJSON {
+		b, err := json.MarshalIndent(s.hosts, "", "  ")
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+		return err
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tADDRESS\tUSER\tREADY\tOS\tKERNEL\tRUNTIME\tNODEGROUP")
+	for _, h := range s.hosts {
+		f := h.Facts
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", h.Name, h.Address, h.User, f["ready"], f["osImage"], f["kernel"], f["runtime"], f["nodegroup"])
+	}
+	return tw.Flush()
+}
+
+func countStatus(r *plans.Report, status plans.Status) int {
+	n := 0
+	for _, t := range r.Targets {
+		if t.Status == status {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,249 @@
+// Package gather reads facts: a node's built-in host.* facts, a runbook's
+// command facts and every step's probes in one exec per node, and a
+// runbook's Kubernetes facts in one list per fact.
+package gather
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+
+	"nksrun/engine/module"
+	"nksrun/engine/runbook"
+	"nksrun/engine/shell"
+)
+
+// BuiltinProbes are the host.* facts, read over SSH in the same round trip
+// as everything else a node needs.
+var BuiltinProbes = []module.Probe{
+	{Key: "host.bootID", Command: "cat /proc/sys/kernel/random/boot_id"},
+	{Key: "host.cmdline", Command: "cat /proc/cmdline"},
+	{Key: "host.kernel", Command: "uname -r"},
+	{Key: "host.os", Command: ". /etc/os-release 2>/dev/null && echo \"$ID\""},
+	// Identity, compared with the Node's nodeInfo before anything runs.
+	{Key: "host.machineID", Command: "cat /etc/machine-id"},
+	{Key: "host.productUUID", Command: "cat /sys/class/dmi/id/product_uuid"},
+}
+
+// IdentityMismatch compares what a host reports about itself (host.* facts)
+// with what its Node (or static inventory entry) says: boot id, machine id
+// and product uuid, each only where both sides have it. A difference means
+// the address leads to another machine than the one planned for.
+func IdentityMismatch(node, host map[string]any) string {
+	var why []string
+	for _, c := range []struct{ node, host, what string }{
+		{"bootID", "bootID", "boot id"},
+		{"machineID", "machineID", "machine id"},
+		{"systemUUID", "productUUID", "system uuid"},
+	} {
+		want, _ := node[c.node].(string)
+		got, _ := host[c.host].(string)
+		if want == "" || got == "" || strings.EqualFold(strings.TrimSpace(want), strings.TrimSpace(got)) {
+			continue
+		}
+		why = append(why, fmt.Sprintf("%s: Node says %s, host says %s", c.what, want, got))
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return "identity mismatch: the host at this address is not this Node (" + strings.Join(why, "; ") + ")"
+}
+
+// Run runs every probe of a node in one exec (as root: probes only
+// read) and splits the output.
+func Run(ctx context.Context, r module.Runner, probes []module.Probe) (map[string]module.ProbeResult, error) {
+	if len(probes) == 0 {
+		return map[string]module.ProbeResult{}, nil
+	}
+	script, boundary := Script(probes)
+	res, err := r.Run(ctx, script, module.RunOpts{Sudo: true})
+	if err != nil {
+		return nil, err
+	}
+	if res.ExitCode != 0 && len(res.Stdout) == 0 {
+		return nil, fmt.Errorf("gathering facts: exit %d: %s", res.ExitCode, firstLine(res.Stderr))
+	}
+	out, err := ParseOutput(res.Stdout, boundary, probes)
+	if err != nil {
+		return nil, fmt.Errorf("gathering facts: %w (exit %d: %s)", err, res.ExitCode, firstLine(res.Stderr))
+	}
+	return out, nil
+}
+
+// Script is one sh script running every probe. Each probe's output is
+// framed by a random boundary line, so no file content can forge a frame.
+func Script(probes []module.Probe) (script, boundary string) {
+	var nonce [12]byte
+	_, _ = rand.Read(nonce[:])
+	boundary = "--nksrun-" + hex.EncodeToString(nonce[:])
+	var b strings.Builder
+	for i, p := range probes {
+		fmt.Fprintf(&b, "printf '%%s\\n' '%s %d'\n( %s\n) </dev/null 2>/dev/null\nprintf '\\n%s rc=%%d\\n' $?\n", boundary, i, p.Command, boundary)
+	}
+	return b.String(), boundary
+}
+
+// ParseOutput splits the output of Script.
+func ParseOutput(data []byte, boundary string, probes []module.Probe) (map[string]module.ProbeResult, error) {
+	out := make(map[string]module.ProbeResult, len(probes))
+	for i, p := range probes {
+		start := []byte(fmt.Sprintf("%s %d\n", boundary, i))
+		j := bytes.Index(data, start)
+		if j < 0 {
+			return nil, fmt.Errorf("output of %q is missing", p.Command)
+		}
+		data = data[j+len(start):]
+		end := []byte("\n" + boundary + " rc=")
+		k := bytes.Index(data, end)
+		if k < 0 {
+			return nil, fmt.Errorf("output of %q is truncated", p.Command)
+		}
+		body := data[:k]
+		rest := data[k+len(end):]
+		nl := bytes.IndexByte(rest, '\n')
+		if nl < 0 {
+			nl = len(rest)
+		}
+		rc, _ := strconv.Atoi(string(rest[:nl]))
+		out[p.Key] = module.ProbeResult{Output: body, ExitCode: rc}
+		data = rest[nl:]
+	}
+	return out, nil
+}
+
+func firstLine(b []byte) string {
+	s := strings.TrimSpace(string(b))
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	return s
+}
+
+// HostFacts turns the built-in probe results into the host.* map.
+func HostFacts(res map[string]module.ProbeResult) map[string]any {
+	h := map[string]any{}
+	for _, p := range BuiltinProbes {
+		name := strings.TrimPrefix(p.Key, "host.")
+		if r, ok := res[p.Key]; ok && r.ExitCode == 0 {
+			h[name] = strings.TrimSpace(string(r.Output))
+		} else {
+			h[name] = ""
+		}
+	}
+	return h
+}
+
+// FactProbes are the declared command facts of a runbook, as probes.
+func FactProbes(rb *runbook.Runbook) []module.Probe {
+	var out []module.Probe
+	for _, name := range sortedKeys(rb.Facts) {
+		f := rb.Facts[name]
+		if f.Command == "" {
+			continue
+		}
+		cmd := f.Command
+		if !f.Sudo {
+			// Probes run as root in one exec; a fact that asked not to be
+			// root runs as the login user.
+			cmd = fmt.Sprintf("sudo -n -u \"${SUDO_USER:-$(id -un)}\" -- sh -c %s", shell.Quote(f.Command))
+		}
+		out = append(out, module.Probe{Key: "fact." + name, Command: cmd})
+	}
+	return out
+}
+
+// parseFact converts a command fact's output as its `parse` says. A command
+// that exits non-zero yields nil (except parse: exitcode, which yields the code).
+func parseFact(name string, f runbook.Fact, r module.ProbeResult) (any, error) {
+	if f.Parse == "exitcode" {
+		return r.ExitCode, nil
+	}
+	if r.ExitCode != 0 {
+		return nil, nil
+	}
+	text := string(r.Output)
+	switch f.Parse {
+	case "", "text":
+		return strings.TrimSpace(text), nil
+	case "lines":
+		lines := []any{}
+		for _, l := range strings.Split(text, "\n") {
+			if l = strings.TrimSpace(l); l != "" {
+				lines = append(lines, l)
+			}
+		}
+		return lines, nil
+	case "int":
+		n, err := strconv.Atoi(strings.TrimSpace(text))
+		if err != nil {
+			return nil, fmt.Errorf("fact %s: %q is not an integer", name, strings.TrimSpace(text))
+		}
+		return n, nil
+	case "json":
+		var v any
+		if err := json.Unmarshal(r.Output, &v); err != nil {
+			return nil, fmt.Errorf("fact %s: output is not JSON: %v", name, err)
+		}
+		return v, nil
+	case "kv":
+		m := map[string]any{}
+		for _, l := range strings.Split(text, "\n") {
+			k, v, ok := strings.Cut(l, "=")
+			if ok {
+				m[strings.TrimSpace(k)] = strings.Trim(strings.TrimSpace(v), `"`)
+			}
+		}
+		return m, nil
+	}
+	return nil, fmt.Errorf("fact %s: unknown parser %q", name, f.Parse)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Node runs the built-in probes, the runbook's command facts and extra
+// (step) probes in one round trip. It returns host.* facts and fills facts
+// with the parsed command facts.
+func Node(ctx context.Context, r module.Runner, rb *runbook.Runbook, extra []module.Probe, facts map[string]any) (map[string]any, map[string]module.ProbeResult, error) {
+	probes := append(append(append([]module.Probe{}, BuiltinProbes...), FactProbes(rb)...), extra...)
+	results, err := Run(ctx, r, probes)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ParseFacts(rb, results, facts); err != nil {
+		return nil, nil, err
+	}
+	return HostFacts(results), results, nil
+}
+
+// ParseFacts fills facts with the runbook's command facts found in results.
+func ParseFacts(rb *runbook.Runbook, results map[string]module.ProbeResult, facts map[string]any) error {
+	for _, name := range sortedKeys(rb.Facts) {
+		f := rb.Facts[name]
+		if f.Command == "" {
+			continue
+		}
+		r, ok := results["fact."+name]
+		if !ok {
+			continue
+		}
+		v, err := parseFact(name, f, r)
+		if err != nil {
+			return err
+		}
+		facts[name] = v
+	}
+	return nil
+}
