@@ -91,7 +91,7 @@ func unschedulableOwners(n *corev1.Node) (owners []string, known bool) {
 			continue
 		}
 		var f map[string]json.RawMessage
-		if json.Unmarshal(mf.FieldsV1.Raw, &f) != nil {
+		if json.Unmarshal(mf.FieldsV1.GetRawBytes(), &f) != nil {
 			continue
 		}
 		var spec map[string]json.RawMessage

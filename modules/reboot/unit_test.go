@@ -81,12 +81,12 @@ func TestLeaseTakeoverAfterRenewalLapsed(t *testing.T) {
 // managed builds a managedFields entry owning spec.unschedulable.
 func managed(manager string) metav1.ManagedFieldsEntry {
 	return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", FieldsType: "FieldsV1",
-		FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:unschedulable":{}}}`)}}
+		FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:unschedulable":{}}}`)}
 }
 
 func TestOwnership(t *testing.T) {
 	statusOnly := metav1.ManagedFieldsEntry{Manager: "kubelet", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status",
-		FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{}}`)}}
+		FieldsV1: metav1.NewFieldsV1(`{"f:status":{}}`)}
 	ann := map[string]string{AnnotationCordonedBy: "nksrun@a/1/x", AnnotationCordonedAt: "2026-12-01T10:00:00Z"}
 	for _, tc := range []struct {
 		name          string
