@@ -235,12 +235,9 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.Runb
 		return
 	}
 	facts := maps.Clone(shared)
-	env := map[string]any{
-		runbook.EnvParams: rp.Params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: e.clusterEnv(ctx),
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: facts, runbook.EnvSteps: stepsEnv,
-	}
+	env := &runbook.Env{Params: rp.Params, Cluster: e.clusterEnv(ctx), Facts: facts, Steps: stepsEnv}
 	if t.Node != nil {
-		env[runbook.EnvNode] = t.Node.Facts
+		env.Node = t.Node.Facts
 		results, err := rode, error(nil)
 		if results == nil {
 			results, err = gather.Run(ctx, t.Node.Runner, probes)
@@ -253,16 +250,17 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.Runb
 			return
 		}
 		if _, ok := results[gather.BuiltinProbes[0].Key]; ok {
-			env[runbook.EnvHost] = gather.HostFacts(results)
+			env.Host = gather.HostFacts(results)
 		}
 	}
 	// Vars are derived from facts: computed again from the fresh ones.
-	if err := rb.EvalVars(env); err != nil {
+	if err := env.EvalVars(rb); err != nil {
 		res.Status, res.Reason = plans.StatusFailed, "verify: "+err.Error()
 		return
 	}
+	m := env.Map()
 	for _, c := range checks {
-		ok, err := c.That.EvalBool(env)
+		ok, err := c.That.EvalBool(m)
 		cr := plans.CheckResult{Message: c.Message, OK: ok && err == nil}
 		if err != nil {
 			cr.Error = e.o.Secrets.Redact(err.Error())

@@ -52,7 +52,7 @@ type Engine struct {
 	conns     map[string]*connEntry
 	instances map[string]module.Module
 	clusterMu sync.Mutex
-	clusterEv map[string]any
+	clusterEv *runbook.Cluster
 }
 
 type connEntry struct {
@@ -126,25 +126,23 @@ func (e *Engine) connect(ctx context.Context, h inventory.Host) (module.Runner, 
 }
 
 // clusterEnv is the cluster.* environment, computed once per run.
-func (e *Engine) clusterEnv(ctx context.Context) map[string]any {
+func (e *Engine) clusterEnv(ctx context.Context) *runbook.Cluster {
 	e.clusterMu.Lock()
 	defer e.clusterMu.Unlock()
 	if e.clusterEv != nil {
 		return e.clusterEv
 	}
-	env := map[string]any{"version": "", "nodes": []any{}, "connected": e.o.Cluster != nil}
-	nodes := make([]any, 0, len(e.o.Hosts))
+	c := &runbook.Cluster{Connected: e.o.Cluster != nil, Nodes: make([]map[string]any, 0, len(e.o.Hosts))}
 	for _, h := range e.o.Hosts {
-		nodes = append(nodes, h.Facts)
+		c.Nodes = append(c.Nodes, h.Facts)
 	}
-	env["nodes"] = nodes
 	if e.o.Cluster != nil && e.o.Cluster.Clientset != nil {
 		if v, err := e.o.Cluster.Clientset.Discovery().ServerVersion(); err == nil {
-			env["version"] = v.GitVersion
+			c.Version = v.GitVersion
 		}
 	}
-	e.clusterEv = env
-	return env
+	e.clusterEv = c
+	return c
 }
 
 // failures counts failed targets for MaxFailures.

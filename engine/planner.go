@@ -129,17 +129,14 @@ func skipReason(rb *runbook.Runbook, env map[string]any, h inventory.Host, inclu
 	return "", nil
 }
 
-func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any, h inventory.Host) plans.TargetPlan {
+func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params map[string]any, cluster *runbook.Cluster, k8sFacts map[string]any, h inventory.Host) plans.TargetPlan {
 	tp := nodeTarget(h, plans.StatusOK, "")
-	env := map[string]any{
-		runbook.EnvParams: params, runbook.EnvNode: h.Facts, runbook.EnvCluster: clusterEnv,
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
-	}
+	env := &runbook.Env{Params: params, Node: h.Facts, Cluster: cluster, Facts: maps.Clone(k8sFacts), Steps: map[string]any{}}
 	if h.Problem != "" {
 		tp.Status, tp.Reason = plans.StatusFailed, h.Problem
 		return tp
 	}
-	if reason, err := skipReason(rb, env, h, e.o.IncludeNotReady); err != nil {
+	if reason, err := skipReason(rb, env.Map(), h, e.o.IncludeNotReady); err != nil {
 		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
 		return tp
 	} else if reason != "" {
@@ -165,14 +162,14 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 		if s.Scope() != module.ScopeNode || !static(s) {
 			continue
 		}
-		ps, err := e.prepare(t, s, env)
+		ps, err := e.prepare(t, s, env.Map())
 		if err != nil {
 			return failTarget(tp, s, err)
 		}
 		prepared[i] = ps
 		probes = append(probes, ps.probes...)
 	}
-	host, results, err := gather.Node(ctx, runner, rb, probes, env[runbook.EnvFacts].(map[string]any))
+	host, results, err := gather.Node(ctx, runner, rb, probes, env.Facts)
 	if err != nil {
 		tp.Status, tp.Reason = plans.StatusFailed, fmt.Sprintf("gathering facts: %v", err)
 		if isTransport(err) {
@@ -184,15 +181,15 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 		tp.Status, tp.Reason = plans.StatusFailed, why
 		return tp
 	}
-	env[runbook.EnvHost] = host
-	if err := rb.EvalVars(env); err != nil {
+	env.Host = host
+	if err := env.EvalVars(rb); err != nil {
 		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
 		return tp
 	}
-	node.Facts = withHostFacts(h.Facts, env[runbook.EnvHost].(map[string]any))
+	node.Facts = withHostFacts(h.Facts, env.Host)
 	t.Node = node
 
-	stepsEnv := env[runbook.EnvSteps].(map[string]any)
+	stepsEnv := env.Steps
 	for i := range steps {
 		s := &steps[i]
 		if s.Scope() != module.ScopeNode {
@@ -200,7 +197,7 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 		}
 		ps := prepared[i]
 		if ps == nil {
-			ps, err = e.prepare(t, s, env)
+			ps, err = e.prepare(t, s, env.Map())
 			if err != nil {
 				return failTarget(tp, s, err)
 			}
@@ -352,28 +349,25 @@ func targetStatus(steps []plans.StepPlan) plans.Status {
 	return plans.StatusOK
 }
 
-func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any) plans.TargetPlan {
+func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params map[string]any, cluster *runbook.Cluster, k8sFacts map[string]any) plans.TargetPlan {
 	tp := plans.TargetPlan{Kind: plans.TargetCluster, Name: "cluster", Status: plans.StatusOK}
 	if e.o.Cluster == nil {
 		tp.Status, tp.Reason = plans.StatusFailed, "runbook has cluster steps but no cluster is configured (--kubeconfig)"
 		return tp
 	}
-	env := map[string]any{
-		runbook.EnvParams: params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: clusterEnv,
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
-	}
-	if err := rb.EvalVars(env); err != nil {
+	env := &runbook.Env{Params: params, Cluster: cluster, Facts: maps.Clone(k8sFacts), Steps: map[string]any{}}
+	if err := env.EvalVars(rb); err != nil {
 		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
 		return tp
 	}
 	t := e.target(rb, nil)
-	stepsEnv := env[runbook.EnvSteps].(map[string]any)
+	stepsEnv := env.Steps
 	for i := range rb.Steps {
 		s := &rb.Steps[i]
 		if s.Scope() != module.ScopeCluster {
 			continue
 		}
-		ps, err := e.prepare(t, s, env)
+		ps, err := e.prepare(t, s, env.Map())
 		if err != nil {
 			return failTarget(tp, s, err)
 		}

@@ -553,6 +553,7 @@ func (e *senv) normalise(s string) string {
 	s = regexp.MustCompile(`\b\d+(\.\d+)?(ms|µs|s)\b`).ReplaceAllString(s, "<duration>")
 	s = regexp.MustCompile(`\.nksrun-\d{14}\.bak`).ReplaceAllString(s, ".nksrun-<time>.bak")
 	s = regexp.MustCompile(`resourceVersion[":= ]+\d+`).ReplaceAllString(s, "resourceVersion <rv>")
+	s = regexp.MustCompile(`(checksum) [0-9a-f]{64}`).ReplaceAllString(s, "$1 <checksum>")
 	s = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`).ReplaceAllString(s, "<uid>")
 	return s
 }

@@ -32,6 +32,9 @@ type testServer struct {
 	config   *ssh.ServerConfig
 	hostKeys []ssh.Signer
 	env      []string // extra environment for commands (PATH with a fake sudo)
+	// keepOrphans makes the server behave like sshd with sudo: neither a
+	// closed channel nor a signal request ends the command's processes.
+	keepOrphans bool
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -188,7 +191,7 @@ func (s *testServer) handleSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		select {
 		case req, ok := <-reqs:
 			if !ok {
-				if cmd != nil {
+				if cmd != nil && !s.keepOrphans {
 					killGroup(cmd)
 				}
 				return
@@ -235,7 +238,7 @@ func (s *testServer) handleSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 					close(exited)
 				}()
 			case "signal":
-				if cmd != nil {
+				if cmd != nil && !s.keepOrphans {
 					killGroup(cmd)
 				}
 				if req.WantReply {

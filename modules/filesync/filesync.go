@@ -61,7 +61,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "file_sync" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: the file's sha256 and path, as installed.
+func (Module) Outputs() []string { return []string{"sha256", "dest"} }
+
+func (Module) NewParams() any { return &Params{} }
 
 var (
 	modeRE = regexp.MustCompile(`^0?[0-7]{3,4}$`)

@@ -64,7 +64,13 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "grub_arg" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: whether the running kernel lacks the change (reboot_required) and what was edited.
+func (Module) Outputs() []string {
+	return []string{"reboot_required", "config_changed", "in_cmdline", "grub_cfg"}
+}
+
+func (Module) NewParams() any { return &Params{} }
 
 func defaults(p *Params) Params {
 	d := *p

@@ -67,7 +67,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "pull_secret" }
 func (Module) Scope() module.Scope { return module.ScopeCluster }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: the number of namespaces whose secret or service account changes.
+func (Module) Outputs() []string { return []string{"count"} }
+
+func (Module) NewParams() any { return &Params{} }
 
 func (Module) Validate(p any) error {
 	ps := p.(*Params)

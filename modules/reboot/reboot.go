@@ -146,7 +146,11 @@ var _ module.Module = (*Module)(nil)
 
 func (*Module) Name() string        { return "reboot" }
 func (*Module) Scope() module.Scope { return module.ScopeNode }
-func (*Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: whether the node was rebooted and its boot id after.
+func (*Module) Outputs() []string { return []string{"rebooted", "boot_id"} }
+
+func (*Module) NewParams() any { return &Params{} }
 
 func (*Module) Validate(p any) error {
 	ps := p.(*Params)
@@ -619,7 +623,10 @@ func (m *Module) rebootNode(ctx context.Context, t module.Target, rc module.Reco
 	l.setPhase(cctx, PhaseRebooting)
 	cancel()
 	r, rerr := t.Node.Runner.Run(detached, p.Command, module.RunOpts{Sudo: true, Timeout: 30 * time.Second})
-	if rerr == nil && r.ExitCode != 0 {
+	// A reboot kills every process of the node, the session running the
+	// command included: exit by SIGHUP, SIGKILL or SIGTERM means it worked
+	// (the new boot id below is what proves it).
+	if rerr == nil && r.ExitCode != 0 && r.ExitCode != 128+1 && r.ExitCode != 128+9 && r.ExitCode != 128+15 {
 		return res, "", fmt.Errorf("reboot command `%s` failed (exit %d): %s; %s", p.Command, r.ExitCode, strings.TrimSpace(string(r.Stderr)), cleanup())
 	}
 	if ctx.Err() != nil {

@@ -32,7 +32,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "report" }
 func (Module) Scope() module.Scope { return module.ScopeAny }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: whether the finding holds.
+func (Module) Outputs() []string { return []string{"found"} }
+
+func (Module) NewParams() any { return &Params{} }
 
 func (Module) Validate(p any) error {
 	ps := p.(*Params)

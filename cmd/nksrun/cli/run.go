@@ -100,7 +100,12 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		if err != nil {
 			return nil, usageError{err.Error()}
 		}
+		maxOut, err := transport.ParseSize(o.maxOutput)
+		if err != nil || maxOut <= 0 {
+			return nil, usageError{fmt.Sprintf("--max-output %q: want a size like 16MiB", o.maxOutput)}
+		}
 		d, err := transport.NewDialer(transport.Config{
+			MaxOutput:        maxOut,
 			Identities:       o.identities,
 			UseAgent:         os.Getenv("SSH_AUTH_SOCK") != "",
 			KnownHosts:       o.knownHosts,
@@ -154,18 +159,6 @@ func (c sshConnector) Connect(ctx context.Context, h inventory.Host) (module.Run
 	return conn, nil
 }
 
-func (a *app) sets() (map[string]string, error) {
-	out := map[string]string{}
-	for _, kv := range a.opts.set {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, usageError{fmt.Sprintf("--set %q: want name=value", kv)}
-		}
-		out[k] = v
-	}
-	return out, nil
-}
-
 // planRunbooks is what plan and doctor share: load and validate every
 // runbook (before any host), resolve the cluster, inventory and SSH, plan.
 func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbook, *plans.Plan, error) {
@@ -173,7 +166,7 @@ func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbo
 	if err != nil {
 		return nil, nil, err
 	}
-	set, err := a.sets()
+	set, err := a.sets(rbs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -299,12 +292,12 @@ func runApply(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
-	set, err := a.sets()
+	set, err := a.sets(rbs)
 	if err != nil {
 		return err
 	}
-	if saved != nil && len(set) > 0 {
-		return usageError{"--set does not apply to a saved plan: its params are fixed"}
+	if saved != nil && len(a.opts.set)+len(a.opts.setFiles) > 0 {
+		return usageError{"--set and --set-file do not apply to a saved plan: its params are fixed"}
 	}
 	switch a.opts.onStale {
 	case "continue", "stop":
@@ -315,7 +308,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		return exitError{ExitError, "nksrun apply: no terminal to confirm on; pass --auto-approve (cron, CI) to apply without asking"}
 	}
 	if !a.opts.noLock {
-		unlock, err := acquireLock(a.opts.lockFile)
+		unlock, err := acquireLocks(a.opts.lockFile, a.runbooks)
 		if err != nil {
 			return err
 		}
