@@ -159,9 +159,10 @@ func TestCronJobRBACPerRunbook(t *testing.T) {
 	if !hasNamedRule(rules["ClusterRole"], "", "namespaces", "istio-system", "get") {
 		t.Errorf("calico-ebpf-istio: namespace fact not narrowed to istio-system: %v", rules["ClusterRole"])
 	}
-	// Reboots: the Lease by name, create apart.
+	// Reboots: the Lease by name; create and list (a dead holder's
+	// slot is told from a live one's) apart.
 	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/cgroup-nokmem.yaml"))
-	if !hasNamedRule(rules["Role/kube-system"], "coordination.k8s.io", "leases", "nksrun-reboot", "get", "update") || !hasRule(rules["Role/kube-system"], "coordination.k8s.io", "leases", "create") {
+	if !hasNamedRule(rules["Role/kube-system"], "coordination.k8s.io", "leases", "nksrun-reboot", "get", "update") || !hasRule(rules["Role/kube-system"], "coordination.k8s.io", "leases", "list", "create") {
 		t.Errorf("cgroup-nokmem lease rules: %v", rules["Role/kube-system"])
 	}
 	// dockerhub-ratelimit: without credentials the fix never runs (read
