@@ -348,14 +348,14 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		if stale, err = s.engine.Rederive(ctx, plan); err != nil {
 			return err
 		}
-		if len(stale) > 0 && a.opts.onStale == "stop" {
+		if engine.Stale(stale) > 0 && a.opts.onStale == "stop" {
 			a.log.done()
 			rep := engine.StoppedReport(plan, stale, time.Now())
 			a.report = rep
 			if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
 				return err
 			}
-			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", len(stale))}
+			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", engine.Stale(stale))}
 		}
 	}
 	if plan.HasChanges() && !a.opts.autoApprove {
@@ -392,6 +392,11 @@ func isTerminal(r any) bool {
 
 func confirm(in any, out interface{ Write([]byte) (int, error) }) (bool, error) {
 	fmt.Fprint(out, "\nApply these changes? Only 'yes' is accepted: ")
+	return readYes(in)
+}
+
+// readYes reads one line and accepts exactly "yes".
+func readYes(in any) (bool, error) {
 	r, ok := in.(interface{ Read([]byte) (int, error) })
 	if !ok {
 		return false, errors.New("no input")
