@@ -245,4 +245,3 @@ steps:
 		t.Errorf("step using vars is not marked as such: %v", rb.Steps[0].Uses())
 	}
 }
-
