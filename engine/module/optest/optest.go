@@ -56,6 +56,10 @@ type Case struct {
 	// Probes, instead of Node, are canned probe outputs (key → output):
 	// the case then checks only the plan (no apply, no idempotence run).
 	Probes map[string]CannedProbe `yaml:"probes"`
+	// KnownBug marks a case that shows a bug not fixed yet (name such
+	// files BUG_*.yaml): it is skipped unless CI is set, where it fails
+	// until the module is fixed. Say what is wrong.
+	KnownBug string `yaml:"known_bug"`
 	// Secrets are values that must never be in the plan (summary, diff,
 	// data, outputs) nor on a command line; stdin may carry them (they are
 	// shown as "(secret)" in the golden file).
@@ -175,6 +179,9 @@ func runCase(t *testing.T, m module.Module, path string) {
 	c, err := LoadCase(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.KnownBug != "" && os.Getenv("CI") == "" {
+		t.Skipf("known bug (fails with CI set): %s", c.KnownBug)
 	}
 	params, err := DecodeParams(m, &c.Params)
 	if err != nil {
