@@ -7,6 +7,10 @@ import (
 
 	"nksrun/engine/module"
 	"nksrun/engine/module/optest"
+	"nksrun/testdata/testbed"
+
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/restmapper"
 )
 
 // TestModuleCases runs the data-driven cases of testdata/modules/<module>
@@ -34,5 +38,24 @@ func TestModuleCases(t *testing.T) {
 			continue
 		}
 		t.Run(name, func(t *testing.T) { optest.Run(t, m, name) })
+	}
+}
+
+// TestClusterModuleCases runs the cases of the Kubernetes modules against
+// the testbed's real API server (client-go's fake dynamic client cannot do
+// the server-side dry run they plan with; see optest.RunCluster). It needs
+// root, like every testbed test, and fails instead of skipping with CI set.
+//
+//	go test ./modules/ -run TestClusterModuleCases
+func TestClusterModuleCases(t *testing.T) {
+	tb := testbed.New(t, testbed.Options{N: 1})
+	c := &module.Cluster{Clientset: tb.Client, Dynamic: tb.Dynamic,
+		Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(tb.Client.Discovery()))}
+	for _, name := range []string{"k8s_patch", "set_image", "rollout_restart"} {
+		f, ok := Registry()[name]
+		if !ok {
+			t.Fatalf("no module %s", name)
+		}
+		t.Run(name, func(t *testing.T) { optest.RunCluster(t, c, f(), name) })
 	}
 }

@@ -56,6 +56,12 @@ type Case struct {
 	// Probes, instead of Node, are canned probe outputs (key → output):
 	// the case then checks only the plan (no apply, no idempotence run).
 	Probes map[string]CannedProbe `yaml:"probes"`
+	// Objects are Kubernetes objects created before the plan (cluster
+	// modules). "$NS" in them and in params is the case's own namespace.
+	Objects []map[string]any `yaml:"objects"`
+	// Now is the plan's time (RFC 3339) for modules that write it
+	// (rollout_restart); default 2026-01-02T03:04:05Z.
+	Now string `yaml:"now"`
 	// KnownBug marks a case that shows a bug not fixed yet (name such
 	// files BUG_*.yaml): it is skipped unless CI is set, where it fails
 	// until the module is fixed. Say what is wrong.
