@@ -114,4 +114,3 @@ func TestWait(t *testing.T) {
 		t.Fatalf("deleted deployment: err = %v", err)
 	}
 }
-
