@@ -134,7 +134,7 @@ func Run(t *testing.T, m module.Module, dir string) {
 	}
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
-		t.Run(name, func(t *testing.T) { runCase(t, m, f) })
+		t.Run(name, func(t *testing.T) { RunCase(t, m, f) })
 	}
 }
 
@@ -181,7 +181,11 @@ func DecodeParams(m module.Module, n *yaml.Node) (any, error) {
 	return p, nil
 }
 
-func runCase(t *testing.T, m module.Module, path string) {
+// RunCase runs one node or any-scope case file (see Run).
+func RunCase(t testing.TB, m module.Module, path string) {
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs // golden files sit next to the case
+	}
 	c, err := LoadCase(path)
 	if err != nil {
 		t.Fatal(err)
@@ -365,7 +369,7 @@ func runCase(t *testing.T, m module.Module, path string) {
 	finish(t, path, node, &g, c.Secrets)
 }
 
-func finish(t *testing.T, path string, node *SimNode, g *strings.Builder, secrets []string) {
+func finish(t testing.TB, path string, node *SimNode, g *strings.Builder, secrets []string) {
 	t.Helper()
 	if node != nil {
 		g.WriteString("\n== node at the end\n")
@@ -473,7 +477,7 @@ var mounts = []string{"/etc/default", "/boot", "/sys/firmware"}
 
 // NewSimNode builds a node from s. It skips the test when this machine
 // cannot make mount namespaces, unless CI is set (then it fails).
-func NewSimNode(t *testing.T, s *NodeState) *SimNode {
+func NewSimNode(t testing.TB, s *NodeState) *SimNode {
 	t.Helper()
 	n := &SimNode{Root: t.TempDir()}
 	for _, d := range append(append([]string{"/bin", "/state/units"}, mounts...), s.Dirs...) {
@@ -586,7 +590,7 @@ func (n *SimNode) Run(ctx context.Context, command string, opts module.RunOpts) 
 
 // Snapshot lists the node's files (mode, content; units' states) in a
 // stable order, for comparisons and the golden file.
-func (n *SimNode) Snapshot(t *testing.T) string {
+func (n *SimNode) Snapshot(t testing.TB) string {
 	t.Helper()
 	var b strings.Builder
 	var paths []string
