@@ -110,6 +110,10 @@ type Expect struct {
 	// idempotence check); only a module that changes something on every
 	// run by design (systemd_restart with always: true) may declare more.
 	Again module.Action `yaml:"again"`
+	// Between is a shell command run on the node after the plan and
+	// before apply (someone else's change); a failed apply must then leave
+	// the node as Between left it.
+	Between string `yaml:"between"`
 	// Files the node must hold after apply (path → content).
 	Files map[string]string `yaml:"files"`
 }
@@ -311,6 +315,14 @@ func RunCase(t testing.TB, m module.Module, path string) {
 		return
 	}
 
+	if c.Expect.Between != "" {
+		r, err := node.Run(ctx, c.Expect.Between, module.RunOpts{})
+		if err != nil || r.ExitCode != 0 {
+			t.Fatalf("between: exit %d, %v: %s", r.ExitCode, err, r.Stderr)
+		}
+		fmt.Fprintf(&g, "\n== between plan and apply\n%s\n", c.Expect.Between)
+		before = node.Snapshot(t)
+	}
 	ap, err := m.Apply(ctx, tgt, step, pl)
 	g.WriteString("\n== apply sends\n")
 	for _, cmd := range rec.cmds {
@@ -330,7 +342,7 @@ func RunCase(t testing.TB, m module.Module, path string) {
 		if err != nil {
 			t.Fatalf("plan after the failed apply: %v", err)
 		}
-		if again.Action != pl.Action || again.Summary != pl.Summary {
+		if c.Expect.Between == "" && (again.Action != pl.Action || again.Summary != pl.Summary) {
 			t.Errorf("plan after the failed apply = %s %q, want the first plan's %s %q", again.Action, again.Summary, pl.Action, pl.Summary)
 		}
 		finish(t, path, node, &g, c.Secrets)
