@@ -32,6 +32,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"go.yaml.in/yaml/v3"
@@ -85,6 +86,8 @@ type NodeState struct {
 	Files map[string]string `yaml:"files"`
 	// Modes of Files (default 0644): path → octal.
 	Modes map[string]string `yaml:"modes"`
+	// Owners of Files (default root:root): path → "user:group".
+	Owners map[string]string `yaml:"owners"`
 	// Dirs to create (e.g. /sys/firmware/efi).
 	Dirs []string `yaml:"dirs"`
 	// Units: systemd unit → ActiveState (the systemctl stand-in's state).
@@ -497,6 +500,15 @@ func NewSimNode(t testing.TB, s *NodeState) *SimNode {
 			t.Fatal(err)
 		}
 	}
+	// Can this machine make the namespace at all?
+	r, err := n.Run(context.Background(), "true", module.RunOpts{})
+	if err != nil || r.ExitCode != 0 {
+		msg := fmt.Sprintf("cannot simulate a node here (unshare -m with bind mounts): %v %s", err, r.Stderr)
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
 	for p, content := range s.Files {
 		if !under(p) {
 			t.Fatalf("node file %s: only files under %v are simulated", p, mounts)
@@ -515,6 +527,12 @@ func NewSimNode(t testing.TB, s *NodeState) *SimNode {
 		}
 		if err := os.Chmod(n.Path(p), mode); err != nil { // past the umask
 			t.Fatal(err)
+		}
+		if o, ok := s.Owners[p]; ok {
+			r, err := n.Run(context.Background(), "chown "+shell.Quote(o)+" "+shell.Quote(p), module.RunOpts{})
+			if err != nil || r.ExitCode != 0 {
+				t.Fatalf("chown %s %s: exit %d, %v: %s", o, p, r.ExitCode, err, r.Stderr)
+			}
 		}
 	}
 	for u, st := range s.Units {
@@ -552,15 +570,6 @@ func NewSimNode(t testing.TB, s *NodeState) *SimNode {
 			t.Fatal(err)
 		}
 	}
-	// Can this machine make the namespace at all?
-	r, err := n.Run(context.Background(), "true", module.RunOpts{})
-	if err != nil || r.ExitCode != 0 {
-		msg := fmt.Sprintf("cannot simulate a node here (unshare -m with bind mounts): %v %s", err, r.Stderr)
-		if os.Getenv("CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
 	return n
 }
 
@@ -585,7 +594,9 @@ func (n *SimNode) Run(ctx context.Context, command string, opts module.RunOpts) 
 	for _, m := range mounts {
 		fmt.Fprintf(&setup, "mount --bind %s %s\n", shell.Quote(n.Path(m)), shell.Quote(m))
 	}
-	fmt.Fprintf(&setup, "PATH=%s:$PATH; export PATH\nset +e\nexec sh -c \"$1\"\n", shell.Quote(n.Path("/bin")))
+	// LC_ALL=C: tool messages in the golden files do not depend on the
+	// machine's locale.
+	fmt.Fprintf(&setup, "PATH=%s:$PATH; LC_ALL=C; export PATH LC_ALL\nset +e\nexec sh -c \"$1\"\n", shell.Quote(n.Path("/bin")))
 	args := []string{"unshare", "-m"}
 	if os.Geteuid() != 0 {
 		args = append(args, "-r")
@@ -598,6 +609,16 @@ func (n *SimNode) Run(ctx context.Context, command string, opts module.RunOpts) 
 	wrapped := strings.Join(q, " ")
 	opts.Sudo = false
 	return n.runner.Run(ctx, wrapped, opts)
+}
+
+// owner names a file's owner when it is not the node's root (the test's
+// own uid, or the uid a user namespace maps to root).
+func owner(fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || int(st.Uid) == os.Geteuid() && int(st.Gid) == os.Getegid() {
+		return ""
+	}
+	return fmt.Sprintf(" owner %d:%d", st.Uid, st.Gid)
 }
 
 // Snapshot lists the node's files (mode, content; units' states) in a
@@ -635,7 +656,7 @@ func (n *SimNode) Snapshot(t testing.TB) string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintf(&b, "%s %04o\n", p, fi.Mode().Perm())
+		fmt.Fprintf(&b, "%s %04o%s\n", p, fi.Mode().Perm(), owner(fi))
 		for _, l := range strings.SplitAfter(string(c), "\n") {
 			if l != "" {
 				b.WriteString("  | " + strings.TrimSuffix(l, "\n") + "\n")
