@@ -122,6 +122,23 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 			kinds = append(kinds, k)
 		}
 	}
+	for _, d := range cs.Deleting {
+		kind, name, _ := strings.Cut(d, " ")
+		var apiVersion string
+		for _, o := range cs.Objects {
+			u := unstructured.Unstructured{Object: o}
+			if u.GetKind() == kind && u.GetName() == name {
+				apiVersion = u.GetAPIVersion()
+			}
+		}
+		ri, err := c.Resource(apiVersion, kind, ns)
+		if err != nil {
+			t.Fatalf("deleting %s: %v", d, err)
+		}
+		if err := ri.Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+			t.Fatalf("deleting %s: %v", d, err)
+		}
+	}
 	snapshot := func() map[string]string {
 		t.Helper()
 		out := map[string]string{}
@@ -175,7 +192,7 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 		out = rvRE.ReplaceAllString(out, `${1}RV`)
 		out = fpRE.ReplaceAllString(out, `${1}RV`)
 		out = uidRE.ReplaceAllString(out, `UID`)
-		out = createdRE.ReplaceAllString(out, `${1}"CREATED"`)
+		out = createdRE.ReplaceAllString(out, `${1}"TIME"`)
 		for _, s := range append(cs.Secrets, secrets.values...) {
 			if len(s) >= 4 {
 				out = strings.ReplaceAll(out, s, "(secret)")
@@ -252,6 +269,11 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 			changed = append(changed, k)
 		}
 	}
+	for k := range before {
+		if _, ok := after[k]; !ok {
+			changed = append(changed, k) // deleted (finalizers removed)
+		}
+	}
 	slices.Sort(changed)
 	if !slices.Equal(changed, named) {
 		t.Errorf("apply changed %v, the plan named %v", changed, named)
@@ -285,7 +307,7 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 var (
 	fpRE      = regexp.MustCompile(`(?m)^(fingerprint [^:]+: )\d+$`)
 	uidRE     = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
-	createdRE = regexp.MustCompile(`(creationTimestamp: )"[^"]*"`)
+	createdRE = regexp.MustCompile(`((?:creation|deletion)Timestamp: )"[^"]*"`)
 )
 
 var rvRE = regexp.MustCompile(`((?i:resourceVersion)["]?[:=]? ?["]?)\d+`)

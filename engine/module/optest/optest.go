@@ -60,6 +60,9 @@ type Case struct {
 	// Objects are Kubernetes objects created before the plan (cluster
 	// modules). "$NS" in them and in params is the case's own namespace.
 	Objects []map[string]any `yaml:"objects"`
+	// Deleting names objects ("Kind name") deleted right after they are
+	// created, so the ones with finalizers are left terminating.
+	Deleting []string `yaml:"deleting"`
 	// Now is the plan's time (RFC 3339) for modules that write it
 	// (rollout_restart); default 2026-01-02T03:04:05Z.
 	Now string `yaml:"now"`
