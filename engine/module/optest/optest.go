@@ -144,7 +144,12 @@ func Run(t *testing.T, m module.Module, dir string) {
 	}
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".yaml")
-		t.Run(name, func(t *testing.T) { RunCase(t, m, f) })
+		t.Run(name, func(t *testing.T) {
+			// Each case has its own node directory; systemd_restart's
+			// failure cases spend seconds in the module's own waits.
+			t.Parallel()
+			RunCase(t, m, f)
+		})
 	}
 }
 
