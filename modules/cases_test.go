@@ -48,6 +48,9 @@ func TestModuleCases(t *testing.T) {
 //
 //	go test ./modules/ -run TestClusterModuleCases
 func TestClusterModuleCases(t *testing.T) {
+	if testing.Short() && os.Getenv("CI") == "" { // CI always runs the end-to-end tests
+		t.Skip("needs the testbed API server; not with -short")
+	}
 	tb := testbed.New(t, testbed.Options{N: 1})
 	c := &module.Cluster{Clientset: tb.Client, Dynamic: tb.Dynamic,
 		Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(tb.Client.Discovery()))}
