@@ -203,7 +203,7 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 
 	before := snapshot()
 	pl, err := plan()
-	if after := snapshot(); !maps(before, after) {
+	if after := snapshot(); !sameRVs(before, after) {
 		t.Errorf("planning changed objects (server-side dry run must not): before %v, after %v", before, after)
 	}
 	if cs.Expect.PlanError != "" {
@@ -251,7 +251,7 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 			t.Fatalf("apply error = %v, want one containing %q", err, cs.Expect.ApplyError)
 		}
 		fmt.Fprintf(&g, "\n== apply error\n%s\n", err)
-		if after := snapshot(); !maps(before, after) {
+		if after := snapshot(); !sameRVs(before, after) {
 			t.Errorf("failed apply changed objects: before %v, after %v", before, after)
 		}
 		finish()
@@ -312,7 +312,7 @@ var (
 
 var rvRE = regexp.MustCompile(`((?i:resourceVersion)["]?[:=]? ?["]?)\d+`)
 
-func maps(a, b map[string]string) bool {
+func sameRVs(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false
 	}
