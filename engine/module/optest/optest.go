@@ -92,6 +92,8 @@ type NodeState struct {
 	Modes map[string]string `yaml:"modes"`
 	// Owners of Files (default root:root): path → "user:group".
 	Owners map[string]string `yaml:"owners"`
+	// Symlinks: path → target.
+	Symlinks map[string]string `yaml:"symlinks"`
 	// Dirs to create (e.g. /sys/firmware/efi).
 	Dirs []string `yaml:"dirs"`
 	// Units: systemd unit → ActiveState (the systemctl stand-in's state).
@@ -108,6 +110,11 @@ type NodeState struct {
 // Expect is what the case must give.
 type Expect struct {
 	Action module.Action `yaml:"action"`
+	// Diff, if set, is the exact diff the plan must show (most cases
+	// leave the diff to the golden file).
+	Diff string `yaml:"diff"`
+	// Reason, if set, is a substring the plan's reason must contain.
+	Reason string `yaml:"reason"`
 	// PlanError, if set, is a substring of the error Plan must return.
 	PlanError string `yaml:"plan_error"`
 	// ApplyError, if set, is a substring of the error Apply must return;
@@ -307,6 +314,12 @@ func RunCase(t testing.TB, m module.Module, path string) {
 	}
 	if pl.Action != c.Expect.Action {
 		t.Errorf("action = %s, want %s (summary %q, reason %q)", pl.Action, c.Expect.Action, pl.Summary, pl.Reason)
+	}
+	if c.Expect.Diff != "" && pl.Diff != c.Expect.Diff {
+		t.Errorf("diff:\n%s\nwant:\n%s", pl.Diff, c.Expect.Diff)
+	}
+	if c.Expect.Reason != "" && !strings.Contains(pl.Reason, c.Expect.Reason) {
+		t.Errorf("reason = %q, want one containing %q", pl.Reason, c.Expect.Reason)
 	}
 	writePlan(&g, "plan", pl)
 	planJSON, _ := json.Marshal(pl)
@@ -563,6 +576,14 @@ func NewSimNode(t testing.TB, s *NodeState) *SimNode {
 			}
 		}
 	}
+	for p, target := range s.Symlinks {
+		if !under(p) {
+			t.Fatalf("node symlink %s: only paths under %v are simulated", p, mounts)
+		}
+		if err := os.Symlink(target, n.Path(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for u, st := range s.Units {
 		if err := os.WriteFile(n.Path("/state/units/"+u), []byte(st+"\n"), 0o644); err != nil {
 			t.Fatal(err)
@@ -679,6 +700,11 @@ func (n *SimNode) Snapshot(t testing.TB) string {
 		fi, err := os.Lstat(n.Path(p))
 		if err != nil {
 			t.Fatal(err)
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, _ := os.Readlink(n.Path(p))
+			fmt.Fprintf(&b, "%s -> %s\n", p, target)
+			continue
 		}
 		c, err := os.ReadFile(n.Path(p))
 		if err != nil {
