@@ -61,7 +61,11 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 		ev := strings.Join(r.Evidence, "; ")
 		fmt.Fprintf(tw, "§%s\t%s\t%s\t%s\t%s\n", r.Section, r.Problem, r.Status, truncate(ev, 100), r.Fix)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	writeLeftovers(engineWriter(a), a.leftovers(ctx))
+	return nil
 }
 
 // engineWriter redacts like every other view.

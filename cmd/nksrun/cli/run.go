@@ -211,13 +211,18 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 	if err := views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets); err != nil {
 		return err
 	}
+	var left []module.FindingInfo
+	if a.opts.format != views.FormatJSON {
+		left = a.leftovers(ctx)
+		writeLeftovers(a.stdout, left)
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("plan interrupted: %w", context.Cause(ctx))
 	}
 	if plan.HasErrors() {
 		return exitError{ExitError, "nksrun plan: some nodes failed or were unreachable (see above)"}
 	}
-	if a.opts.detailedExitcode && plan.HasChanges() {
+	if a.opts.detailedExitcode && (plan.HasChanges() || len(left) > 0) {
 		return exitError{code: ExitChanges}
 	}
 	return nil
