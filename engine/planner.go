@@ -376,7 +376,11 @@ func (e *Engine) prepare(t module.Target, s *runbook.Step, env map[string]any) (
 	}
 	ps := &preparedStep{mod: mod, params: params}
 	if s.Scope() == module.ScopeNode {
-		probes, err := mod.Probes(t, module.Step{ID: s.ID, Params: params})
+		prober, ok := mod.(module.Prober)
+		if !ok {
+			return ps, nil
+		}
+		probes, err := prober.Probes(t, module.Step{ID: s.ID, Params: params})
 		if err != nil {
 			return nil, err
 		}

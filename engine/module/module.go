@@ -233,9 +233,12 @@ type Step struct {
 }
 
 // Module is implemented by every module package.
+//
+// The name runbooks use (`module: file_sync`) is the module's key in the
+// one registry (modules.Registry), not a method. Optional interfaces add
+// what only some modules have: Prober (node commands Plan needs), APIUser
+// (RBAC rules), runbook.OutputDeclarer (outputs later steps may read).
 type Module interface {
-	// Name is the name runbooks use (`module: file_sync`).
-	Name() string
 	Scope() Scope
 	// NewParams returns a pointer to a fresh parameter struct. The engine
 	// decodes the step's `with:` mapping into it strictly (unknown keys and
@@ -244,12 +247,16 @@ type Module interface {
 	// Validate checks decoded parameters (required fields, enums). Called at
 	// load time when the step has no expressions, and always before planning.
 	Validate(params any) error
-	// Probes lists node commands whose output Plan needs (node scope only).
-	Probes(t Target, s Step) ([]Probe, error)
 	// Plan computes the change without changing anything.
 	Plan(ctx context.Context, t Target, s Step, probes map[string]ProbeResult) (Planned, error)
 	// Apply performs exactly p (a Change), re-checking p.Fingerprint first.
 	Apply(ctx context.Context, t Target, s Step, p Planned) (Applied, error)
+}
+
+// Prober is implemented by node modules whose Plan needs command output
+// from the node: the engine runs every probe of a node in one exec.
+type Prober interface {
+	Probes(t Target, s Step) ([]Probe, error)
 }
 
 // Factory makes a module instance for one run. An instance may keep run-wide

@@ -59,7 +59,6 @@ func New() module.Module { return Module{} }
 
 var _ module.Module = Module{}
 
-func (Module) Name() string        { return "file_sync" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: the file's sha256 and path, as installed.

@@ -63,7 +63,6 @@ func New() module.Module { return Module{} }
 
 var _ module.Module = Module{}
 
-func (Module) Name() string        { return "grub_arg" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: whether the running kernel lacks the change (reboot_required) and what was edited.

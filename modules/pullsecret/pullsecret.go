@@ -76,7 +76,6 @@ func New() module.Module { return Module{} }
 
 var _ module.Module = Module{}
 
-func (Module) Name() string        { return "pull_secret" }
 func (Module) Scope() module.Scope { return module.ScopeCluster }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: the number of namespaces whose secret or service account changes.
@@ -97,7 +96,6 @@ func (Module) Validate(p any) error {
 	return nil
 }
 
-func (Module) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
 
 // dockerConfig reads the credentials and returns the Secret content.
 func dockerConfig(t module.Target, ps *Params) ([]byte, error) {

@@ -144,7 +144,6 @@ func New() module.Module {
 
 var _ module.Module = (*Module)(nil)
 
-func (*Module) Name() string        { return "reboot" }
 func (*Module) Scope() module.Scope { return module.ScopeNode }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: whether the node was rebooted and its boot id after.
@@ -169,7 +168,6 @@ func (*Module) Validate(p any) error {
 	return nil
 }
 
-func (*Module) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
 
 func (m *Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	p := defaults(s.Params.(*Params))

@@ -35,7 +35,6 @@ func New() module.Module { return Module{} }
 
 var _ module.Module = Module{}
 
-func (Module) Name() string        { return "report" }
 func (Module) Scope() module.Scope { return module.ScopeAny }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: whether the finding holds.
@@ -56,7 +55,6 @@ func (Module) Validate(p any) error {
 	return nil
 }
 
-func (Module) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
 
 func (Module) Plan(_ context.Context, _ module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	p := s.Params.(*Params)

@@ -50,7 +50,6 @@ func New() module.Module { return &Module{} }
 
 var _ module.Module = (*Module)(nil)
 
-func (*Module) Name() string        { return "rollout_restart" }
 func (*Module) Scope() module.Scope { return module.ScopeCluster }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
@@ -73,7 +72,6 @@ func (*Module) Validate(p any) error {
 	return nil
 }
 
-func (*Module) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
 
 func (m *Module) now() time.Time {
 	if m.Now != nil {

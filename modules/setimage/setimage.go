@@ -54,7 +54,6 @@ func New() module.Module { return Module{} }
 
 var _ module.Module = Module{}
 
-func (Module) Name() string        { return "set_image" }
 func (Module) Scope() module.Scope { return module.ScopeCluster }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
@@ -100,7 +99,6 @@ func anchor(re string) string {
 	return re
 }
 
-func (Module) Probes(module.Target, module.Step) ([]module.Probe, error) { return nil, nil }
 
 func (Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	ps := s.Params.(*Params)

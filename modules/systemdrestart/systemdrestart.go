@@ -37,7 +37,6 @@ func New() module.Module { return Module{} }
 
 var _ module.Module = Module{}
 
-func (Module) Name() string        { return "systemd_restart" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: the units' states before and after, and those restarted.
