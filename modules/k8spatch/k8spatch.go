@@ -127,7 +127,6 @@ func (Module) Validate(p any) error {
 	return nil
 }
 
-
 func selector(ps *Params) kubeutil.Selector {
 	s := kubeutil.Selector{APIVersion: ps.APIVersion, Kind: ps.Kind, Namespace: ps.Namespace, Name: ps.Name, LabelSelector: ps.LabelSelector}
 	if ps.Names != nil {

@@ -96,7 +96,6 @@ func (Module) Validate(p any) error {
 	return nil
 }
 
-
 // dockerConfig reads the credentials and returns the Secret content.
 func dockerConfig(t module.Target, ps *Params) ([]byte, error) {
 	reg := func(v string) {

@@ -168,7 +168,6 @@ func (*Module) Validate(p any) error {
 	return nil
 }
 
-
 func (m *Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	p := defaults(s.Params.(*Params))
 	if t.Cluster == nil || t.Cluster.Clientset == nil {

@@ -55,7 +55,6 @@ func (Module) Validate(p any) error {
 	return nil
 }
 
-
 func (Module) Plan(_ context.Context, _ module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	p := s.Params.(*Params)
 	if !p.Found && p.Unknown != "" {

@@ -72,7 +72,6 @@ func (*Module) Validate(p any) error {
 	return nil
 }
 
-
 func (m *Module) now() time.Time {
 	if m.Now != nil {
 		return m.Now()

@@ -99,7 +99,6 @@ func anchor(re string) string {
 	return re
 }
 
-
 func (Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	ps := s.Params.(*Params)
 	// Jobs' pod templates are immutable: only when asked for by kind.
