@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -31,7 +32,11 @@ type eventLog struct {
 	hup      chan os.Signal
 	stop     chan struct{}
 	progress bool // a terminal: one updating line instead of many
+	verbose  bool // -v: per-node lines on stderr too
 	count    int
+	total    int // targets expected in this phase (progress line)
+	bad      int // unreachable or failed in this phase
+	shown    bool
 	secrets  *redact.Secrets
 	run      string // run id, on every JSON line
 	started  time.Time
@@ -106,6 +111,7 @@ func (l *eventLog) event(ev engine.Event) {
 	l.mu.Lock()
 	if ev.Type == engine.EventPhaseStart {
 		l.phase = ev.Phase
+		l.count, l.bad = 0, 0
 	}
 	if ev.Phase == "" {
 		ev.Phase = l.phase
@@ -138,6 +144,20 @@ func (l *eventLog) write(ev engine.Event) {
 	}
 	if ev.Type == engine.EventTarget {
 		l.count++
+		if ev.Status == "unreachable" || ev.Status == "failed" {
+			l.bad++
+		}
+	}
+	if l.progress && !l.verbose {
+		// A terminal: one line that updates in place. Events in full are
+		// in -v and in the JSON log; the plan and recap on stdout say
+		// what happened to each node, so nothing is printed twice.
+		l.drawProgress()
+		return
+	}
+	if l.file == nil && !l.verbose {
+		// Not a terminal, no log file: per-node events only with -v.
+		return
 	}
 	line := ev.Type
 	if ev.Phase != "" {
@@ -158,11 +178,44 @@ func (l *eventLog) write(ev engine.Event) {
 	if ev.Message != "" {
 		line += ": " + ev.Message
 	}
+	line = strings.ReplaceAll(views.Escape(line), "\n", `\n`)
 	if l.progress {
-		fmt.Fprintf(l.w, "\r\033[K[%d done] %s", l.count, truncate(line, 120))
-		return
+		fmt.Fprint(l.w, "\r\033[K")
+		l.shown = false
 	}
 	fmt.Fprintf(l.w, "%s %s\n", ev.Time.Format(time.RFC3339), line)
+}
+
+// phaseWords names the phases in the progress line.
+var phaseWords = map[string]string{"plan": "planning", "apply": "applying", "recheck": "re-checking"}
+
+// drawProgress rewrites the progress line: "planning 412/1000 nodes, 3
+// unreachable".
+func (l *eventLog) drawProgress() {
+	word := phaseWords[l.phase]
+	if word == "" {
+		word = "working"
+	}
+	line := fmt.Sprintf("%s %d", word, l.count)
+	if l.total > 0 {
+		line += fmt.Sprintf("/%d", l.total)
+	}
+	line += " targets"
+	if l.bad > 0 {
+		line += fmt.Sprintf(", %d unreachable or failed", l.bad)
+	}
+	fmt.Fprintf(l.w, "\r\033[K%s", line)
+	l.shown = true
+}
+
+// expect sets how many targets the next phase works on.
+func (l *eventLog) expect(n int) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total = n
 }
 
 // start writes run_start: JSON logs always, text logs only to a file (on a
@@ -171,8 +224,8 @@ func (l *eventLog) start(command string) {
 	if l == nil || (!l.json && l.file == nil) {
 		return
 	}
-	l.write(engine.Event{Type: engine.EventRunStart, Command: command, Version: Version, PID: os.Getpid(), Time: l.started,
-		Message: fmt.Sprintf("nksrun %s %s", command, Version)})
+	l.write(engine.Event{Type: engine.EventRunStart, Command: command, Version: version(), PID: os.Getpid(), Time: l.started,
+		Message: fmt.Sprintf("nksrun %s %s", command, version())})
 }
 
 // end writes run_end with the exit code, how long the run took, the targets
@@ -193,8 +246,9 @@ func (l *eventLog) done() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.progress && l.count > 0 {
+	if l.progress && l.shown {
 		fmt.Fprint(l.w, "\r\033[K")
+		l.shown = false
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,8 +86,13 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 	if err != nil {
 		return nil, err
 	}
-	if s.hosts, err = inventory.Limit(s.hosts, o.limit); err != nil {
+	if s.hosts, err = selectHosts(s.hosts, o.limit, o.selector); err != nil {
 		return nil, err
+	}
+	if o.port > 0 {
+		for i := range s.hosts {
+			s.hosts[i].Port = o.port
+		}
 	}
 	if o.user != "" {
 		for i := range s.hosts {
@@ -131,7 +137,7 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		MaxFailures:     o.maxFailures,
 		Secrets:         a.secrets,
 		Observer:        a.log.event,
-		Version:         Version,
+		Version:         version(),
 	})
 	return s, nil
 }
@@ -182,12 +188,44 @@ func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbo
 		return nil, nil, err
 	}
 	defer s.close()
+	a.log.expect(expectedTargets(rbs, len(s.hosts)))
 	plan, err := s.engine.Plan(ctx, rbs, set)
 	a.log.done()
 	return rbs, plan, err
 }
 
+// expectedTargets is how many targets a plan of rbs has: each node for a
+// runbook with node steps, the cluster for one with cluster steps.
+func expectedTargets(rbs []*runbook.Runbook, hosts int) int {
+	n := 0
+	for _, rb := range rbs {
+		if rb.HasScope(module.ScopeNode) {
+			n += hosts
+		}
+		if rb.HasScope(module.ScopeCluster) {
+			n++
+		}
+	}
+	return n
+}
+
+// viewOpts: colour only on a terminal and without NO_COLOR (no-color.org)
+// or TERM=dumb; -v lists every node.
+func (a *app) viewOpts() views.Options {
+	color := isTerminal(a.stdout) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	return views.Options{Color: color, Verbose: a.opts.verbose}
+}
+
 func runPlan(ctx context.Context, a *app, args []string) error {
+	if a.opts.out != "" {
+		// Fail before contacting anything when the plan cannot be saved.
+		if st, err := os.Stat(filepath.Dir(a.opts.out)); err != nil || !st.IsDir() {
+			return fmt.Errorf("--out %s: directory %s does not exist", a.opts.out, filepath.Dir(a.opts.out))
+		}
+		if st, err := os.Stat(a.opts.out); err == nil && st.IsDir() {
+			return usageError{fmt.Sprintf("--out %s is a directory; want a file name", a.opts.out)}
+		}
+	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
 	_, plan, err := a.planRunbooks(ctx, args)
@@ -204,14 +242,14 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
-	if err := views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets); err != nil {
+	if err := views.RenderPlanOpts(a.stdout, plan, a.opts.format, a.secrets, a.viewOpts()); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("plan interrupted: %w", context.Cause(ctx))
 	}
 	if plan.HasErrors() {
-		return exitError{ExitError, "nksrun plan: some nodes failed or were unreachable (see above)"}
+		return exitError{ExitError, "nksrun plan: some targets failed or were unreachable (see the plan)"}
 	}
 	if a.opts.detailedExitcode && plan.HasChanges() {
 		return exitError{code: ExitChanges}
@@ -293,11 +331,6 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	if saved != nil && len(set) > 0 {
 		return usageError{"--set does not apply to a saved plan: its params are fixed"}
 	}
-	switch a.opts.onStale {
-	case "continue", "stop":
-	default:
-		return usageError{fmt.Sprintf("--on-stale %q: want continue or stop", a.opts.onStale)}
-	}
 	if !a.opts.autoApprove && !isTerminal(a.stdin) {
 		return exitError{ExitError, "nksrun apply: no terminal to confirm on; pass --auto-approve (cron, CI) to apply without asking"}
 	}
@@ -323,9 +356,9 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		absPlanPaths(plan)
 		a.plan = plan
 	}
-	format := a.opts.format
-	if format != views.FormatJSON {
-		if err := views.RenderPlan(a.stdout, plan, format, a.secrets); err != nil {
+	format, vo := a.opts.format, a.viewOpts()
+	if format == views.FormatText || format == views.FormatMarkdown {
+		if err := views.RenderPlanOpts(a.stdout, plan, format, a.secrets, vo); err != nil {
 			return err
 		}
 	}
@@ -343,14 +376,14 @@ func runApply(ctx context.Context, a *app, args []string) error {
 			a.log.done()
 			rep := engine.StoppedReport(plan, stale, time.Now())
 			a.report = rep
-			if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+			if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
 				return err
 			}
 			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", len(stale))}
 		}
 	}
 	if plan.HasChanges() && !a.opts.autoApprove {
-		ok, err := confirm(a.stdin, a.stdout)
+		ok, err := confirm(a.stdin, a.stderr)
 		if err != nil || !ok {
 			return exitError{ExitError, "apply canceled; nothing was changed"}
 		}
@@ -361,7 +394,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	a.report = rep
-	if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+	if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
@@ -381,13 +414,20 @@ func isTerminal(r any) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-func confirm(in any, out interface{ Write([]byte) (int, error) }) (bool, error) {
-	fmt.Fprint(out, "\nApply these changes? Only 'yes' is accepted: ")
-	r, ok := in.(interface{ Read([]byte) (int, error) })
-	if !ok {
-		return false, errors.New("no input")
+// openTTY is the terminal the prompt is written to; a variable for tests.
+var openTTY = func() (io.WriteCloser, error) { return os.OpenFile("/dev/tty", os.O_WRONLY, 0) }
+
+// confirm asks on the terminal: the prompt goes to /dev/tty (stderr when
+// there is none), never to stdout, which may be redirected to a file
+// (nksrun apply x > apply.log); the answer is read from stdin, a terminal.
+func confirm(in io.Reader, fallback io.Writer) (bool, error) {
+	var out io.Writer = fallback
+	if tty, err := openTTY(); err == nil {
+		defer tty.Close()
+		out = tty
 	}
-	line, err := bufio.NewReader(r).ReadString('\n')
+	fmt.Fprint(out, "\nApply these changes? Only 'yes' is accepted: ")
+	line, err := bufio.NewReader(in).ReadString('\n')
 	if err != nil && line == "" {
 		return false, err
 	}
@@ -406,7 +446,7 @@ func runShow(_ context.Context, a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", args[0], err)
 	}
-	return views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets)
+	return views.RenderPlanOpts(a.stdout, plan, a.opts.format, a.secrets, a.viewOpts())
 }
 
 func runInventory(ctx context.Context, a *app, args []string) error {
@@ -419,19 +459,15 @@ func runInventory(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer s.close()
-	if a.opts.format == views.FormatJSON {
-		b, err := json.MarshalIndent(s.hosts, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+	if done, err := a.writeData(s.hosts); done {
 		return err
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tUSER\tREADY\tOS\tKERNEL\tRUNTIME\tNODEGROUP")
 	for _, h := range s.hosts {
 		f := h.Facts
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", h.Name, h.Address, h.User, f["ready"], f["osImage"], f["kernel"], f["runtime"], f["nodegroup"])
+		// Node names and facts come from the cluster: escaped, one line each.
+		fmt.Fprintln(tw, cell(h.Name)+"\t"+cell(h.Address)+"\t"+cell(h.User)+"\t"+cell(f["ready"])+"\t"+cell(f["osImage"])+"\t"+cell(f["kernel"])+"\t"+cell(f["runtime"])+"\t"+cell(f["nodegroup"]))
 	}
 	return tw.Flush()
 }
@@ -444,4 +480,11 @@ func countStatus(r *plans.Report, status plans.Status) int {
 		}
 	}
 	return n
+}
+
+// cell is a table cell from cluster data: control characters escaped, on
+// one line, tabs (the column separator) shown as spaces.
+func cell(v any) string {
+	s := views.Escape(fmt.Sprint(v))
+	return strings.NewReplacer("\n", `\n`, "\t", " ").Replace(s)
 }
