@@ -350,7 +350,10 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	defer s.close()
 	plan := saved
 	if plan == nil {
-		if plan, err = s.engine.Plan(ctx, rbs, set); err != nil {
+		a.log.expect(expectedTargets(rbs, len(s.hosts)))
+		plan, err = s.engine.Plan(ctx, rbs, set)
+		a.log.done()
+		if err != nil {
 			return err
 		}
 		absPlanPaths(plan)
@@ -388,6 +391,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 			return exitError{ExitError, "apply canceled; nothing was changed"}
 		}
 	}
+	a.log.expect(planTargets(plan))
 	rep, err := s.engine.Apply(ctx, plan)
 	a.log.done()
 	if err != nil {
@@ -487,4 +491,12 @@ func countStatus(r *plans.Report, status plans.Status) int {
 func cell(v any) string {
 	s := views.Escape(fmt.Sprint(v))
 	return strings.NewReplacer("\n", `\n`, "\t", " ").Replace(s)
+}
+
+func planTargets(p *plans.Plan) int {
+	n := 0
+	for _, rp := range p.Runbooks {
+		n += len(rp.Targets)
+	}
+	return n
 }
