@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 
 	"nksrun/engine/gather"
 	"nksrun/engine/module"
@@ -161,7 +162,11 @@ func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clus
 	}
 	host, results, err := gather.Node(ctx, runner, rb, probes, env[runbook.EnvFacts].(map[string]any))
 	if err != nil {
-		tp.Status, tp.Reason = plans.StatusFailed, fmt.Sprintf("gathering facts: %v", err)
+		// gather's own errors already say "gathering facts"; one prefix.
+		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
+		if !strings.HasPrefix(tp.Reason, "gathering facts") {
+			tp.Reason = "gathering facts: " + tp.Reason
+		}
 		if isTransport(err) {
 			tp.Status = plans.StatusUnreachable
 		}

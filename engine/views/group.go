@@ -90,7 +90,10 @@ func groupTargets(rp plans.RunbookPlan) []*group {
 	}
 	for _, g := range groups {
 		if len(g.Targets) == 1 {
-			g.Reason, g.Steps = g.Targets[0].Reason, g.Targets[0].Steps
+			t := g.Targets[0]
+			g.Reason, g.Steps = trimRedundant(t.Reason, "node "+t.Name+" (", t.Status), t.Steps
+		} else {
+			g.Reason = trimRedundant(g.Reason, "node "+nodePlaceholder+" (", g.Status)
 		}
 	}
 	sort.SliceStable(groups, func(i, j int) bool {
@@ -152,4 +155,17 @@ func summary(p *plans.Plan) string {
 		c.Change, c.Unknown, c.NoOp, c.Skip, plural(c.Findings, "finding", "findings"),
 		plural(n, "target", "targets"), plural(len(p.Runbooks), "runbook", "runbooks"),
 		by[plans.StatusChanges], by[plans.StatusOK], by[plans.StatusSkipped]+by[plans.StatusNotRun], by[plans.StatusUnreachable], by[plans.StatusFailed])
+}
+
+// trimRedundant drops what the group's header already says from the front
+// of an error: "node NAME (ADDR:PORT): " and the status ("unreachable: "),
+// so a reason reads "unreachable: dial tcp …", not "unreachable: node x
+// (…): unreachable: dial tcp …".
+func trimRedundant(reason, nodePrefix string, status plans.Status) string {
+	if strings.HasPrefix(reason, nodePrefix) {
+		if i := strings.Index(reason, "): "); i > 0 {
+			reason = reason[i+3:]
+		}
+	}
+	return strings.TrimPrefix(reason, string(status)+": ")
 }

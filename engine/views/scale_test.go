@@ -26,7 +26,7 @@ func synthetic(n int) *plans.Plan {
 		t := plans.TargetPlan{Kind: plans.TargetNode, Name: name, Address: addr, User: "centos", Port: 22}
 		switch {
 		case i%333 == 7:
-			t.Status, t.Reason = plans.StatusUnreachable, "dial tcp "+addr+":22: connect: no route to host"
+			t.Status, t.Reason = plans.StatusUnreachable, "node "+name+" ("+addr+":22): unreachable: dial tcp "+addr+":22: connect: no route to host"
 		case i%200 == 3:
 			t.Status, t.Reason = plans.StatusFailed, "gathering facts: sudo: a password is required"
 		case i%150 == 5:

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -13,6 +15,8 @@ import (
 	"nksrun/engine/planfile"
 	"nksrun/engine/plans/planstest"
 	"nksrun/inventory"
+
+	"golang.org/x/crypto/ssh"
 )
 
 // TestUsageErrorsBeforeContact: every usage mistake exits 64 with one
@@ -339,3 +343,41 @@ func TestVersionFromBuildInfo(t *testing.T) {
 }
 
 func runtimeCaller() (uintptr, string, int, bool) { return runtime.Caller(1) }
+
+// TestErrorsOnceAndEventsOnlyWithVerbose: with stdout and stderr not a
+// terminal, the plan on stdout says what happened to each node (grouped,
+// one prefix); stderr has the one closing error, per-node events only
+// with -v. Two nodes on closed local ports make them unreachable.
+func TestErrorsOnceAndEventsOnlyWithVerbose(t *testing.T) {
+	home := isolate(t)
+	_, priv, _ := ed25519.GenerateKey(nil)
+	block, err := ssh.MarshalPrivateKey(priv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(home, "id")
+	_ = os.WriteFile(key, pem.EncodeToMemory(block), 0o600)
+	inv := filepath.Join(home, "inv.yaml")
+	_ = os.WriteFile(inv, []byte("hosts:\n  - {name: n1, address: 127.0.0.1, port: 1, user: root, facts: {runtime: docker}}\n  - {name: n2, address: 127.0.0.2, port: 1, user: root, facts: {runtime: docker}}\n"), 0o644)
+	args := []string{"plan", "--inventory", inv, "-i", key, "--known-hosts", filepath.Join(home, "kh"), "logrotate"}
+	code, out, errs := run(args...)
+	if code != ExitError {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+	if !strings.Contains(out, "x unreachable on 2 nodes: dial tcp {address}:1: connect: connection refused\n      nodes: n1, n2\n") {
+		t.Errorf("unreachable nodes not grouped with one prefix:\n%s", out)
+	}
+	if strings.Contains(out, "unreachable: node") || strings.Contains(out, "unreachable: dial") {
+		t.Errorf("repeated prefix:\n%s", out)
+	}
+	if errs != "nksrun plan: some targets failed or were unreachable (see the plan)\n" {
+		t.Errorf("stderr should be the one closing error, got:\n%s", errs)
+	}
+	_, _, errs = run(append([]string{"plan", "-v"}, args[1:]...)...)
+	if !strings.Contains(errs, "host_result logrotate n1: unreachable") || !strings.Contains(errs, "host_result logrotate n2: unreachable") {
+		t.Errorf("-v: want per-node events on stderr:\n%s", errs)
+	}
+	if got := dedupePrefixes("gathering facts: gathering facts: exit 1: sudo"); got != "gathering facts: exit 1: sudo" {
+		t.Errorf("dedupePrefixes = %q", got)
+	}
+}
