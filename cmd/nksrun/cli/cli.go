@@ -20,7 +20,6 @@ import (
 	"nksrun/engine/plans"
 	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
-	"nksrun/engine/shell"
 	"nksrun/engine/views"
 	"nksrun/modules"
 	"nksrun/runbooks"
@@ -479,7 +478,7 @@ func runCat(_ context.Context, a *app, args []string) error {
 			fmt.Fprintf(a.stdout, "wrote %s\n", w)
 		}
 		if err == nil {
-			fmt.Fprintf(a.stdout, "nksrun plan --runbook-dir %s %s   # uses your copy\n", shell.Quote(a.opts.out), name)
+			fmt.Fprintf(a.stdout, "nksrun plan --runbook-dir %s %s   # uses your copy\n", quoteArg(a.opts.out), name)
 		}
 		return err
 	}

@@ -125,12 +125,12 @@ func (a *app) fixCommand(path string) string {
 		}
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
 			for _, v := range sv.GetSlice() {
-				parts = append(parts, "--"+name, shell.Quote(v))
+				parts = append(parts, "--"+name, quoteArg(v))
 			}
 		} else if f.Value.Type() == "bool" {
 			parts = append(parts, "--"+name)
 		} else {
-			parts = append(parts, "--"+name, shell.Quote(f.Value.String()))
+			parts = append(parts, "--"+name, quoteArg(f.Value.String()))
 		}
 	}
 	ref := relPath(path)
@@ -139,7 +139,7 @@ func (a *app) fixCommand(path string) string {
 	} else if d := a.runbookDir(); d != "" && filepath.Dir(path) == filepath.Clean(d) {
 		ref = strings.TrimSuffix(filepath.Base(path), ".yaml")
 	}
-	return strings.Join(append(parts, shell.Quote(ref)), " ")
+	return strings.Join(append(parts, quoteArg(ref)), " ")
 }
 
 func diagnose(rp plans.RunbookPlan, fix string) doctorRow {
@@ -207,3 +207,12 @@ func relPath(p string) string {
 
 // engineWriter redacts like every other view.
 func engineWriter(a *app) io.Writer { return views.RedactingWriter(a.stdout, a.secrets) }
+
+// quoteArg quotes a word for a command line a person reads and runs: bare
+// when it holds only characters no shell treats specially.
+func quoteArg(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:=@%+,-") == "" {
+		return s
+	}
+	return shell.Quote(s)
+}

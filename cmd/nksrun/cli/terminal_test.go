@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"nksrun/cmd/nksrun/cli"
 	"nksrun/engine/shell"
 )
 
@@ -123,4 +125,57 @@ func quoteAll(args []string) []string {
 		out[i] = shell.Quote(a)
 	}
 	return out
+}
+
+// TestE2EDoctor: doctor (the built-in runbooks, from a directory without
+// any) lists rows in guide order, exits 2 with --detailed-exitcode when it
+// finds a problem, and its FIX is a command that runs as printed, with the
+// connection flags given: typed into a terminal and confirmed, it repairs
+// the drift.
+func TestE2EDoctor(t *testing.T) {
+	e := newE2E(t)
+	e.reset(t)
+	bin := binary(t) // before leaving the module's directory
+	t.Chdir(t.TempDir())
+	code, out, errs := nksrun(t, append([]string{"doctor", "--detailed-exitcode", "-o", "json"}, e.conn()...)...)
+	if code != cli.ExitChanges {
+		t.Fatalf("doctor --detailed-exitcode: exit %d, want 2\n%s\n%s", code, out, errs)
+	}
+	var rows []struct{ Section, Runbook, Status, Fix string }
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatal(err)
+	}
+	var sections []string
+	fix := ""
+	for _, r := range rows {
+		sections = append(sections, r.Section)
+		if r.Runbook == "logrotate" {
+			if r.Status != "found" {
+				t.Errorf("logrotate: %s, want found", r.Status)
+			}
+			fix = r.Fix
+		}
+	}
+	if strings.Join(sections, " ") != "1 2 3 4 5 6 7 8 9 10 11 12 13" {
+		t.Errorf("rows in order %v, want guide order §1..§13", sections)
+	}
+	want := "nksrun apply --kubeconfig " + e.tb.Kubeconfig + " --identity " + e.tb.KeyPath + " --known-hosts " + e.tb.KnownHosts + " logrotate"
+	if fix != want {
+		t.Fatalf("FIX = %q\nwant  %q", fix, want)
+	}
+	// Run it as printed (nksrun is the binary under test) and answer yes.
+	tm := newTmux(t)
+	tm.tmux("send-keys", "-t", "t", "PATH="+shell.Quote(filepath.Dir(bin))+":$PATH; export NKSRUN_CONFIG=/nonexistent; cd "+shell.Quote(t.TempDir()), "Enter")
+	if code, raw := tm.run(fix+" --lock-file "+shell.Quote(e.lockFile), "Only 'yes' is accepted", "yes"); code != "0" {
+		t.Fatalf("FIX command: exit %s\n%q", code, raw)
+	}
+	for _, n := range e.docker {
+		if got := e.file(t, n); got != string(e.want) {
+			t.Errorf("%s not repaired by the FIX command:\n%s", n.Name, got)
+		}
+	}
+	code, out, _ = nksrun(t, append([]string{"doctor", "-o", "json"}, append(e.conn(), "logrotate")...)...)
+	if code != 0 || !strings.Contains(out, `"status": "not found"`) {
+		t.Errorf("doctor after the fix: exit %d\n%s", code, out)
+	}
 }
