@@ -179,3 +179,18 @@ func TestE2EDoctor(t *testing.T) {
 		t.Errorf("doctor after the fix: exit %d\n%s", code, out)
 	}
 }
+
+// TestBashCompletion loads the bash script into a real bash and completes
+// a command, a runbook name and an -o value with the built binary.
+func TestBashCompletion(t *testing.T) {
+	bin := binary(t)
+	script := `source <(nksrun completion bash)
+c() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _nksrun; echo "${COMPREPLY[*]}"; }
+c nksrun pl; c nksrun plan logr; c nksrun plan -o m; c nksrun inventory --output j`
+	cmd := exec.Command("bash", "-c", script)
+	cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(bin)+":"+os.Getenv("PATH"), "HOME="+t.TempDir(), "XDG_CACHE_HOME=", "XDG_CONFIG_HOME=")
+	out, err := cmd.CombinedOutput()
+	if got, want := string(out), "plan\nlogrotate\nmarkdown\njson\n"; err != nil || got != want {
+		t.Errorf("bash completion: %v\ngot:\n%s\nwant:\n%s", err, got, want)
+	}
+}
