@@ -24,23 +24,24 @@ type setting struct {
 	flag string
 	env  string
 	ssh  string // ~/.ssh/config keyword, when it applies
+	path bool   // a file or directory: ~/ is expanded
 }
 
 var settingsTable = []setting{
-	{key: "kubeconfig", flag: "kubeconfig", env: "NKSRUN_KUBECONFIG"},
+	{key: "kubeconfig", flag: "kubeconfig", env: "NKSRUN_KUBECONFIG", path: true},
 	{key: "context", flag: "context", env: "NKSRUN_CONTEXT"},
-	{key: "inventory", flag: "inventory", env: "NKSRUN_INVENTORY"},
-	{key: "identity", flag: "identity", env: "NKSRUN_IDENTITY", ssh: "identityfile"},
+	{key: "inventory", flag: "inventory", env: "NKSRUN_INVENTORY", path: true},
+	{key: "identity", flag: "identity", env: "NKSRUN_IDENTITY", ssh: "identityfile", path: true},
 	{key: "user", flag: "user", env: "NKSRUN_USER", ssh: "user"},
 	{key: "port", flag: "port", env: "NKSRUN_PORT", ssh: "port"},
-	{key: "known_hosts", flag: "known-hosts", env: "NKSRUN_KNOWN_HOSTS", ssh: "userknownhostsfile"},
+	{key: "known_hosts", flag: "known-hosts", env: "NKSRUN_KNOWN_HOSTS", ssh: "userknownhostsfile", path: true},
 	{key: "host_key_policy", flag: "host-key-policy", env: "NKSRUN_HOST_KEY_POLICY"},
 	{key: "jump", flag: "jump", env: "NKSRUN_JUMP", ssh: "proxyjump"},
 	{key: "connect_timeout", flag: "connect-timeout", env: "NKSRUN_CONNECT_TIMEOUT"},
 	{key: "command_timeout", flag: "command-timeout", env: "NKSRUN_COMMAND_TIMEOUT"},
 	{key: "forks", flag: "forks", env: "NKSRUN_FORKS"},
 	{key: "max_failures", flag: "max-failures", env: "NKSRUN_MAX_FAILURES"},
-	{key: "runbook_dir", flag: "runbook-dir", env: "NKSRUN_RUNBOOK_DIR"},
+	{key: "runbook_dir", flag: "runbook-dir", env: "NKSRUN_RUNBOOK_DIR", path: true},
 	{key: "max_plan_age", flag: "max-plan-age", env: "NKSRUN_MAX_PLAN_AGE"},
 	{key: "log_format", flag: "log-format", env: "NKSRUN_LOG_FORMAT"},
 }
@@ -229,7 +230,11 @@ func (a *app) configure(cmd *command, fs *pflag.FlagSet) error {
 			continue
 		}
 		for _, v := range vals {
-			if err := fs.Set(st.flag, strings.TrimSpace(v)); err != nil {
+			v = strings.TrimSpace(v)
+			if st.path {
+				v = expandHome(v) // no shell expanded it
+			}
+			if err := fs.Set(st.flag, v); err != nil {
 				return usageError{fmt.Sprintf("%s: %s=%q: %v", src, st.key, v, err)}
 			}
 		}

@@ -173,7 +173,7 @@ func TestConfigPrecedence(t *testing.T) {
 	home := isolate(t)
 	cfg := filepath.Join(home, ".config", "nksrun", "config.yaml")
 	_ = os.MkdirAll(filepath.Dir(cfg), 0o755)
-	if err := os.WriteFile(cfg, []byte("kubeconfig: /file/kubeconfig\nforks: 10\nuser: fileuser\nidentity: [/file/id1, /file/id2]\nhost_key_policy: accept-new\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("kubeconfig: ~/file/kubeconfig\nforks: 10\nuser: fileuser\nidentity: [/file/id1, /file/id2]\nhost_key_policy: accept-new\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sshCfg := filepath.Join(home, "ssh_config")
@@ -199,7 +199,7 @@ func TestConfigPrecedence(t *testing.T) {
 	for _, w := range []struct{ key, value, source string }{
 		{"forks", "30", "flag --forks"},
 		{"context", "envctx", "env NKSRUN_CONTEXT"},
-		{"kubeconfig", "/file/kubeconfig", "file " + displayPath(cfg)},
+		{"kubeconfig", filepath.Join(home, "file", "kubeconfig"), "file " + displayPath(cfg)},
 		{"user", "fileuser", "file " + displayPath(cfg)},
 		{"identity", "/file/id1,/file/id2", "file " + displayPath(cfg)},
 		{"host_key_policy", "accept-new", "file " + displayPath(cfg)},
