@@ -133,13 +133,7 @@ func (a *app) fixCommand(path string) string {
 			parts = append(parts, "--"+name, quoteArg(f.Value.String()))
 		}
 	}
-	ref := relPath(path)
-	if dir, err := builtinDir(); err == nil && filepath.Dir(path) == dir {
-		ref = strings.TrimSuffix(filepath.Base(path), ".yaml")
-	} else if d := a.runbookDir(); d != "" && filepath.Dir(path) == filepath.Clean(d) {
-		ref = strings.TrimSuffix(filepath.Base(path), ".yaml")
-	}
-	return strings.Join(append(parts, quoteArg(ref)), " ")
+	return strings.Join(append(parts, quoteArg(a.runbookArg(path))), " ")
 }
 
 func diagnose(rp plans.RunbookPlan, fix string) doctorRow {

@@ -267,3 +267,20 @@ func builtinNames() []string {
 	}
 	return out
 }
+
+// runbookArg is how a command line printed for the operator (doctor's FIX,
+// a crontab line) names a loaded runbook: built-in and runbook-dir ones by
+// name, so the line keeps working after an upgrade; others by path.
+func (a *app) runbookArg(path string) string {
+	name := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(path), ".yaml"), ".yml")
+	if dir, err := builtinDir(); err == nil && filepath.Dir(path) == dir {
+		return name
+	}
+	if d := a.runbookDir(); d != "" {
+		ad, _ := filepath.Abs(d)
+		if pd, _ := filepath.Abs(filepath.Dir(path)); pd == ad {
+			return name
+		}
+	}
+	return relPath(path)
+}

@@ -35,6 +35,7 @@ func TestUsageErrorsBeforeContact(t *testing.T) {
 		{[]string{"plan", "--kubecnofig", "x", "logrotate"}, "did you mean --kubeconfig?"},
 		{[]string{"plan", "-o", "jsno", "logrotate"}, `-o/--output "jsno": want text, markdown, json, yaml (did you mean "json"?)`},
 		{[]string{"plan", "--format", "yml", "logrotate"}, `-o/--output "yml"`},
+		{[]string{"plan", "-o", "plan.json", "logrotate"}, "the plan file is --out FILE"},
 		{[]string{"inventory", "-o", "markdown"}, `-o/--output "markdown": want text, json, yaml`},
 		{[]string{"doctor", "-o", "html"}, `-o/--output "html"`},
 		{[]string{"apply", "-o", "xml", "logrotate"}, `-o/--output "xml"`},
@@ -379,5 +380,28 @@ func TestErrorsOnceAndEventsOnlyWithVerbose(t *testing.T) {
 	}
 	if got := dedupePrefixes("gathering facts: gathering facts: exit 1: sudo"); got != "gathering facts: exit 1: sudo" {
 		t.Errorf("dedupePrefixes = %q", got)
+	}
+}
+
+// TestRunbookArg: command lines printed for the operator name built-in and
+// runbook-dir runbooks by name (they survive an upgrade), files by path.
+func TestRunbookArg(t *testing.T) {
+	home := isolate(t)
+	dir, err := builtinDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &app{}
+	a.opts.runbookDir = "my"
+	t.Chdir(home)
+	for path, want := range map[string]string{
+		filepath.Join(dir, "logrotate.yaml"):        "logrotate",
+		filepath.Join("my", "rpc-statd.yaml"):       "rpc-statd",
+		filepath.Join(home, "my", "rpc-statd.yaml"): "rpc-statd",
+		filepath.Join(home, "other", "x.yaml"):      filepath.Join("other", "x.yaml"),
+	} {
+		if got := a.runbookArg(path); got != want {
+			t.Errorf("runbookArg(%s) = %s, want %s", path, got, want)
+		}
 	}
 }

@@ -24,6 +24,10 @@ func (a *app) validate(cmd *command, fs *pflag.FlagSet) error {
 		if s := suggest(o.format, cmd.formats); s != "" {
 			msg += fmt.Sprintf(" (did you mean %q?)", s)
 		}
+		if strings.Contains(o.format, ".") || strings.Contains(o.format, "/") {
+			// -o used to save the plan file.
+			msg += "; -o is the output format, the plan file is --out FILE"
+		}
 		return usageError{msg}
 	}
 	if has("forks") && o.forks < 1 {
