@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
 	"encoding/pem"
@@ -14,6 +15,7 @@ import (
 
 	"nksrun/engine/planfile"
 	"nksrun/engine/plans/planstest"
+	"nksrun/engine/redact"
 	"nksrun/inventory"
 
 	"golang.org/x/crypto/ssh"
@@ -402,6 +404,36 @@ func TestRunbookArg(t *testing.T) {
 	} {
 		if got := a.runbookArg(path); got != want {
 			t.Errorf("runbookArg(%s) = %s, want %s", path, got, want)
+		}
+	}
+}
+
+// TestDoctorViews: the doctor table in every format; node text escaped,
+// the recommendation after the table, FIX verbatim.
+func TestDoctorViews(t *testing.T) {
+	rows := []doctorRow{
+		{Section: "1", Runbook: "logrotate", Problem: "logrotate | config", Status: "found", Evidence: []string{"w-1: update \x1b]52;c;eA==\x07"}, Fix: "nksrun apply --kubeconfig /k logrotate"},
+		{Section: "7.2", Runbook: "dockerhub-ratelimit", Problem: "rate limit", Status: "found", Evidence: []string{"cluster: 3 pods"}, Advice: "create a pull secret"},
+	}
+	for format, wants := range map[string][]string{
+		"text":     {"§1       logrotate | config", "nksrun apply --kubeconfig /k logrotate\n", `\x1b]52`, "§7.2: create a pull secret\n"},
+		"markdown": {"| §1 | logrotate \\| config | found |", "`nksrun apply --kubeconfig /k logrotate` |", "- §7.2: create a pull secret"},
+		"json":     {`"fix": "nksrun apply --kubeconfig /k logrotate"`, `"advice": "create a pull secret"`},
+		"yaml":     {"fix: nksrun apply --kubeconfig /k logrotate", "section: \"7.2\""},
+	} {
+		var buf bytes.Buffer
+		a := &app{stdout: &buf, secrets: &redact.Secrets{}}
+		a.opts.format = format
+		if err := a.renderDoctor(rows); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range wants {
+			if !strings.Contains(buf.String(), w) {
+				t.Errorf("%s: lacks %q:\n%s", format, w, buf.String())
+			}
+		}
+		if format != "json" && strings.Contains(buf.String(), "\x1b") {
+			t.Errorf("%s: raw escape from a node:\n%q", format, buf.String())
 		}
 	}
 }
