@@ -89,7 +89,9 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 	if s.hosts, err = selectHosts(s.hosts, o.limit, o.selector); err != nil {
 		return nil, err
 	}
-	if o.port > 0 {
+	// --port (or NKSRUN_PORT, the config file, ~/.ssh/config) sets the
+	// nodes' port; a static inventory's own ports give way only to the flag.
+	if o.port > 0 && (o.inventory == "" || a.fs.Changed("port")) {
 		for i := range s.hosts {
 			s.hosts[i].Port = o.port
 		}
