@@ -53,8 +53,8 @@ func oneLine(s string) string {
 	return strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", `\n`)
 }
 
-// escapedCopy returns v (a plan or report, JSON-encodable) with every string
-// escaped, through a JSON round trip; v itself when nothing needed escaping.
+// escapeJSONStrings escapes every string (keys too) of a JSON document;
+// false when nothing needed escaping.
 func escapeJSONStrings(doc []byte) ([]byte, bool) {
 	return mapJSONStrings(doc, Escape, true)
 }
