@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -111,6 +112,7 @@ type app struct {
 	log            *eventLog
 	fs             *pflag.FlagSet
 	cfg            *settings
+	builtin        []string // paths of the built-in runbooks loaded
 
 	// What the run did, for run_end and --metrics-file.
 	runbooks []string
@@ -349,6 +351,9 @@ func (a *app) loadRunbooks(paths []string) ([]*runbook.Runbook, error) {
 	paths = paths[:0:0]
 	for _, r := range refs {
 		paths = append(paths, r.path)
+		if r.origin == originBuiltin {
+			a.builtin = append(a.builtin, r.path)
+		}
 	}
 	var rbs []*runbook.Runbook
 	var errs []string
@@ -392,7 +397,11 @@ func runValidate(_ context.Context, a *app, args []string) error {
 	}
 	var rows []row
 	for _, rb := range rbs {
-		rows = append(rows, row{rb.Path, rb.Name, rb.Section, len(rb.Steps)})
+		p := rb.Path
+		if slices.Contains(a.builtin, p) {
+			p = "built-in " + rb.Name // not the cache path it was written to
+		}
+		rows = append(rows, row{p, rb.Name, rb.Section, len(rb.Steps)})
 	}
 	if done, err := a.writeData(rows); done {
 		return err
