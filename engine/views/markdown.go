@@ -86,10 +86,15 @@ func renderPlanMarkdown(w io.Writer, p *plans.Plan, _ Options) error {
 					break
 				}
 				line := fmt.Sprintf("- **%s**", g.Status)
-				if len(g.Targets) == 1 {
+				folded := ""
+				switch {
+				case len(g.Targets) == 1:
 					line += " " + mdEscape(targetLabel(g.Targets[0]))
-				} else {
+				case len(g.Targets) <= mdInline:
+					line += fmt.Sprintf(" on %d nodes (%s)", len(g.Targets), mdEscape(names(g.Targets, 0)))
+				default:
 					line += fmt.Sprintf(" on %d nodes", len(g.Targets))
+					folded = "\n  " + strings.ReplaceAll(mdNames(g.Targets), "\n\n", "\n\n  ")
 				}
 				if g.Reason != "" {
 					line += ": " + mdEscape(g.Reason)
@@ -98,9 +103,7 @@ func renderPlanMarkdown(w io.Writer, p *plans.Plan, _ Options) error {
 				} else if len(g.Steps) > 0 {
 					line += fmt.Sprintf(" (%s, see the JSON plan)", plural(len(g.Steps), "step", "steps"))
 				}
-				if len(g.Targets) > 1 {
-					line += ": " + strings.ReplaceAll(mdNames(g.Targets), "\n", "\n  ")
-				}
+				line += folded
 				fmt.Fprintln(w, line)
 			}
 			if more > 0 {
