@@ -31,8 +31,9 @@ type eventLog struct {
 	file     *os.File
 	hup      chan os.Signal
 	stop     chan struct{}
-	progress bool // a terminal: one updating line instead of many
-	verbose  bool // -v: per-node lines on stderr too
+	progress bool      // a terminal: one updating line instead of many
+	tty      io.Writer // that terminal (stderr)
+	verbose  bool      // -v: per-node lines on stderr too
 	count    int
 	total    int // targets expected in this phase (progress line)
 	bad      int // unreachable or failed in this phase
@@ -64,8 +65,11 @@ func newEventLog(format, path string, stderr io.Writer, secrets *redact.Secrets)
 		l.stop = make(chan struct{})
 		signal.Notify(l.hup, syscall.SIGHUP)
 		go l.reopenLoop()
-	} else if !l.json && isTerminal(stderr) {
-		l.progress = true
+	}
+	// A terminal on stderr gets the progress line, unless stderr is where
+	// the JSON lines go.
+	if isTerminal(stderr) && (path != "" || !l.json) {
+		l.progress, l.tty = true, stderr
 	}
 	return l, nil
 }
@@ -133,6 +137,12 @@ func (l *eventLog) write(ev engine.Event) {
 	}
 	ev.Time = ev.Time.UTC()
 	ev.Message = l.secrets.Redact(ev.Message)
+	if ev.Type == engine.EventTarget {
+		l.count++
+		if ev.Status == "unreachable" || ev.Status == "failed" {
+			l.bad++
+		}
+	}
 	if l.json {
 		b, err := json.Marshal(ev)
 		if err == nil {
@@ -140,13 +150,19 @@ func (l *eventLog) write(ev engine.Event) {
 			// with another run's line in a shared log file.
 			_, _ = l.w.Write(append(views.RedactJSON(b, l.secrets), '\n'))
 		}
+		if l.progress && engineEvent(ev) {
+			l.drawProgress()
+		}
 		return
 	}
-	if ev.Type == engine.EventTarget {
-		l.count++
-		if ev.Status == "unreachable" || ev.Status == "failed" {
-			l.bad++
+	if l.progress && !l.verbose && l.file != nil {
+		// A log file and a terminal: the lines to the file, the progress
+		// line to the terminal.
+		l.writeLine(ev)
+		if engineEvent(ev) {
+			l.drawProgress()
 		}
+		return
 	}
 	if l.progress && !l.verbose {
 		// A terminal: one line that updates in place. Events in full are
@@ -159,6 +175,16 @@ func (l *eventLog) write(ev engine.Event) {
 		// Not a terminal, no log file: per-node events only with -v.
 		return
 	}
+	l.writeLine(ev)
+}
+
+// engineEvent: run_start and run_end are the run's, not progress.
+func engineEvent(ev engine.Event) bool {
+	return ev.Type != engine.EventRunStart && ev.Type != engine.EventRunEnd
+}
+
+// writeLine writes ev as one text line to the log (stderr or the file).
+func (l *eventLog) writeLine(ev engine.Event) {
 	line := ev.Type
 	if ev.Phase != "" {
 		line = ev.Phase + " " + line
@@ -179,7 +205,7 @@ func (l *eventLog) write(ev engine.Event) {
 		line += ": " + ev.Message
 	}
 	line = strings.ReplaceAll(views.Escape(line), "\n", `\n`)
-	if l.progress {
+	if l.progress && l.w == l.tty {
 		fmt.Fprint(l.w, "\r\033[K")
 		l.shown = false
 	}
@@ -204,7 +230,7 @@ func (l *eventLog) drawProgress() {
 	if l.bad > 0 {
 		line += fmt.Sprintf(", %d unreachable or failed", l.bad)
 	}
-	fmt.Fprintf(l.w, "\r\033[K%s", line)
+	fmt.Fprintf(l.tty, "\r\033[K%s", line)
 	l.shown = true
 }
 
@@ -247,7 +273,7 @@ func (l *eventLog) done() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.progress && l.shown {
-		fmt.Fprint(l.w, "\r\033[K")
+		fmt.Fprint(l.tty, "\r\033[K")
 		l.shown = false
 	}
 }

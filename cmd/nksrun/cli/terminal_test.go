@@ -117,6 +117,18 @@ func TestE2ETerminal(t *testing.T) {
 	if code != "0" || strings.Contains(raw, "\033[33m") || !strings.Contains(raw, "changes on 3 nodes") {
 		t.Errorf("show with NO_COLOR: exit %s, want no colour:\n%q", code, raw)
 	}
+
+	// With a log file the events go to the file and the terminal still
+	// gets the progress line (cleared at the end), nothing else.
+	logFile := filepath.Join(tm.dir, "run.log")
+	code, raw = tm.run(shell.Quote(bin)+" plan --log-format json --log-file "+shell.Quote(logFile)+" "+conn+" "+shell.Quote(e.runbook)+" > /dev/null", "", "")
+	logged, _ := os.ReadFile(logFile)
+	if code != "0" || !strings.Contains(raw, "planning 4/4 targets") || strings.Contains(raw, "host_result") || !strings.HasSuffix(strings.TrimRight(raw, "# "), "\r\033[K") {
+		t.Errorf("plan --log-file on a terminal: exit %s, want the progress line only, cleared:\n%q", code, raw)
+	}
+	if strings.Count(string(logged), `"type":"host_result"`) != 4 {
+		t.Errorf("log file: want 4 host_result lines:\n%s", logged)
+	}
 }
 
 func quoteAll(args []string) []string {
