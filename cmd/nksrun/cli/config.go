@@ -190,6 +190,15 @@ func readSSHConfig() (map[string][]string, string) {
 // configure fills the flags that were not given from the environment, the
 // config file and ~/.ssh/config, in that order, and records each source.
 func (a *app) configure(cmd *command, fs *pflag.FlagSet) error {
+	uses := false
+	for _, st := range settingsTable {
+		uses = uses || fs.Lookup(st.flag) != nil
+	}
+	if !uses {
+		// help, version, cat, completion: a broken config file must not
+		// keep them from working.
+		return nil
+	}
 	s, err := loadSettings()
 	if err != nil {
 		return err

@@ -80,6 +80,12 @@ func TestUsageErrorsBeforeContact(t *testing.T) {
 	if code, _, errs := run("plan", "logrotate"); code != ExitUsage || !strings.Contains(errs, `unknown key "kubeconfg"; did you mean "kubeconfig"?`) {
 		t.Errorf("config with an unknown key: exit %d, %s", code, errs)
 	}
+	// ... but it does not keep help and version from working.
+	for _, args := range [][]string{{"version"}, {"help", "plan"}, {"cat", "logrotate"}} {
+		if code, _, errs := run(args...); code != 0 {
+			t.Errorf("nksrun %v with a broken config file: exit %d %s", args, code, errs)
+		}
+	}
 }
 
 // TestOutputFormats: -o works on every command that prints data, and the
