@@ -45,6 +45,12 @@ func TestE2EQuickStartConfig(t *testing.T) {
 	if code != cli.ExitChanges || !strings.Contains(out, "changes on 3 nodes") {
 		t.Fatalf("plan logrotate with the config file: exit %d, want 2\n%s\n%s", code, out, errs)
 	}
+	// apply by name from here too (the testbed's kernels need no nokmem:
+	// every node is skipped, nothing to do, exit 0).
+	code, out, errs = nksrun(t, "apply", "--auto-approve", "--lock-file", e.lockFile, "cgroup-nokmem")
+	if code != 0 || !strings.Contains(out, "runbook cgroup-nokmem (guide §5)") {
+		t.Errorf("apply cgroup-nokmem from an empty directory: exit %d\n%s\n%s", code, out, errs)
+	}
 	// A flag beats the file.
 	if code, _, errs := nksrun(t, "plan", "--kubeconfig", filepath.Join(home, "missing"), "logrotate"); code != cli.ExitError || !strings.Contains(errs, "missing") {
 		t.Errorf("--kubeconfig did not override the file: exit %d %s", code, errs)
