@@ -4,17 +4,20 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
+	"nksrun/engine/module"
 	"nksrun/engine/transport"
+	"nksrun/inventory"
 )
 
 // The completion scripts ask the binary (`nksrun __complete WORDS...`) for
 // candidates, so they always match the installed version: commands, the
 // flags of a command, the values of -o and the other enumerated flags, and
-// runbook names (built-in and --runbook-dir). Files are completed by the
-// shell as usual. Node names would need the cluster: not offered.
+// runbook names (built-in and --runbook-dir), node names after --limit
+// (see nodeNames). Files are completed by the shell as usual.
 const bashCompletion = `# bash completion for nksrun: source <(nksrun completion bash)
 _nksrun() {
     local cur="${COMP_WORDS[COMP_CWORD]}"
@@ -60,6 +63,40 @@ func runCompletion(_ context.Context, a *app, args []string) error {
 	return nil
 }
 
+// nodeNames are the nodes --limit can name, where that is cheap: a static
+// inventory file, or one list of the cluster's Nodes (bounded by 3 s, as
+// kubectl's completion does), with the connection settings of the words
+// typed so far, the environment and the config file. Nothing on error.
+func (a *app) nodeNames(cmd *command, words []string) []string {
+	fs := newFlagSet(cmd, &a.opts)
+	fs.ParseErrorsAllowlist.UnknownFlags = true
+	_ = fs.Parse(words)
+	a.fs = fs
+	if a.configure(cmd, fs) != nil {
+		return nil
+	}
+	var hosts []inventory.Host
+	var err error
+	if a.opts.inventory != "" {
+		hosts, err = inventory.FromFile(a.opts.inventory)
+	} else {
+		var c *module.Cluster
+		if c, err = connectCluster(a.opts.kubeconfig, a.opts.kubeContext); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			hosts, err = inventory.FromCluster(ctx, c.Clientset)
+		}
+	}
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, h := range hosts {
+		names = append(names, h.Name)
+	}
+	return names
+}
+
 // runComplete prints candidates for the word after args, one a line.
 func runComplete(_ context.Context, a *app, args []string) error {
 	out := func(c []string) error {
@@ -103,6 +140,8 @@ func runComplete(_ context.Context, a *app, args []string) error {
 				return out([]string{"text", "json"})
 			case "on-stale":
 				return out([]string{"continue", "stop"})
+			case "limit":
+				return out(a.nodeNames(cmd, args[1:len(args)-1]))
 			}
 			return nil // a file or a free value: the shell completes files
 		}

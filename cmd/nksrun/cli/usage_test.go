@@ -255,6 +255,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"apply", "--host-key-policy"}, []string{"strict", "accept-new", "insecure"}, ""},
 		{[]string{"help"}, []string{"plan", "doctor"}, ""},
 		{[]string{"cat"}, []string{"logrotate"}, ""},
+		{[]string{"plan", "--inventory", "../../../testdata/inventory/static.yaml", "--limit"}, []string{"bastion-side-1", "bastion-side-2"}, "logrotate"},
 	} {
 		code, out, errs := run(append([]string{"__complete"}, tc.words...)...)
 		lines := strings.Split(strings.TrimSpace(out), "\n")
