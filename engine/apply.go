@@ -17,18 +17,22 @@ import (
 )
 
 // Apply performs exactly what p says. Runbooks are re-read from the plan
-// itself (not from disk), so a saved plan applies what was reviewed.
-func (e *Engine) Apply(ctx context.Context, p *plans.Plan) (*plans.Report, error) {
+// itself (not from disk), so a saved plan applies what was reviewed; a saved
+// plan must have passed Rederive first, and the targets it found stale are
+// passed here and not applied.
+func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) (*plans.Report, error) {
+	type key struct{ rb, name string }
+	staleReason := map[key]string{}
+	for _, s := range stale {
+		staleReason[key{s.Runbook, s.Name}] = s.Reason
+	}
 	rep := &plans.Report{Started: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
 	for i := range p.Runbooks {
 		rp := &p.Runbooks[i]
-		rb, err := runbook.Parse(rp.Path, []byte(rp.Source), e.o.Registry)
+		rb, err := e.runbookOf(rp)
 		if err != nil {
-			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
-		}
-		if err := e.registerSecrets(rb, rp.Params); err != nil {
-			return nil, fmt.Errorf("runbook %s in plan: %w", rp.Name, err)
+			return nil, err
 		}
 		// Kubernetes facts for verify are listed once per runbook (by the
 		// first target to verify), never once per node.
@@ -41,12 +45,21 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan) (*plans.Report, error
 				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
 				return
 			}
+			if why, ok := staleReason[key{rp.Name, tp.Name}]; ok {
+				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusStale, Reason: why}
+				fails.add()
+				return
+			}
 			results[j] = e.applyTarget(ctx, rb, rp, tp, k8sFacts)
 			switch results[j].Status {
 			case plans.StatusFailed, plans.StatusUnreachable, plans.StatusStale:
 				fails.add()
 			}
 			e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: string(results[j].Status), Message: results[j].Reason})
+		}, func(j int, v any) {
+			tp := &rp.Targets[j]
+			results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusFailed, Reason: fmt.Sprintf("internal error (nothing further done on this target): %v", v)}
+			fails.add()
 		})
 		rep.Targets = append(rep.Targets, results...)
 	}
@@ -217,12 +230,9 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.Runb
 		return
 	}
 	facts := maps.Clone(shared)
-	env := map[string]any{
-		runbook.EnvParams: rp.Params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: e.clusterEnv(ctx),
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: facts, runbook.EnvSteps: stepsEnv,
-	}
+	env := &runbook.Env{Params: rp.Params, Cluster: e.clusterEnv(ctx), Facts: facts, Steps: stepsEnv}
 	if t.Node != nil {
-		env[runbook.EnvNode] = t.Node.Facts
+		env.Node = t.Node.Facts
 		results, err := rode, error(nil)
 		if results == nil {
 			results, err = gather.Run(ctx, t.Node.Runner, probes)
@@ -235,16 +245,17 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.Runb
 			return
 		}
 		if _, ok := results[gather.BuiltinProbes[0].Key]; ok {
-			env[runbook.EnvHost] = gather.HostFacts(results)
+			env.Host = gather.HostFacts(results)
 		}
 	}
 	// Vars are derived from facts: computed again from the fresh ones.
-	if err := rb.EvalVars(env); err != nil {
+	if err := env.EvalVars(rb); err != nil {
 		res.Status, res.Reason = plans.StatusFailed, "verify: "+err.Error()
 		return
 	}
+	m := env.Map()
 	for _, c := range checks {
-		ok, err := c.That.EvalBool(env)
+		ok, err := c.That.EvalBool(m)
 		cr := plans.CheckResult{Message: c.Message, OK: ok && err == nil}
 		if err != nil {
 			cr.Error = e.o.Secrets.Redact(err.Error())

@@ -47,11 +47,12 @@ type Options struct {
 // connection per host and one instance per module.
 type Engine struct {
 	o         Options
+	planTime  time.Time // the time modules write into changes (see withPlanTime)
 	mu        sync.Mutex
 	conns     map[string]*connEntry
 	instances map[string]module.Module
 	clusterMu sync.Mutex
-	clusterEv map[string]any
+	clusterEv *runbook.Cluster
 }
 
 type connEntry struct {
@@ -125,25 +126,23 @@ func (e *Engine) connect(ctx context.Context, h inventory.Host) (module.Runner, 
 }
 
 // clusterEnv is the cluster.* environment, computed once per run.
-func (e *Engine) clusterEnv(ctx context.Context) map[string]any {
+func (e *Engine) clusterEnv(ctx context.Context) *runbook.Cluster {
 	e.clusterMu.Lock()
 	defer e.clusterMu.Unlock()
 	if e.clusterEv != nil {
 		return e.clusterEv
 	}
-	env := map[string]any{"version": "", "nodes": []any{}, "connected": e.o.Cluster != nil}
-	nodes := make([]any, 0, len(e.o.Hosts))
+	c := &runbook.Cluster{Connected: e.o.Cluster != nil, Nodes: make([]map[string]any, 0, len(e.o.Hosts))}
 	for _, h := range e.o.Hosts {
-		nodes = append(nodes, h.Facts)
+		c.Nodes = append(c.Nodes, h.Facts)
 	}
-	env["nodes"] = nodes
 	if e.o.Cluster != nil && e.o.Cluster.Clientset != nil {
 		if v, err := e.o.Cluster.Clientset.Discovery().ServerVersion(); err == nil {
-			env["version"] = v.GitVersion
+			c.Version = v.GitVersion
 		}
 	}
-	e.clusterEv = env
-	return env
+	e.clusterEv = c
+	return c
 }
 
 // failures counts failed targets for MaxFailures.
@@ -165,8 +164,10 @@ func (f *failures) exceeded() bool {
 	return f.limit > 0 && f.n >= f.limit
 }
 
-// forEach runs fn for each index with at most forks at once.
-func forEach(ctx context.Context, n, forks int, fn func(i int)) {
+// forEach runs fn for each index with at most forks at once. A panic in fn
+// (a module's bug, a malformed plan) is recovered and handed to onPanic for
+// that index: it fails that target, never the run or the other targets.
+func forEach(ctx context.Context, n, forks int, fn func(i int), onPanic func(i int, v any)) {
 	sem := make(chan struct{}, forks)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
@@ -179,6 +180,11 @@ func forEach(ctx context.Context, n, forks int, fn func(i int)) {
 		wg.Add(1)
 		go func(i int) {
 			defer func() { <-sem; wg.Done() }()
+			defer func() {
+				if v := recover(); v != nil {
+					onPanic(i, v)
+				}
+			}()
 			fn(i)
 		}(i)
 	}
@@ -197,6 +203,7 @@ func (e *Engine) target(rb *runbook.Runbook, node *module.Node) module.Target {
 		name = node.Name
 	}
 	return module.Target{
+		Now:        e.planTime,
 		Node:       node,
 		Cluster:    e.o.Cluster,
 		RunbookDir: rb.Dir,
@@ -222,4 +229,20 @@ func (e *Engine) registerSecrets(rb *runbook.Runbook, params map[string]any) err
 		e.o.Secrets.AddSecret(s)
 	}
 	return nil
+}
+
+// withPlanTime runs fn with the plan's creation time as the time modules
+// write into changes (rollout_restart's restartedAt), so planning a saved
+// plan's runbook again gives the very same change, byte for byte.
+func (e *Engine) withPlanTime(t time.Time, fn func()) {
+	e.mu.Lock()
+	prev := e.planTime
+	e.planTime = t
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.planTime = prev
+		e.mu.Unlock()
+	}()
+	fn()
 }

@@ -312,7 +312,7 @@ func BenchmarkApply200(b *testing.B) {
 			execs -= n.execs.Load()
 		}
 		b.StartTimer()
-		rep, err := e.Apply(ctx, p)
+		rep, err := e.Apply(ctx, p, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

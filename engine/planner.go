@@ -22,12 +22,10 @@ func (e *Engine) Plan(ctx context.Context, rbs []*runbook.Runbook, set map[strin
 	}
 	p := &plans.Plan{FormatVersion: plans.FormatVersion, Tool: e.o.Version, CreatedAt: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "plan", Message: fmt.Sprintf("plan: %d runbook(s), %d node(s)", len(rbs), len(e.o.Hosts))})
-	for _, rb := range rbs {
-		rp, err := e.planRunbook(ctx, rb, set)
-		if err != nil {
-			return nil, err
-		}
-		p.Runbooks = append(p.Runbooks, *rp)
+	var err error
+	e.withPlanTime(p.CreatedAt, func() { p.Runbooks, err = e.planRunbooks(ctx, rbs, set) })
+	if err != nil {
+		return nil, err
 	}
 	return p, nil
 }
@@ -59,44 +57,103 @@ func paramsFor(rb *runbook.Runbook, set map[string]string) (map[string]any, erro
 	return rb.ResolveParams(own)
 }
 
-func (e *Engine) planRunbook(ctx context.Context, rb *runbook.Runbook, set map[string]string) (*plans.RunbookPlan, error) {
-	params, err := paramsFor(rb, set)
-	if err != nil {
-		return nil, err
+// runbookRun is one runbook being planned: its params, its Kubernetes
+// facts (listed once) and, per host, its node target.
+type runbookRun struct {
+	rb       *runbook.Runbook
+	params   map[string]any
+	k8sFacts map[string]any
+	rp       *plans.RunbookPlan
+	targets  []plans.TargetPlan
+	fails    *failures
+}
+
+// planRunbooks plans every runbook. Cluster targets are planned per
+// runbook; node targets in one pass over the nodes, so a node gets one
+// connection and one exec for the facts of all runbooks together (doctor
+// plans all 13 with the round trips of one).
+func (e *Engine) planRunbooks(ctx context.Context, rbs []*runbook.Runbook, set map[string]string) ([]plans.RunbookPlan, error) {
+	cluster := e.clusterEnv(ctx)
+	runs := make([]*runbookRun, 0, len(rbs))
+	var onNodes []*runbookRun
+	for _, rb := range rbs {
+		params, err := paramsFor(rb, set)
+		if err != nil {
+			return nil, err
+		}
+		if err := e.registerSecrets(rb, params); err != nil {
+			return nil, err
+		}
+		k8sFacts, err := gather.Kubernetes(ctx, e.o.Cluster, rb)
+		if err != nil {
+			return nil, fmt.Errorf("runbook %s: %w", rb.Name, err)
+		}
+		r := &runbookRun{rb: rb, params: params, k8sFacts: k8sFacts, fails: &failures{limit: e.o.MaxFailures}, rp: &plans.RunbookPlan{
+			Name: rb.Name, Title: rb.Title, Section: rb.Section, Path: rb.Path,
+			Source: string(rb.Source), SourceHash: rb.Hash, Params: params,
+		}}
+		if rb.HasScope(module.ScopeCluster) {
+			r.rp.Targets = append(r.rp.Targets, e.planCluster(ctx, rb, params, cluster, k8sFacts))
+		}
+		if rb.HasScope(module.ScopeNode) {
+			r.targets = make([]plans.TargetPlan, len(e.o.Hosts))
+			onNodes = append(onNodes, r)
+		}
+		runs = append(runs, r)
 	}
-	if err := e.registerSecrets(rb, params); err != nil {
-		return nil, err
-	}
-	rp := &plans.RunbookPlan{
-		Name: rb.Name, Title: rb.Title, Section: rb.Section, Path: rb.Path,
-		Source: string(rb.Source), SourceHash: rb.Hash, Params: params,
-	}
-	clusterEnv := e.clusterEnv(ctx)
-	k8sFacts, err := gather.Kubernetes(ctx, e.o.Cluster, rb)
-	if err != nil {
-		return nil, fmt.Errorf("runbook %s: %w", rb.Name, err)
-	}
-	if rb.HasScope(module.ScopeCluster) {
-		rp.Targets = append(rp.Targets, e.planCluster(ctx, rb, params, clusterEnv, k8sFacts))
-	}
-	if rb.HasScope(module.ScopeNode) {
+	if len(onNodes) > 0 {
 		hosts := e.o.Hosts
-		targets := make([]plans.TargetPlan, len(hosts))
-		fails := &failures{limit: e.o.MaxFailures}
 		forEach(ctx, len(hosts), e.o.Forks, func(i int) {
-			if fails.exceeded() {
-				targets[i] = nodeTarget(hosts[i], plans.StatusNotRun, "not planned: failure limit (--max-failures) reached")
-				return
+			e.planHost(ctx, onNodes, cluster, hosts[i], i)
+		}, func(i int, v any) {
+			for _, r := range onNodes {
+				r.targets[i] = nodeTarget(hosts[i], plans.StatusFailed, fmt.Sprintf("internal error while planning: %v", v))
+				r.fails.add()
 			}
-			targets[i] = e.planNode(ctx, rb, params, clusterEnv, k8sFacts, hosts[i])
-			if targets[i].Status == plans.StatusFailed || targets[i].Status == plans.StatusUnreachable {
-				fails.add()
-			}
-			e.emit(Event{Type: EventTarget, Runbook: rb.Name, Target: hosts[i].Name, Status: string(targets[i].Status), Message: targets[i].Reason})
 		})
-		rp.Targets = append(rp.Targets, targets...)
 	}
-	return rp, nil
+	out := make([]plans.RunbookPlan, 0, len(runs))
+	for _, r := range runs {
+		r.rp.Targets = append(r.rp.Targets, r.targets...)
+		out = append(out, *r.rp)
+	}
+	return out, nil
+}
+
+// planHost plans one node for every runbook that has node steps: all their
+// first-round probes (built-in facts once, each runbook's command facts and
+// prepared steps' probes) go in one exec.
+func (e *Engine) planHost(ctx context.Context, runs []*runbookRun, cluster *runbook.Cluster, h inventory.Host, i int) {
+	works := make([]*nodeWork, len(runs))
+	var pending []int
+	for j, r := range runs {
+		if r.fails.exceeded() {
+			r.targets[i] = nodeTarget(h, plans.StatusNotRun, "not planned: failure limit (--max-failures) reached")
+			continue
+		}
+		works[j] = e.startNode(ctx, r.rb, r.params, cluster, r.k8sFacts, h)
+		if !works[j].done {
+			pending = append(pending, j)
+		}
+	}
+	if len(pending) > 0 {
+		ws := make([]*nodeWork, len(pending))
+		for k, j := range pending {
+			ws[k] = works[j]
+		}
+		e.gatherAndFinish(ctx, ws)
+	}
+	for j, r := range runs {
+		if works[j] == nil {
+			continue
+		}
+		tp := works[j].tp
+		r.targets[i] = tp
+		if tp.Status == plans.StatusFailed || tp.Status == plans.StatusUnreachable {
+			r.fails.add()
+		}
+		e.emit(Event{Type: EventTarget, Runbook: r.rb.Name, Target: h.Name, Status: string(tp.Status), Message: tp.Reason})
+	}
 }
 
 func nodeTarget(h inventory.Host, status plans.Status, reason string) plans.TargetPlan {
@@ -121,94 +178,162 @@ func skipReason(rb *runbook.Runbook, env map[string]any, h inventory.Host, inclu
 	return "", nil
 }
 
-func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any, h inventory.Host) plans.TargetPlan {
-	tp := nodeTarget(h, plans.StatusOK, "")
-	env := map[string]any{
-		runbook.EnvParams: params, runbook.EnvNode: h.Facts, runbook.EnvCluster: clusterEnv,
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
+// planNode plans one runbook on one node (a saved plan's target, re-derived).
+func (e *Engine) planNode(ctx context.Context, rb *runbook.Runbook, params map[string]any, cluster *runbook.Cluster, k8sFacts map[string]any, h inventory.Host) plans.TargetPlan {
+	w := e.startNode(ctx, rb, params, cluster, k8sFacts, h)
+	if !w.done {
+		e.gatherAndFinish(ctx, []*nodeWork{w})
 	}
-	if reason, err := skipReason(rb, env, h, e.o.IncludeNotReady); err != nil {
-		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
-		return tp
+	return w.tp
+}
+
+// nodeWork is one runbook's planning on one node between its two halves:
+// before the node's facts are read, and after.
+type nodeWork struct {
+	rb       *runbook.Runbook
+	tp       plans.TargetPlan
+	done     bool // tp is final (skipped, failed, unreachable)
+	h        inventory.Host
+	env      *runbook.Env
+	t        module.Target
+	node     *module.Node
+	runner   module.Runner
+	prepared []*preparedStep
+	probes   []module.Probe // command facts and prepared steps' probes
+}
+
+func (w *nodeWork) finish(status plans.Status, reason string) *nodeWork {
+	w.tp.Status, w.tp.Reason, w.done = status, reason, true
+	return w
+}
+
+// startNode does everything before the node's facts are read: skip rules,
+// connecting, and preparing the steps whose condition and parameters read
+// only params, node and cluster (their probes join the facts' exec).
+func (e *Engine) startNode(ctx context.Context, rb *runbook.Runbook, params map[string]any, cluster *runbook.Cluster, k8sFacts map[string]any, h inventory.Host) *nodeWork {
+	w := &nodeWork{rb: rb, h: h, tp: nodeTarget(h, plans.StatusOK, "")}
+	w.env = &runbook.Env{Params: params, Node: h.Facts, Cluster: cluster, Facts: maps.Clone(k8sFacts), Steps: map[string]any{}}
+	if h.Problem != "" {
+		return w.finish(plans.StatusFailed, h.Problem)
+	}
+	if reason, err := skipReason(rb, w.env.Map(), h, e.o.IncludeNotReady); err != nil {
+		return w.finish(plans.StatusFailed, err.Error())
 	} else if reason != "" {
-		tp.Status, tp.Reason = plans.StatusSkipped, reason
-		return tp
+		return w.finish(plans.StatusSkipped, reason)
 	}
 	runner, err := e.connect(ctx, h)
 	if err != nil {
-		tp.Status, tp.Reason = plans.StatusUnreachable, err.Error()
-		return tp
+		return w.finish(plans.StatusUnreachable, err.Error())
 	}
-	node := &module.Node{Name: h.Name, Address: h.Address, Facts: h.Facts, Runner: runner}
-	t := e.target(rb, node)
-
-	// Steps whose condition and parameters read only params, node and
-	// cluster can be prepared before any fact is read; their probes join the
-	// built-in and declared facts in one round trip.
-	steps := rb.Steps
-	prepared := make([]*preparedStep, len(steps))
-	var probes []module.Probe
-	for i := range steps {
-		s := &steps[i]
+	w.runner = runner
+	w.node = &module.Node{Name: h.Name, Address: h.Address, Facts: h.Facts, Runner: runner}
+	w.t = e.target(rb, w.node)
+	w.prepared = make([]*preparedStep, len(rb.Steps))
+	w.probes = gather.FactProbes(rb)
+	for i := range rb.Steps {
+		s := &rb.Steps[i]
 		if s.Scope() != module.ScopeNode || !static(s) {
 			continue
 		}
-		ps, err := e.prepare(t, s, env)
+		ps, err := e.prepare(w.t, s, w.env.Map())
 		if err != nil {
-			return failTarget(tp, s, err)
+			w.tp = failTarget(w.tp, s, err)
+			w.done = true
+			return w
 		}
-		prepared[i] = ps
-		probes = append(probes, ps.probes...)
+		w.prepared[i] = ps
+		w.probes = append(w.probes, ps.probes...)
 	}
-	host, results, err := gather.Node(ctx, runner, rb, probes, env[runbook.EnvFacts].(map[string]any))
-	if err != nil {
-		// gather's own errors already say "gathering facts"; one prefix.
-		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
-		if !strings.HasPrefix(tp.Reason, "gathering facts") {
-			tp.Reason = "gathering facts: " + tp.Reason
-		}
-		if isTransport(err) {
-			tp.Status = plans.StatusUnreachable
-		}
-		return tp
-	}
-	env[runbook.EnvHost] = host
-	if err := rb.EvalVars(env); err != nil {
-		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
-		return tp
-	}
-	node.Facts = withHostFacts(h.Facts, env[runbook.EnvHost].(map[string]any))
-	t.Node = node
+	return w
+}
 
-	stepsEnv := env[runbook.EnvSteps].(map[string]any)
-	for i := range steps {
-		s := &steps[i]
+// gatherAndFinish reads the facts of every work (all on one node) in one
+// exec, then plans each.
+func (e *Engine) gatherAndFinish(ctx context.Context, ws []*nodeWork) {
+	probes := append([]module.Probe{}, gather.BuiltinProbes...)
+	for k, w := range ws {
+		for _, p := range w.probes {
+			p.Key = fmt.Sprintf("rb%d/%s", k, p.Key)
+			probes = append(probes, p)
+		}
+	}
+	all, err := gather.Run(ctx, ws[0].runner, probes)
+	if err != nil {
+		status := plans.StatusFailed
+		if isTransport(err) {
+			status = plans.StatusUnreachable
+		}
+		// gather's own errors already say "gathering facts"; one prefix.
+		reason := err.Error()
+		if !strings.HasPrefix(reason, "gathering facts") {
+			reason = "gathering facts: " + reason
+		}
+		for _, w := range ws {
+			w.finish(status, reason)
+		}
+		return
+	}
+	host := gather.HostFacts(all)
+	for k, w := range ws {
+		prefix := fmt.Sprintf("rb%d/", k)
+		results := map[string]module.ProbeResult{}
+		for key, r := range all {
+			if rest, ok := strings.CutPrefix(key, prefix); ok {
+				results[rest] = r
+			}
+		}
+		e.finishNode(ctx, w, host, results)
+	}
+}
+
+// finishNode plans a node's steps once its facts are read.
+func (e *Engine) finishNode(ctx context.Context, w *nodeWork, host map[string]any, results map[string]module.ProbeResult) {
+	rb, env, t := w.rb, w.env, w.t
+	if why := gather.IdentityMismatch(w.h.Facts, host); why != "" {
+		w.finish(plans.StatusFailed, why)
+		return
+	}
+	if err := gather.ParseFacts(rb, results, env.Facts); err != nil {
+		w.finish(plans.StatusFailed, fmt.Sprintf("gathering facts: %v", err))
+		return
+	}
+	env.Host = host
+	if err := env.EvalVars(rb); err != nil {
+		w.finish(plans.StatusFailed, err.Error())
+		return
+	}
+	w.node.Facts = withHostFacts(w.h.Facts, env.Host)
+	t.Node = w.node
+	for i := range rb.Steps {
+		s := &rb.Steps[i]
 		if s.Scope() != module.ScopeNode {
 			continue
 		}
-		ps := prepared[i]
+		ps := w.prepared[i]
 		if ps == nil {
-			ps, err = e.prepare(t, s, env)
-			if err != nil {
-				return failTarget(tp, s, err)
+			var err error
+			if ps, err = e.prepare(t, s, env.Map()); err != nil {
+				w.tp = failTarget(w.tp, s, err)
+				return
 			}
 			if len(ps.probes) > 0 {
-				more, err := gather.Run(ctx, runner, ps.probes)
+				more, err := gather.Run(ctx, w.runner, ps.probes)
 				if err != nil {
-					return failTarget(tp, s, err)
+					w.tp = failTarget(w.tp, s, err)
+					return
 				}
 				maps.Copy(results, more)
 			}
 		}
 		sp, err := e.planStep(ctx, rb.Name, t, s, ps, results)
 		if err != nil {
-			return failTarget(tp, s, err)
+			w.tp = failTarget(w.tp, s, err)
+			return
 		}
-		tp.Steps = append(tp.Steps, sp)
-		stepsEnv[s.ID] = registered(sp.Planned, sp.Action == module.Change)
+		w.tp.Steps = append(w.tp.Steps, sp)
+		env.Steps[s.ID] = registered(sp.Planned, sp.Action == module.Change)
 	}
-	tp.Status = targetStatus(tp.Steps)
-	return tp
+	w.tp.Status = targetStatus(w.tp.Steps)
 }
 
 // withHostFacts gives modules one facts map: node.* plus host.* under "host".
@@ -340,28 +465,25 @@ func targetStatus(steps []plans.StepPlan) plans.Status {
 	return plans.StatusOK
 }
 
-func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params, clusterEnv, k8sFacts map[string]any) plans.TargetPlan {
+func (e *Engine) planCluster(ctx context.Context, rb *runbook.Runbook, params map[string]any, cluster *runbook.Cluster, k8sFacts map[string]any) plans.TargetPlan {
 	tp := plans.TargetPlan{Kind: plans.TargetCluster, Name: "cluster", Status: plans.StatusOK}
 	if e.o.Cluster == nil {
 		tp.Status, tp.Reason = plans.StatusFailed, "runbook has cluster steps but no cluster is configured (--kubeconfig)"
 		return tp
 	}
-	env := map[string]any{
-		runbook.EnvParams: params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: clusterEnv,
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: maps.Clone(k8sFacts), runbook.EnvVars: map[string]any{}, runbook.EnvSteps: map[string]any{},
-	}
-	if err := rb.EvalVars(env); err != nil {
+	env := &runbook.Env{Params: params, Cluster: cluster, Facts: maps.Clone(k8sFacts), Steps: map[string]any{}}
+	if err := env.EvalVars(rb); err != nil {
 		tp.Status, tp.Reason = plans.StatusFailed, err.Error()
 		return tp
 	}
 	t := e.target(rb, nil)
-	stepsEnv := env[runbook.EnvSteps].(map[string]any)
+	stepsEnv := env.Steps
 	for i := range rb.Steps {
 		s := &rb.Steps[i]
 		if s.Scope() != module.ScopeCluster {
 			continue
 		}
-		ps, err := e.prepare(t, s, env)
+		ps, err := e.prepare(t, s, env.Map())
 		if err != nil {
 			return failTarget(tp, s, err)
 		}

@@ -5,9 +5,11 @@ package inventory
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"sort"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -34,6 +36,10 @@ type Host struct {
 	Labels  map[string]string `json:"labels,omitempty" yaml:"labels"`
 	// Facts are the node.* expression facts (see Facts).
 	Facts map[string]any `json:"facts" yaml:"-"`
+	// Problem, when set, is why this host must not be connected to at all
+	// (its address is shared with another node): the engine fails the
+	// target with it instead of running anything.
+	Problem string `json:"problem,omitempty" yaml:"-"`
 }
 
 // Ready reports the node's Ready condition (static hosts are always ready).
@@ -51,7 +57,38 @@ func FromCluster(ctx context.Context, cs kubernetes.Interface) ([]Host, error) {
 		hosts = append(hosts, FromNode(&list.Items[i]))
 	}
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Name < hosts[j].Name })
+	MarkSharedAddresses(hosts)
 	return hosts, nil
+}
+
+// MarkSharedAddresses sets Problem on every host whose address (and port)
+// another host also has. An InternalIP is reported by the node itself: a
+// compromised kubelet can set its Node's address to another node's, and
+// nksrun would then run that node's changes (a GRUB edit, a reboot) on the
+// other one. No host sharing an address is trusted, whichever is genuine.
+func MarkSharedAddresses(hosts []Host) {
+	by := map[string][]string{}
+	for _, h := range hosts {
+		if h.Address == "" {
+			continue
+		}
+		k := net.JoinHostPort(h.Address, strconv.Itoa(h.Port))
+		by[k] = append(by[k], h.Name)
+	}
+	for i := range hosts {
+		h := &hosts[i]
+		names := by[net.JoinHostPort(h.Address, strconv.Itoa(h.Port))]
+		if len(names) < 2 {
+			continue
+		}
+		var others []string
+		for _, n := range names {
+			if n != h.Name {
+				others = append(others, n)
+			}
+		}
+		h.Problem = fmt.Sprintf("address %s is also the address of %s: refusing every node that shares it (a Node's status may have been changed to point at another node)", h.Address, strings.Join(others, ", "))
+	}
 }
 
 // FromNode builds a Host and its node.* facts from a Node object.
@@ -99,6 +136,11 @@ func FromNode(n *corev1.Node) Host {
 		"unschedulable":  n.Spec.Unschedulable,
 		"user":           h.User,
 		"static":         false,
+		// Identity the kubelet reported; the engine compares it with what
+		// the host at Address says before running anything there.
+		"bootID":     info.BootID,
+		"machineID":  info.MachineID,
+		"systemUUID": info.SystemUUID,
 	}
 	return h
 }
@@ -190,6 +232,7 @@ func FromFile(file string) ([]Host, error) {
 			"labels": stringMap(s.Labels), "nodegroup": s.Labels[LabelNodeGroup], "role": s.Labels[LabelRole],
 			"osImage": "", "osFamily": "", "kernel": "", "runtime": "", "runtimeVersion": "", "kubelet": "",
 			"ready": true, "unschedulable": false, "user": s.User, "static": true,
+			"bootID": "", "machineID": "", "systemUUID": "",
 		}
 		for k, v := range s.Facts {
 			h.Facts[k] = v
@@ -202,6 +245,7 @@ func FromFile(file string) ([]Host, error) {
 		}
 		hosts = append(hosts, h)
 	}
+	MarkSharedAddresses(hosts)
 	return hosts, nil
 }
 

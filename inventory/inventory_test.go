@@ -112,3 +112,21 @@ func TestFromFile(t *testing.T) {
 		t.Errorf("bad inventory error = %v", err)
 	}
 }
+
+func TestMarkSharedAddresses(t *testing.T) {
+	hosts := []Host{
+		{Name: "a", Address: "10.0.0.1", Port: 22},
+		{Name: "b", Address: "10.0.0.2", Port: 22},
+		{Name: "c", Address: "10.0.0.1", Port: 22},
+		{Name: "d", Address: "10.0.0.1", Port: 2222},
+		{Name: "e", Address: "", Port: 22},
+		{Name: "f", Address: "", Port: 22},
+	}
+	MarkSharedAddresses(hosts)
+	want := map[string]string{"a": "also the address of c", "c": "also the address of a"}
+	for _, h := range hosts {
+		if w := want[h.Name]; (w == "") != (h.Problem == "") || !strings.Contains(h.Problem, w) {
+			t.Errorf("%s: problem %q, want %q", h.Name, h.Problem, w)
+		}
+	}
+}

@@ -236,19 +236,19 @@ func TestCgroupNokmemRollout(t *testing.T) {
 	}
 
 	// Plan: exactly the 3.x/4.x nodes change; the 5.x node is skipped with the reason.
-	p := nbPlan(t, tb, "cgroup-nokmem.yaml")
+	p := nbPlan(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true")
 	pt := nbPlanTargets(p)
 	for _, n := range []*testbed.Node{centos, rocky, pre} {
 		tp := pt[n.Name]
-		if tp.Status != plans.StatusChanges || len(tp.Steps) != 2 || tp.Steps[0].Action != "change" || tp.Steps[1].Action != "change" {
+		if tp.Status != plans.StatusChanges || len(tp.Steps) != 3 || stepOf(tp, "diagnose").Action != "no-op" || stepOf(tp, "grub").Action != "change" || stepOf(tp, "reboot").Action != "change" {
 			t.Fatalf("plan for %s: %+v", n.Name, tp)
 		}
-		if !strings.Contains(tp.Steps[0].Diff, "+GRUB_CMDLINE_LINUX=") || !strings.Contains(tp.Steps[1].Summary, "would reboot node "+n.Name) {
+		if !strings.Contains(stepOf(tp, "grub").Diff, "+GRUB_CMDLINE_LINUX=") || !strings.Contains(stepOf(tp, "reboot").Summary, "would reboot node "+n.Name) {
 			t.Fatalf("plan for %s lacks the diff or the reboot summary: %+v", n.Name, tp.Steps)
 		}
 	}
-	if !strings.Contains(pt[pre.Name].Steps[1].Summary, "already cordoned") {
-		t.Fatalf("plan does not say %s stays cordoned: %s", pre.Name, pt[pre.Name].Steps[1].Summary)
+	if !strings.Contains(stepOf(pt[pre.Name], "reboot").Summary, "already cordoned") {
+		t.Fatalf("plan does not say %s stays cordoned: %s", pre.Name, stepOf(pt[pre.Name], "reboot").Summary)
 	}
 	if tp := pt[ubuntu.Name]; tp.Status != plans.StatusSkipped || !strings.Contains(tp.Reason, "kernel 5") {
 		t.Fatalf("plan for the 5.x node: %+v", tp)
@@ -261,7 +261,7 @@ func TestCgroupNokmemRollout(t *testing.T) {
 	}
 
 	w := nbWatch(t, tb, map[string]bool{pre.Name: true})
-	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 	w.check(t)
 	if code != 0 {
 		t.Fatalf("apply exit %d", code)
@@ -309,11 +309,11 @@ func TestCgroupNokmemRollout(t *testing.T) {
 	for _, n := range tb.Nodes {
 		grubAfter[n.Name], boots[n.Name] = nbRead(t, n, "/etc/default/grub"), n.BootID()
 	}
-	p2 := nbPlan(t, tb, "cgroup-nokmem.yaml")
+	p2 := nbPlan(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true")
 	if p2.HasChanges() {
 		t.Fatalf("second plan has changes: %+v", p2.Counts())
 	}
-	code, rep = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+	code, rep = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 	if code != 0 {
 		t.Fatalf("second apply exit %d", code)
 	}
@@ -337,7 +337,7 @@ func TestCgroupNokmemNodeNeverComesBack(t *testing.T) {
 		n.SetRebootBroken(true) // whichever node goes first never comes back
 	}
 	w := nbWatch(t, tb, nil)
-	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "reboot_timeout=6", "--set", "ready_timeout=6", "--set", "lease_duration=4")
+	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "reboot_timeout=6", "--set", "ready_timeout=6", "--set", "lease_duration=4")
 	w.check(t)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
@@ -378,7 +378,7 @@ func TestCgroupNokmemNodeNeverComesBack(t *testing.T) {
 	if h == "" || !strings.Contains(ann[reboot.AnnotationHalted], down.Name) {
 		t.Errorf("lease after a halt: holder %q annotations %v", h, ann)
 	}
-	code, rep = nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "lock_timeout=2")
+	code, rep = nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "lock_timeout=2")
 	if code != 1 {
 		t.Fatalf("a second run with the rollout halted exited %d", code)
 	}
@@ -407,7 +407,7 @@ func TestCgroupNokmemTwoProcesses(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			codes[i], _ = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+			codes[i], _ = nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 		}()
 	}
 	wg.Wait()
@@ -449,7 +449,7 @@ func TestCgroupNokmemGrubFailureRestores(t *testing.T) {
 	grub := nbRead(t, broken, "/etc/default/grub")
 	cfg := nbRead(t, broken, broken.GrubCfg)
 	boot := broken.BootID()
-	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml"}, nbFast...)...)
+	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true"}, nbFast...)...)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
@@ -518,14 +518,14 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 	if _, err := tb.Client.PolicyV1().PodDisruptionBudgets(ns).UpdateStatus(ctx, pc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	p := nbPlan(t, tb, "cgroup-nokmem.yaml")
-	if s := nbPlanTargets(p)[n.Name].Steps[1].Summary; !strings.Contains(s, "drain 1 pod(s) (default/web-abc12)") {
+	p := nbPlan(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true")
+	if s := stepOf(nbPlanTargets(p)[n.Name], "reboot").Summary; !strings.Contains(s, "drain 1 pod(s) (default/web-abc12)") {
 		t.Fatalf("plan does not name the pod to drain: %s", s)
 	}
 	boot := n.BootID()
 	w := nbWatch(t, tb, nil)
 	start := time.Now()
-	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "drain_timeout=4", "--set", "reboot_timeout=10", "--set", "lease_duration=6")
+	code, rep := nbApply(t, tb, "cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "drain_timeout=4", "--set", "reboot_timeout=10", "--set", "lease_duration=6")
 	took := time.Since(start)
 	w.Stop()
 	if code != 1 {
@@ -564,7 +564,7 @@ func TestCgroupNokmemPDBBlocksDrain(t *testing.T) {
 func TestCgroupNokmemSerialTwo(t *testing.T) {
 	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{nbCentOS, nbRocky, nbCentOS, nbRocky}})
 	w := nbWatch(t, tb, nil)
-	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "serial=2"}, nbFast...)...)
+	code, rep := nbApply(t, tb, append([]string{"cgroup-nokmem.yaml", "--set", "preventive=true", "--set", "serial=2"}, nbFast...)...)
 	w.Stop()
 	t.Logf("watcher: %d samples, max cordoned %d, max down %d", w.samples.Load(), w.maxCordoned.Load(), w.maxDown.Load())
 	if code != 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"nksrun/engine/module"
 	"nksrun/engine/plans"
 	"nksrun/testdata/testbed"
 )
@@ -64,47 +66,97 @@ func nbSnapshot(t *testing.T, tb *testbed.Testbed) map[string]string {
 	return snap
 }
 
+// closedNetworkNode is one node scenario of §3: the node's image store and
+// runtime config, the images of the pods scheduled on it, and what the
+// plan must say about it.
+type closedNetworkNode struct {
+	name   string
+	spec   testbed.NodeSpec
+	images []string // pods on the node use these
+	action module.Action
+	// title/reason must contain these; notTitle must not.
+	title, reason []string
+	notTitle      []string
+}
+
+var closedNetworkNodes = []closedNetworkNode{{
+	name: "docker node whose pause image was garbage-collected",
+	spec: withImages(nbCentOS, "k8s.gcr.io/kube-proxy:v1.23.3", "calico/node:v3.26.1"),
+	// nginx is not a default image: never required.
+	images: []string{"nginx:1.27"},
+	action: module.Finding, title: []string{"is missing default image(s): pause"}, notTitle: []string{"kube-proxy", "nginx"},
+}, {
+	name:   "containerd node: same repository, other tag (compared with the tag); kube-proxy not run: not required",
+	spec:   withImages(nbRocky, "registry.k8s.io/pause:3.9", "docker.io/coredns/coredns:1.10.1", "docker.io/calico/node:v3.25.0"),
+	images: []string{"docker.io/calico/node:v3.26.1", "coredns/coredns:1.10.1"},
+	action: module.Finding, title: []string{"missing default image(s): docker.io/calico/node:v3.26.1"},
+	notTitle: []string{"pause", "kube-proxy", "coredns"},
+}, {
+	name:   "healthy node: every image its pods use, by any spelling",
+	spec:   withImages(nbUbuntu, "registry.k8s.io/pause:3.9", "registry.k8s.io/kube-proxy:v1.29.3", "docker.io/calico/node:v3.26.1"),
+	images: []string{"registry.k8s.io/kube-proxy:v1.29.3", "calico/node:v3.26.1"},
+	action: module.NoOp,
+}, {
+	name: "configured sandbox image: registry.k8s.io/pause:3.9 does not stand in for k8s.gcr.io/pause:3.2",
+	spec: func() testbed.NodeSpec {
+		s := withImages(nbUbuntu, "registry.k8s.io/pause:3.9")
+		s.Files = map[string]string{"/etc/default/kubelet": "KUBELET_EXTRA_ARGS=--pod-infra-container-image=k8s.gcr.io/pause:3.2 --v=2\n"}
+		return s
+	}(),
+	action: module.Finding, title: []string{"missing default image(s): k8s.gcr.io/pause:3.2"},
+}, {
+	name:   "image pinned by digest, store lists no digests: unknown, not healthy",
+	spec:   withImages(nbRocky, "registry.k8s.io/pause:3.9", "registry.k8s.io/coredns/coredns:v1.11.1"),
+	images: []string{"registry.k8s.io/coredns/coredns@sha256:1eeb4c7316bacb1d4c8ead65571cd92dd21e27359f0d4917f1a5822a73b75db1"},
+	action: module.Unknown, reason: []string{"pinned by digest", "registry.k8s.io/coredns/coredns@sha256:1eeb"},
+}}
+
+func withImages(s testbed.NodeSpec, images ...string) testbed.NodeSpec {
+	s.Images = images
+	return s
+}
+
+// TestClosedNetworkImagesDiagnoseOnly plans and applies §3 on one node per
+// scenario (closedNetworkNodes) plus the cluster-wide pause pull failures:
+// only Warning events count (a Normal "Successfully pulled" does not), and
+// nothing anywhere changes.
 func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
-	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{nbCentOS, nbRocky, nbUbuntu}})
-	docker, containerd, healthy := tb.Nodes[0], tb.Nodes[1], tb.Nodes[2]
+	var specs []testbed.NodeSpec
+	for _, c := range closedNetworkNodes {
+		specs = append(specs, c.spec)
+	}
+	tb := testbed.New(t, testbed.Options{Nodes: specs})
 	ctx := context.Background()
-	// docker node: kubelet's GC removed pause; containerd node: kube-proxy
-	// and the calico/node image its calico pod uses.
-	if err := docker.SetImages([]string{"k8s.gcr.io/kube-proxy:v1.23.3", "calico/node:v3.26.1"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := containerd.SetImages([]string{"registry.k8s.io/pause:3.9", "docker.io/coredns/coredns:1.10.1"}); err != nil {
-		t.Fatal(err)
-	}
-	ctrl := true
-	calico := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "calico-node-x7k2p", Namespace: "kube-system",
-			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "DaemonSet", Name: "calico-node", UID: "4a1c2b9e-0000-4000-8000-000000000002", Controller: &ctrl}}},
-		Spec: corev1.PodSpec{NodeName: containerd.Name, Containers: []corev1.Container{{Name: "calico-node", Image: "docker.io/calico/node:v3.26.1"}}},
-	}
-	if _, err := tb.Client.CoreV1().Pods("kube-system").Create(ctx, calico, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// A pod on the docker node whose sandbox cannot be created.
-	web := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: "web-0", Namespace: "default"},
-		Spec:       corev1.PodSpec{NodeName: docker.Name, Containers: []corev1.Container{{Name: "web", Image: "nginx:1.27"}}},
-	}
-	wp, err := tb.Client.CoreV1().Pods("default").Create(ctx, web, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := metav1.NewTime(time.Now())
-	ev := &corev1.Event{
-		ObjectMeta:     metav1.ObjectMeta{Name: "web-0.17a1", Namespace: "default"},
-		InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: "web-0", UID: wp.UID},
-		Reason:         "FailedCreatePodSandBox", Type: "Warning", FirstTimestamp: now, LastTimestamp: now, Count: 3,
-		Message: `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image "k8s.gcr.io/pause:3.2": failed to pull image "k8s.gcr.io/pause:3.2": dial tcp 142.250.1.82:443: i/o timeout`,
-		Source:  corev1.EventSource{Component: "kubelet", Host: docker.Name},
+	event := func(pod *corev1.Pod, typ, reason, msg string) {
+		ev := &corev1.Event{
+			ObjectMeta:     metav1.ObjectMeta{Name: pod.Name + "." + reason, Namespace: pod.Namespace},
+			InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: pod.Namespace, Name: pod.Name, UID: pod.UID},
+			Reason:         reason, Type: typ, FirstTimestamp: now, LastTimestamp: now, Count: 3, Message: msg,
+			Source: corev1.EventSource{Component: "kubelet", Host: pod.Spec.NodeName},
+		}
+		if _, err := tb.Client.CoreV1().Events(pod.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := tb.Client.CoreV1().Events("default").Create(ctx, ev, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	var pods []*corev1.Pod
+	for i, c := range closedNetworkNodes {
+		for j, img := range c.images {
+			p := &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%d-%d", i, j), Namespace: "default"},
+				Spec:       corev1.PodSpec{NodeName: tb.Nodes[i].Name, Containers: []corev1.Container{{Name: "c", Image: img}}},
+			}
+			created, err := tb.Client.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pods = append(pods, created)
+		}
 	}
+	// Cluster: one pod whose sandbox cannot be created (Warning), and a
+	// pod on the healthy node whose pause pull succeeded (Normal).
+	event(pods[0], "Warning", "FailedCreatePodSandBox", `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image "k8s.gcr.io/pause:3.2": failed to pull image "k8s.gcr.io/pause:3.2": dial tcp 142.250.1.82:443: i/o timeout`)
+	event(pods[len(pods)-2], "Normal", "Pulled", `Successfully pulled image "registry.k8s.io/pause:3.9" in 1.2s`)
 
 	before := nbSnapshot(t, tb)
 	p := nbPlan(t, tb, "closed-network-images.yaml")
@@ -113,7 +165,7 @@ func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("apply exit %d", code)
 	}
-	if p.HasChanges() {
+	if p.Counts().Change != 0 {
 		t.Fatalf("a diagnose-only plan has changes: %+v", p.Counts())
 	}
 	var diffs []string
@@ -136,53 +188,43 @@ func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
 			t.Fatalf("apply reports a change: %+v", r)
 		}
 	}
-
-	findings := map[string][]string{} // target → titles
-	for _, rb := range p.Runbooks {
-		for _, tp := range rb.Targets {
-			for _, s := range tp.Steps {
-				for _, f := range s.Findings {
-					findings[tp.Name] = append(findings[tp.Name], f.Title)
-					if len(f.Evidence) == 0 || !strings.Contains(f.Recommendation, "NKS registry") {
-						t.Errorf("%s: finding without evidence or the guide's recommendation: %+v", tp.Name, f)
-					}
+	targets := nbPlanTargets(p)
+	for i, c := range closedNetworkNodes {
+		t.Run(c.name, func(t *testing.T) {
+			tp := targets[tb.Nodes[i].Name]
+			step := stepOf(tp, "images")
+			if step.Action != c.action {
+				t.Errorf("images: %s (%s; %s), want %s", step.Action, step.Summary, step.Reason, c.action)
+			}
+			text := step.Summary + "\n" + step.Reason
+			for _, f := range step.Findings {
+				text += "\n" + f.Title + "\n" + strings.Join(f.Evidence, "\n")
+				if len(f.Evidence) == 0 || !strings.Contains(f.Recommendation, "NKS registry") {
+					t.Errorf("finding without evidence or the guide's recommendation: %+v", f)
 				}
 			}
-		}
-	}
-	t.Logf("findings: %v", findings)
-	has := func(target, sub string) bool {
-		for _, f := range findings[target] {
-			if strings.Contains(f, sub) {
-				return true
+			for _, w := range append(append([]string{}, c.title...), c.reason...) {
+				if !strings.Contains(text, w) {
+					t.Errorf("plan does not say %q:\n%s", w, text)
+				}
 			}
-		}
-		return false
+			for _, w := range c.notTitle {
+				if strings.Contains(step.Summary, w) {
+					t.Errorf("plan says %q:\n%s", w, text)
+				}
+			}
+		})
 	}
-	if !has(docker.Name, docker.Name+" is missing default image(s): pause") {
-		t.Errorf("no finding that %s lacks pause", docker.Name)
-	}
-	if !has(containerd.Name, "kube-proxy") || !has(containerd.Name, "calico/node") || has(containerd.Name, "pause") {
-		t.Errorf("finding for %s should name kube-proxy and calico/node (used by its pod), not pause: %v", containerd.Name, findings[containerd.Name])
-	}
-	if len(findings[healthy.Name]) != 0 {
-		t.Errorf("healthy node has findings: %v", findings[healthy.Name])
-	}
-	if !has("cluster", "1 pod(s) fail to pull a pause image") {
-		t.Errorf("no cluster finding for the pod failing to pull pause: %v", findings["cluster"])
+	cluster := stepOf(targets["cluster"], "pause_pulls")
+	if cluster.Action != module.Finding || !strings.Contains(cluster.Summary, "1 pod(s) fail to pull a pause image") ||
+		!strings.Contains(strings.Join(cluster.Findings[0].Evidence, "\n"), "default/p0-0") {
+		t.Errorf("pause pull failures: %s %s %+v", cluster.Action, cluster.Summary, cluster.Findings)
 	}
 	// Evidence carries the image store, GC thresholds and disk usage.
-	for _, rb := range p.Runbooks {
-		for _, tp := range rb.Targets {
-			if tp.Name != docker.Name {
-				continue
-			}
-			ev := strings.Join(tp.Steps[0].Findings[0].Evidence, "\n")
-			for _, want := range []string{"docker images", "k8s.gcr.io/kube-proxy:v1.23.3", "high 85%, low 80%", "% used"} {
-				if !strings.Contains(ev, want) {
-					t.Errorf("evidence lacks %q:\n%s", want, ev)
-				}
-			}
+	ev := strings.Join(stepOf(targets[tb.Nodes[0].Name], "images").Findings[0].Evidence, "\n")
+	for _, want := range []string{"docker images", "k8s.gcr.io/kube-proxy:v1.23.3", "high 85%, low 80%", "% used", "runtime default: any pause image"} {
+		if !strings.Contains(ev, want) {
+			t.Errorf("evidence lacks %q:\n%s", want, ev)
 		}
 	}
 }

@@ -26,6 +26,33 @@ var BuiltinProbes = []module.Probe{
 	{Key: "host.cmdline", Command: "cat /proc/cmdline"},
 	{Key: "host.kernel", Command: "uname -r"},
 	{Key: "host.os", Command: ". /etc/os-release 2>/dev/null && echo \"$ID\""},
+	// Identity, compared with the Node's nodeInfo before anything runs.
+	{Key: "host.machineID", Command: "cat /etc/machine-id"},
+	{Key: "host.productUUID", Command: "cat /sys/class/dmi/id/product_uuid"},
+}
+
+// IdentityMismatch compares what a host reports about itself (host.* facts)
+// with what its Node (or static inventory entry) says: boot id, machine id
+// and product uuid, each only where both sides have it. A difference means
+// the address leads to another machine than the one planned for.
+func IdentityMismatch(node, host map[string]any) string {
+	var why []string
+	for _, c := range []struct{ node, host, what string }{
+		{"bootID", "bootID", "boot id"},
+		{"machineID", "machineID", "machine id"},
+		{"systemUUID", "productUUID", "system uuid"},
+	} {
+		want, _ := node[c.node].(string)
+		got, _ := host[c.host].(string)
+		if want == "" || got == "" || strings.EqualFold(strings.TrimSpace(want), strings.TrimSpace(got)) {
+			continue
+		}
+		why = append(why, fmt.Sprintf("%s: Node says %s, host says %s", c.what, want, got))
+	}
+	if len(why) == 0 {
+		return ""
+	}
+	return "identity mismatch: the host at this address is not this Node (" + strings.Join(why, "; ") + ")"
 }
 
 // Run runs every probe of a node in one exec (as root: probes only
@@ -184,21 +211,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// Node runs the built-in probes, the runbook's command facts and extra
-// (step) probes in one round trip. It returns host.* facts and fills facts
-// with the parsed command facts.
-func Node(ctx context.Context, r module.Runner, rb *runbook.Runbook, extra []module.Probe, facts map[string]any) (map[string]any, map[string]module.ProbeResult, error) {
-	probes := append(append(append([]module.Probe{}, BuiltinProbes...), FactProbes(rb)...), extra...)
-	results, err := Run(ctx, r, probes)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := ParseFacts(rb, results, facts); err != nil {
-		return nil, nil, err
-	}
-	return HostFacts(results), results, nil
 }
 
 // ParseFacts fills facts with the runbook's command facts found in results.

@@ -3,6 +3,7 @@ package gather
 import (
 	"context"
 	"reflect"
+	"strings"
 	"testing"
 
 	"nksrun/engine/module"
@@ -69,5 +70,29 @@ func TestParseFact(t *testing.T) {
 		if (err != nil) != tc.err || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("parse %q of %q (rc %d) = %#v, %v; want %#v (err %v)", tc.parse, tc.out, tc.rc, got, err, tc.want, tc.err)
 		}
+	}
+}
+
+func TestIdentityMismatch(t *testing.T) {
+	node := map[string]any{"bootID": "b-1", "machineID": "M-1", "systemUUID": "ABC-DEF"}
+	for _, tc := range []struct {
+		name string
+		host map[string]any
+		want string // substring; "" = same machine
+	}{
+		{"same machine", map[string]any{"bootID": "b-1", "machineID": "M-1", "productUUID": "abc-def"}, ""},
+		{"host reports nothing (no dmi, old kernel)", map[string]any{"bootID": "", "machineID": "", "productUUID": ""}, ""},
+		{"another machine", map[string]any{"bootID": "b-2", "machineID": "M-2"}, "boot id: Node says b-1, host says b-2; machine id: Node says M-1, host says M-2"},
+		{"uuid differs", map[string]any{"bootID": "b-1", "machineID": "M-1", "productUUID": "xyz"}, "system uuid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := IdentityMismatch(node, tc.host)
+			if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+				t.Errorf("IdentityMismatch = %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := IdentityMismatch(map[string]any{}, map[string]any{"bootID": "x"}); got != "" {
+		t.Errorf("a Node without identity fields refused a host: %q", got)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
@@ -100,6 +101,51 @@ type RunOpts struct {
 	Stdin io.Reader
 	// Timeout overrides the transport's per-command limit (0 = default).
 	Timeout time.Duration
+	// MaxOutput overrides the runner's cap on the bytes of stdout+stderr
+	// kept for one command (0 = the runner's default, DefaultMaxOutput
+	// unless configured). Going over fails the command with an
+	// *OutputLimitError and ends it on the node.
+	MaxOutput int64
+}
+
+// DefaultMaxOutput is the default cap on one command's stdout+stderr. Every
+// runner buffers a command's output in memory, so without a cap one node
+// printing without end could take the whole controller down; 16 MiB is far
+// above anything a probe or module prints.
+const DefaultMaxOutput int64 = 16 << 20
+
+// ErrCommandTimeout is wrapped by every runner's error for a command that
+// ran past its timeout (RunOpts.Timeout or the runner's default). The
+// command has been ended on the node when Run returns.
+var ErrCommandTimeout = errors.New("command timed out")
+
+// ErrOutputLimit is matched (errors.Is) by *OutputLimitError.
+var ErrOutputLimit = errors.New("command output over the limit")
+
+// OutputLimitError is a command whose stdout+stderr went over the cap. The
+// runner stopped buffering at Limit bytes and ended the command on the node.
+type OutputLimitError struct {
+	Limit int64
+}
+
+func (e *OutputLimitError) Error() string {
+	return fmt.Sprintf("command output went over the limit of %s (stdout+stderr; the command was stopped; raise the limit with --max-output)", FormatBytes(e.Limit))
+}
+
+func (e *OutputLimitError) Is(target error) bool { return target == ErrOutputLimit }
+
+// FormatBytes prints n in the largest binary unit that divides it exactly
+// (16 MiB, 1536 KiB, 100 B), so limits read back as they were given.
+func FormatBytes(n int64) string {
+	for _, u := range []struct {
+		size int64
+		name string
+	}{{1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if n >= u.size && n%u.size == 0 {
+			return fmt.Sprintf("%d %s", n/u.size, u.name)
+		}
+	}
+	return fmt.Sprintf("%d B", n)
 }
 
 // RunResult is a finished command. A non-zero exit is not an error of Run;
@@ -143,6 +189,11 @@ type Node struct {
 
 // Target is what a step runs against: a node (Node != nil) or the cluster.
 type Target struct {
+	// Now is the plan's time. A module that writes a time into a change
+	// (rollout_restart's restartedAt) uses it, so planning the same runbook
+	// over the same facts again (apply of a saved plan re-derives it) gives
+	// the same change. Zero: use the clock.
+	Now     time.Time
 	Node    *Node
 	Cluster *Cluster // nil when no cluster is configured (static inventory)
 	// RunbookDir is the directory of the runbook, for resolving relative paths.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"nksrun/engine/imageref"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -25,6 +26,8 @@ type Expr struct {
 	program *vm.Program
 	// blockIndent is the indentation of a block scalar's text.
 	blockIndent int
+	// tagWidth is the width of a `!expr ` tag before the scalar's text.
+	tagWidth int
 	// Uses is the set of top-level names the expression reads (params, node,
 	// host, facts, cluster, steps). The engine uses it to gather everything a
 	// node needs in one round trip.
@@ -51,9 +54,14 @@ var (
 	envBeforeConnect = []string{EnvParams, EnvNode, EnvCluster}
 	// Vars are computed once facts are read, before any step.
 	envVars = []string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvVars}
-	// Conditions, parameters and verify checks run with everything.
+	// Conditions, parameters and verify checks on a node run with everything.
 	envFull = []string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvVars, EnvSteps}
+	// On the cluster target there is no node: no node, host or command facts.
+	envCluster = []string{EnvParams, EnvFacts, EnvCluster, EnvVars, EnvSteps}
 )
+
+// functionNames are the helpers above, for "did you mean".
+var functionNames = []string{"versionCompare", "versionAtLeast", "versionMajor", "versionMinor", "sha256", "hasWord", "imageTag", "imageRepo", "matches"}
 
 // functions are the helpers available in every expression.
 var functions = []expr.Option{
@@ -98,20 +106,22 @@ var functions = []expr.Option{
 	}, new(func(string, string) bool)),
 }
 
-// compile compiles e for the given environment names. asBool requires a
-// condition to be boolean.
-func compileExpr(e *Expr, names []string, asBool bool) *Error {
-	env := make(map[string]any, len(names))
-	for _, n := range names {
-		env[n] = map[string]any{}
+// compileExpr compiles e against the declared environment of where it runs
+// (sc). asBool requires a condition to be boolean. Names are checked first
+// so that an undeclared one is reported with its path and a "did you mean";
+// expr's own checker then reports type errors and unknown top-level names.
+func compileExpr(e *Expr, d *declEnv, sc scope, asBool bool) *Error {
+	if ne := d.checkNames(e.Source, sc); ne != nil {
+		fe := (&file.Error{Location: ne.loc, Message: ne.msg}).Bind(file.NewSource(e.Source))
+		return e.errorAt(fe, sc)
 	}
-	opts := append([]expr.Option{expr.Env(env)}, functions...)
+	opts := append([]expr.Option{expr.Env(sc.env)}, functions...)
 	if asBool {
 		opts = append(opts, expr.AsBool())
 	}
 	prog, err := expr.Compile(e.Source, opts...)
 	if err != nil {
-		return e.errorAt(err, names)
+		return e.errorAt(err, sc)
 	}
 	e.program = prog
 	e.Uses = map[string]bool{}
@@ -130,7 +140,8 @@ func (c identCollector) Visit(n *ast.Node) {
 
 // errorAt converts an expr compile error into a runbook position: the
 // expression's own line/column are offset by where the scalar starts.
-func (e *Expr) errorAt(err error, names []string) *Error {
+func (e *Expr) errorAt(err error, sc scope) *Error {
+	names := sc.names
 	pos := e.Pos
 	msg := err.Error()
 	var fe *file.Error
@@ -145,21 +156,28 @@ func (e *Expr) errorAt(err error, names []string) *Error {
 			if e.node != nil && (e.node.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle)) != 0 {
 				quote = 1
 			}
-			pos.Col += quote + fe.Column
+			pos.Col += e.tagWidth + quote + fe.Column
 		}
-		if strings.HasPrefix(msg, "unknown name ") {
+		if name, ok := strings.CutPrefix(msg, "unknown name "); ok {
+			known := append([]string{EnvParams, EnvNode, EnvHost, EnvFacts, EnvCluster, EnvVars, EnvSteps}, functionNames...)
+			if !slices.Contains(known, name) {
+				msg += suggest(name, append(slices.Clone(names), functionNames...))
+			} else if !slices.Contains(names, name) && sc.why != "" {
+				msg += ": " + sc.why
+			}
 			msg += fmt.Sprintf(" (available here: %s)", strings.Join(names, ", "))
 		}
 	}
 	return &Error{Pos: pos, Msg: "expression: " + msg}
 }
 
-// Eval evaluates a compiled expression against env.
+// Eval evaluates a compiled expression against env: Env.Map(), or a map
+// literal whose node and host are completed here the same way.
 func (e *Expr) Eval(env map[string]any) (any, error) {
 	if e.program == nil {
 		return nil, fmt.Errorf("%s: expression not compiled", e.Pos)
 	}
-	v, err := expr.Run(e.program, env)
+	v, err := expr.Run(e.program, completeEnv(env))
 	if err != nil {
 		return nil, fmt.Errorf("%s: evaluating %q: %w", e.Pos, e.Source, err)
 	}

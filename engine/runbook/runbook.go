@@ -55,6 +55,8 @@ type Var struct {
 
 // EvalVars computes the runbook's vars against env (which must already hold
 // params, node, host, facts and cluster) and stores them as env["vars"].
+//
+// Deprecated: build a runbook.Env and call Env.EvalVars.
 func (rb *Runbook) EvalVars(env map[string]any) error {
 	vars := map[string]any{}
 	env[EnvVars] = vars
@@ -111,6 +113,11 @@ type K8sFact struct {
 	// Events adds each object's events as `_events` (list of messages), for
 	// pods whose pull failures are explained there.
 	Events bool `yaml:"events"`
+	// Optional: a kind the API server does not serve (a CRD that is not
+	// installed, e.g. Calico's FelixConfiguration) reads as no objects ([])
+	// instead of an error, and a list the credentials may not read
+	// (forbidden) as nil, so that the runbook can say it cannot tell.
+	Optional bool `yaml:"optional"`
 }
 
 // Step is one module invocation.
@@ -149,6 +156,18 @@ type Check struct {
 	That    Expr   `yaml:"that" nks:"required"`
 	Message string `yaml:"message" nks:"required"`
 	On      string `yaml:"on"` // node (default when the runbook has node steps) | cluster
+}
+
+// Target is the kind of target the check runs on: On, or node when the
+// runbook has node steps and cluster otherwise.
+func (c *Check) Target(rb *Runbook) string {
+	if c.On != "" {
+		return c.On
+	}
+	if rb.HasScope(module.ScopeNode) {
+		return string(module.ScopeNode)
+	}
+	return string(module.ScopeCluster)
 }
 
 var (
@@ -209,6 +228,9 @@ type validator struct {
 	d   *decoder
 	rb  *Runbook
 	reg module.Registry
+	// env is the declared expression environment, grown as vars and steps
+	// are validated in file order.
+	env *declEnv
 }
 
 // keyNode finds the value node of key in a mapping (for positions).
@@ -228,11 +250,11 @@ func (v *validator) errAt(p Pos, format string, args ...any) {
 	v.d.errs = append(v.d.errs, &Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
 }
 
-func (v *validator) compile(e *Expr, names []string, asBool bool) {
+func (v *validator) compile(e *Expr, sc scope, asBool bool) {
 	if !e.IsSet() {
 		return
 	}
-	if err := compileExpr(e, names, asBool); err != nil {
+	if err := compileExpr(e, v.env, sc, asBool); err != nil {
 		v.d.errs = append(v.d.errs, err)
 	}
 }
@@ -268,8 +290,15 @@ func (v *validator) validate(root *yaml.Node) {
 			v.d.errorf(keyNode(fn, "parse"), "parse %q: want one of text, lines, int, json, kv, exitcode", f.Parse)
 		}
 	}
+	var stepLines []int
+	if sn := keyNode(root, "steps"); sn != nil && sn.Kind == yaml.SequenceNode {
+		for _, c := range sn.Content {
+			stepLines = append(stepLines, c.Line)
+		}
+	}
+	v.env = newDeclEnv(rb, stepLines)
 	for i := range rb.Nodes.Skip {
-		v.compile(&rb.Nodes.Skip[i].If, envBeforeConnect, true)
+		v.compile(&rb.Nodes.Skip[i].If, v.env.skipScope(), true)
 	}
 	v.validateVars()
 	stepsNode := keyNode(root, "steps")
@@ -283,10 +312,10 @@ func (v *validator) validate(root *yaml.Node) {
 	}
 	for i := range rb.Verify {
 		c := &rb.Verify[i]
-		v.compile(&c.That, envFull, true)
 		if c.On != "" && c.On != "node" && c.On != "cluster" {
 			v.errAt(c.That.Pos, "on %q: want node or cluster", c.On)
 		}
+		v.compile(&c.That, v.env.targetScope(c.Target(rb)), true)
 	}
 }
 
@@ -298,6 +327,11 @@ func (v *validator) validateVars() {
 	if n.Kind != yaml.MappingNode {
 		v.d.errorf(n, "vars: expected a mapping of names to expressions, got %s", kindName(n))
 		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k := n.Content[i]; v.env.varLine[k.Value] == 0 {
+			v.env.varLine[k.Value] = k.Line
+		}
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -315,8 +349,9 @@ func (v *validator) validateVars() {
 		}
 		seen[k.Value] = true
 		e := v.d.newExpr(val)
-		v.compile(&e, envVars, false)
+		v.compile(&e, v.env.varScope(), false)
 		v.rb.Vars = append(v.rb.Vars, Var{Name: k.Value, Expr: e})
+		v.env.vars = append(v.env.vars, k.Value)
 	}
 }
 
@@ -329,10 +364,13 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 		v.d.errorf(keyNode(sn, "id"), "duplicate step id %q", s.ID)
 	}
 	ids[s.ID] = true
-	v.compile(&s.When, envFull, true)
 
 	factory, ok := v.reg[s.Module]
 	if !ok {
+		// Later steps may still read steps.<id>: leave it open so that one
+		// mistake is reported once.
+		v.env.steps = append(v.env.steps, stepDecl{id: s.ID, scope: string(module.ScopeNode), typ: stepType(nil, false)})
+		v.compile(&s.When, v.env.targetScope(string(module.ScopeNode)), true)
 		names := make([]string, 0, len(v.reg))
 		for n := range v.reg {
 			names = append(names, n)
@@ -351,6 +389,17 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 	case s.On != "" && s.On != string(s.scope):
 		v.d.errorf(keyNode(sn, "on"), "on %q: module %s runs on %s only", s.On, s.Module, s.scope)
 	}
+	// The step's condition and parameters see the steps before it on the
+	// same target; the steps after it see its outputs.
+	sc := v.env.targetScope(string(s.scope))
+	v.compile(&s.When, sc, true)
+	outputs, declared := []string(nil), false
+	if od, ok := mod.(OutputDeclarer); ok {
+		outputs, declared = od.Outputs(), true
+	}
+	defer func() {
+		v.env.steps = append(v.env.steps, stepDecl{id: s.ID, scope: string(s.scope), typ: stepType(outputs, declared)})
+	}()
 
 	// Compile every !expr value, then check the literal parameters: unknown
 	// keys and wrong literal types are caught now, before any host; values
@@ -367,7 +416,7 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 				v.d.errorf(n, "!expr takes a string")
 				return
 			}
-			v.compile(e, envFull, false)
+			v.compile(e, sc, false)
 			s.exprs[n] = e
 		}
 	})
@@ -569,4 +618,14 @@ func (rb *Runbook) HasScope(sc module.Scope) bool {
 		}
 	}
 	return false
+}
+
+// Step returns the step with the given id, or nil.
+func (rb *Runbook) Step(id string) *Step {
+	for i := range rb.Steps {
+		if rb.Steps[i].ID == id {
+			return &rb.Steps[i]
+		}
+	}
+	return nil
 }

@@ -64,6 +64,21 @@ type decoder struct {
 // newExpr records an expression written at n.
 func (d *decoder) newExpr(n *yaml.Node) Expr {
 	e := Expr{Source: n.Value, Pos: d.pos(n), node: n}
+	if n.Line >= 1 && n.Line <= len(d.lines) {
+		// yaml.v3 positions a tagged scalar at its tag: `!expr 'x'` starts
+		// at the !, its text after the tag and the blanks that follow.
+		line := d.lines[n.Line-1]
+		if i := n.Column - 1; i >= 0 && i < len(line) && line[i] == '!' {
+			j := i
+			for j < len(line) && line[j] != ' ' && line[j] != '\t' {
+				j++
+			}
+			for j < len(line) && (line[j] == ' ' || line[j] == '\t') {
+				j++
+			}
+			e.tagWidth = j - i
+		}
+	}
 	if n.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 && n.Line < len(d.lines) {
 		// A block scalar's text starts on the next line, indented.
 		first := d.lines[n.Line] // 0-based: the line after the indicator

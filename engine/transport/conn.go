@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"nksrun/engine/module"
+	"nksrun/engine/shell"
 )
 
 var (
@@ -28,6 +28,10 @@ type Conn struct {
 	host Host
 	addr string
 	sem  chan struct{}
+	// killSem bounds the extra sessions that end stopped commands, so they
+	// stay within sshd's MaxSessions (10) next to the MaxSessions (8) of
+	// Run: two spare channels.
+	killSem chan struct{}
 
 	mu     sync.Mutex
 	client *ssh.Client // nil while reconnecting
@@ -73,7 +77,7 @@ func (c *Conn) Reconnect(ctx context.Context) error {
 	backoff := 250 * time.Millisecond
 	var last error // the last failure that was not caused by ctx ending
 	for {
-		client, err := c.d.connect(ctx, c.host, c.addr)
+		client, err := c.d.connect(ctx, c.host, c.addr, 1, false)
 		if err == nil {
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -126,7 +130,7 @@ func (c *Conn) redial(ctx context.Context, dead *ssh.Client) (*ssh.Client, error
 		return cur, nil
 	}
 	dead.Close()
-	client, err := c.d.connect(ctx, c.host, c.addr)
+	client, err := c.d.connect(ctx, c.host, c.addr, 1, false)
 	if err != nil {
 		return nil, err
 	}
@@ -194,6 +198,7 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 			}
 			return module.RunResult{}, c.wrap(fmt.Errorf("%w (%v), and reconnecting failed: %w", ErrConnectionLost, err, rerr))
 		}
+		client = fresh // the clean-up session of a stopped command goes here too
 		sess, err = newSession(ctx, fresh)
 	}
 	if err != nil {
@@ -204,8 +209,14 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 	}
 	defer sess.Close()
 
-	var stdout, stderr bytes.Buffer
-	sess.Stdout, sess.Stderr = &stdout, &stderr
+	limit := opts.MaxOutput
+	if limit <= 0 {
+		limit = c.d.cfg.MaxOutput
+	}
+	budget := newOutputCap(limit)
+	stdout, stderr := &cappedBuffer{c: budget}, &cappedBuffer{c: budget}
+	errFilter := newPgidFilter(stderr)
+	sess.Stdout, sess.Stderr = stdout, errFilter
 	var stdin *stdinCopy
 	if opts.Stdin != nil {
 		pipe, err := sess.StdinPipe()
@@ -225,18 +236,34 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 
 	waited := make(chan error, 1)
 	go func() { waited <- sess.Wait() }()
+	var stopErr error
 	select {
 	case err = <-waited:
 	case <-ctx.Done():
-		// Kill what runs on the node, then drop the session. Not waiting
-		// for Wait: a hung peer may never confirm, and the keepalive will
-		// tear the connection down if so.
-		_ = sess.Signal(ssh.SIGKILL)
+		stopErr = stopped()
+	case <-budget.over:
+		stopErr = c.wrap(&module.OutputLimitError{Limit: limit})
+	}
+	if stopErr != nil {
+		// Closing the session is not enough: sshd does not signal a command
+		// whose channel closed, and a signal request reaches only the
+		// session's first process, which under sudo belongs to root. So the
+		// command's process group is ended from a second session.
+		if kerr := c.endRemote(ctx, client, errFilter, waited, opts.Sudo); kerr != nil {
+			stopErr = fmt.Errorf("%w (and ending the command on the node failed: %v)", stopErr, kerr)
+		}
 		sess.Close()
-		return module.RunResult{}, stopped()
+		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, stopErr
+	}
+	errFilter.flush()
+	select {
+	case <-budget.over:
+		// The command exited just as it went over: nothing left to end.
+		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, c.wrap(&module.OutputLimitError{Limit: limit})
+	default:
 	}
 
-	res := module.RunResult{Stdout: stdout.Bytes(), Stderr: stderr.Bytes()}
+	res := module.RunResult{Stdout: stdout.final(), Stderr: stderr.final()}
 	var exitErr *ssh.ExitError
 	switch {
 	case err == nil:
@@ -340,15 +367,159 @@ func (r readerOnly) Read(p []byte) (int, error) {
 // under `sh -c`, so its syntax is POSIX sh whatever the user's login shell
 // is; with sudo it becomes `sudo -n -- sh -c '...'` (-n: fail instead of
 // prompting).
+//
+// Around it, a small wrapper run as the login user reports the process
+// group the command will run in, on the first line of stderr (pgidMarker;
+// Run takes it off again), so that Run can end the whole group when the
+// command is cancelled, times out or prints too much. It reports only a
+// group it leads itself: sshd makes each session's first process a session
+// and group leader (setsid), so that group holds exactly this command's
+// processes, sudo and the root command under it included (sudo without a
+// terminal keeps its command in its own group, as job control needs). The
+// wrapper then execs sudo or sh in place, keeping its pid and so the group.
+// Should it not lead its group (a server that does not setsid), it first
+// makes one with `setsid` rather than report a group shared with others;
+// without /proc or setsid the command runs all the same, unreported.
 func wrapCommand(command string, sudo bool) string {
+	run := `exec sh -c "$1"`
 	if sudo {
-		return "sudo -n -- sh -c " + shellQuote(command)
+		run = `exec sudo -n -- sh -c "$1"`
 	}
-	return "sh -c " + shellQuote(command)
+	w := strings.ReplaceAll(groupWrapper, "RUN", run)
+	return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " " + shell.Quote(command)
 }
 
-// shellQuote single-quotes s for sh: inside single quotes nothing is
-// special except the quote itself, written as '\”.
-func shellQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+// groupWrapper is run as `sh -c W W CMD` ($0 is W itself, so that it can
+// re-run itself under setsid; $2 marks that second run). RUN is replaced
+// by the exec of the command.
+const groupWrapper = `g=; read -r _ _ _ _ g _ </proc/$$/stat 2>/dev/null
+if [ "$g" = "$$" ]; then printf '` + pgidMarker + `%s\n' "$g" >&2; RUN; fi
+if [ -n "$g" ] && [ -z "$2" ] && command -v setsid >/dev/null 2>&1; then exec setsid sh -c "$0" "$0" "$1" again; fi
+RUN`
+
+// killGroupCommand ends process group g: TERM, up to 2 s for it to go, then
+// KILL. It runs as the user the command ran as (root through sudo). It says
+// "sent" as soon as TERM went out and then goes on detached from its
+// session's output, so Run need not wait for the KILL: sshd does not end a
+// command whose channel closed, which here is what makes the KILL happen
+// even if nksrun exits right after. (Zombies that the node's init has not
+// reaped yet count as members for `kill -0`; they only cost the 2 s wait.)
+func killGroupCommand(g int, sudo bool) string {
+	s := fmt.Sprintf(`kill -s TERM -- -%[1]d 2>/dev/null || { echo gone; exit 0; }
+echo sent; exec >/dev/null 2>&1 </dev/null
+i=0; while [ $i -lt 20 ] && kill -s 0 -- -%[1]d; do sleep 0.1; i=$((i+1)); done
+kill -s KILL -- -%[1]d; exit 0`, g)
+	if sudo {
+		return "sudo -n -- sh -c " + shell.Quote(s)
+	}
+	return "sh -c " + shell.Quote(s)
 }
+
+// endRemote ends a stopped command's process group on the node through a
+// second session on the same connection. It waits (boundedly) for the
+// group id if the wrapper has not reported it yet; a command whose session
+// already ended without one had nothing left to end.
+func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, f *pgidFilter, waited <-chan error, sudo bool) error {
+	// The caller's context is over (or about to be): the clean-up gets its
+	// own short deadline so Ctrl-C still returns within seconds.
+	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
+	defer cancel()
+	var g int
+	select {
+	case g = <-f.pgid:
+	case <-waited:
+		select {
+		case g = <-f.pgid:
+		default:
+			return nil
+		}
+	case <-f.none:
+		return errors.New("the command did not report its process group (no /proc or setsid on the node?)")
+	case <-kctx.Done():
+		return errors.New("the command never reported its process group")
+	}
+	select {
+	case c.killSem <- struct{}{}:
+		defer func() { <-c.killSem }()
+	case <-kctx.Done():
+		return fmt.Errorf("no session free to end process group %d", g)
+	}
+	cmd := killGroupCommand(g, sudo)
+	for backoff := 50 * time.Millisecond; ; backoff = min(2*backoff, time.Second) {
+		sess, err := newSession(kctx, client)
+		if err == nil {
+			return runKill(kctx, sess, cmd, g)
+		}
+		// sshd refuses a session while MaxSessions are open (the stopped
+		// command's own session may linger until its processes end):
+		// retry until the deadline.
+		var oce *ssh.OpenChannelError
+		if !errors.As(err, &oce) {
+			return fmt.Errorf("open a session to end process group %d: %v", g, err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-kctx.Done():
+			t.Stop()
+			return fmt.Errorf("open a session to end process group %d: %v", g, err)
+		}
+	}
+}
+
+// runKill runs the kill command and returns once it reports that TERM was
+// sent (or that the group was already gone).
+func runKill(ctx context.Context, sess *ssh.Session, cmd string, g int) error {
+	defer sess.Close()
+	said := &firstLine{line: make(chan string, 1)}
+	var stderr cappedBuffer
+	stderr.c = newOutputCap(4 << 10)
+	sess.Stdout, sess.Stderr = said, &stderr
+	if err := sess.Start(cmd); err != nil {
+		return fmt.Errorf("kill process group %d: %v", g, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case l := <-said.line:
+		if l == "sent" || l == "gone" {
+			return nil
+		}
+		return fmt.Errorf("kill process group %d: unexpected answer %q", g, l)
+	case err := <-done:
+		select {
+		case l := <-said.line:
+			if l == "sent" || l == "gone" {
+				return nil
+			}
+		default:
+		}
+		return fmt.Errorf("kill process group %d: %v: %s", g, err, strings.TrimSpace(string(stderr.bytes())))
+	case <-ctx.Done():
+		return fmt.Errorf("kill process group %d: no answer within %v", g, killTimeout)
+	}
+}
+
+// firstLine hands on the first line written to it.
+type firstLine struct {
+	buf  []byte
+	sent bool
+	line chan string
+}
+
+func (f *firstLine) Write(p []byte) (int, error) {
+	if !f.sent {
+		f.buf = append(f.buf, p...)
+		if i := strings.IndexByte(string(f.buf), '\n'); i >= 0 {
+			f.sent = true
+			f.line <- string(f.buf[:i])
+		} else if len(f.buf) > 256 {
+			f.sent = true
+			f.line <- string(f.buf)
+		}
+	}
+	return len(p), nil
+}
+
+// killTimeout bounds ending a stopped command on the node.
+const killTimeout = 15 * time.Second

@@ -137,8 +137,18 @@ func TestE2E(t *testing.T) {
 		}
 		defer d.Close()
 		_, err = d.Dial(ctx, hostOf(n))
-		if !errors.Is(err, transport.ErrUnreachable) || !strings.Contains(err.Error(), n.Name) {
+		t.Logf("stopped: %v", err)
+		if !errors.Is(err, transport.ErrUnreachable) || !errors.Is(err, transport.ErrNoAnswer) || !strings.Contains(err.Error(), n.Name) {
 			t.Fatalf("err = %v", err)
+		}
+		// Nothing listens: said so, and not retried.
+		for _, want := range []string{"no answer at all", "connection refused", "not retried"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%q does not say %q", err, want)
+			}
+		}
+		if r := d.AdmissionStats().Retries; r != 0 {
+			t.Errorf("%d retries for a node that is not there", r)
 		}
 	})
 
@@ -156,9 +166,20 @@ func TestE2E(t *testing.T) {
 		}
 		defer d.Close()
 		_, err = d.Dial(ctx, hostOf(n))
-		if !errors.Is(err, transport.ErrHandshakeTimeout) || !strings.Contains(err.Error(), "handshake timed out") {
+		if !errors.Is(err, transport.ErrHandshakeTimeout) || errors.Is(err, transport.ErrNoAnswer) || !strings.Contains(err.Error(), "handshake timed out") {
 			t.Fatalf("err = %v", err)
 		}
+		// TCP was accepted, SSH never answered: retried with backoff
+		// before giving up, and the message says which kind of failure.
+		for _, want := range []string{n.Name, "accepts TCP", "gave up after 3 attempts (2 retries"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("%q does not say %q", err, want)
+			}
+		}
+		if r := d.AdmissionStats().Retries; r != 2 {
+			t.Errorf("%d retries, want 2", r)
+		}
+		t.Logf("hung: %v", err)
 	})
 
 	t.Run("sudo password required", func(t *testing.T) {

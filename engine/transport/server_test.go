@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +31,9 @@ type testServer struct {
 	config   *ssh.ServerConfig
 	hostKeys []ssh.Signer
 	env      []string // extra environment for commands (PATH with a fake sudo)
+	// keepOrphans makes the server behave like sshd with sudo: neither a
+	// closed channel nor a signal request ends the command's processes.
+	keepOrphans bool
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -188,7 +190,7 @@ func (s *testServer) handleSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 		select {
 		case req, ok := <-reqs:
 			if !ok {
-				if cmd != nil {
+				if cmd != nil && !s.keepOrphans {
 					killGroup(cmd)
 				}
 				return
@@ -235,7 +237,7 @@ func (s *testServer) handleSession(ch ssh.Channel, reqs <-chan *ssh.Request) {
 					close(exited)
 				}()
 			case "signal":
-				if cmd != nil {
+				if cmd != nil && !s.keepOrphans {
 					killGroup(cmd)
 				}
 				if req.WantReply {
@@ -419,13 +421,4 @@ func hostOf(t testing.TB, name, addr string) Host {
 	var port int
 	fmt.Sscan(p, &port)
 	return Host{Name: name, Address: h, Port: port}
-}
-
-func countLines(t testing.TB, path string) int {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.Count(string(b), "\n")
 }

@@ -6,6 +6,20 @@
 // A Dialer is built once per run from Config (keys parsed once, known_hosts
 // loaded once, one ssh-agent connection, one shared bastion connection); each
 // node gets a Conn, which implements module.Runner and module.Reconnector.
+//
+// Three things keep a run safe at scale and when stopped:
+//   - Connection admission (admission.go): handshakes are admitted through
+//     an adaptive (AIMD) window shared by the run, separately from the
+//     engine's forks; the handshake timeout measures the handshake, not the
+//     queue; timeouts and resets are retried with backoff, "no answer at
+//     all" is not.
+//   - Output cap (output.go): one command's stdout+stderr are kept up to
+//     Config.MaxOutput / RunOpts.MaxOutput; past it the command fails with
+//     *module.OutputLimitError.
+//   - Stopping reaches the node (wrapCommand, endRemote): a command that is
+//     cancelled, times out or goes over the cap has its process group
+//     killed on the node from a second session, through sudo when it ran
+//     under sudo, before Run returns.
 package transport
 
 import (
@@ -13,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/user"
@@ -25,6 +40,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"nksrun/engine/module"
 )
 
 // HostKeyPolicy says what to do with a host key that is not in known_hosts.
@@ -62,6 +79,8 @@ const (
 	// DefaultMaxSessions stays under OpenSSH's default MaxSessions (10) so
 	// a burst of concurrent Runs queues here instead of being refused there.
 	DefaultMaxSessions = 8
+	// DefaultHandshakeAttempts: a first try and two retries.
+	DefaultHandshakeAttempts = 3
 )
 
 // Config is the run-wide SSH configuration.
@@ -91,6 +110,18 @@ type Config struct {
 	Keepalive time.Duration
 	// MaxSessions bounds concurrent sessions on one connection (default 8).
 	MaxSessions int
+	// MaxOutput caps the stdout+stderr kept for one command (default
+	// module.DefaultMaxOutput, 16 MiB; RunOpts.MaxOutput overrides it per
+	// command). A command going over fails with *module.OutputLimitError
+	// and is ended on the node.
+	MaxOutput int64
+	// MaxHandshakes is the ceiling of the handshake admission window
+	// (default 64); the window itself adapts between 2 and this.
+	MaxHandshakes int
+	// HandshakeAttempts bounds the attempts for a node whose handshake
+	// times out or is reset (default 3); refused connections are not
+	// retried.
+	HandshakeAttempts int
 
 	// Warn receives warnings (the insecure-policy warning), without a
 	// "WARNING:" prefix; default: stderr with the prefix.
@@ -116,9 +147,17 @@ var (
 	ErrHostKeyRevoked   = errors.New("host key revoked")
 	ErrSudoPassword     = errors.New("sudo requires a password (nksrun needs passwordless sudo: NOPASSWD)")
 	ErrSudoTTY          = errors.New("sudo requires a tty (sudoers has requiretty; nksrun needs `Defaults !requiretty` for its user)")
-	ErrCommandTimeout   = errors.New("command timed out")
+	ErrCommandTimeout   = module.ErrCommandTimeout // the same value, so callers need not know the runner
 	ErrConnectionLost   = errors.New("connection lost")
 	ErrClosed           = errors.New("connection closed")
+	// ErrNoAnswer (with ErrUnreachable): nothing answered at the address
+	// (connection refused, no route, no TCP connection within the dial
+	// timeout), as opposed to ErrHandshakeTimeout: TCP was accepted but
+	// SSH was too slow.
+	ErrNoAnswer = errors.New("no answer at all")
+	// errHandshakeReset: the server hung up during the handshake
+	// (MaxStartups, still booting); retried like a timeout.
+	errHandshakeReset = errors.New("the SSH server closed the connection during the handshake")
 )
 
 // Error is a failure on one node. It is the single place where node context
@@ -159,6 +198,11 @@ type Dialer struct {
 	auth     *authenticator
 	hostKeys *hostKeyDB
 
+	admit   *admission
+	retries atomic.Int64
+	// dialHook replaces the TCP dial in tests (a host that never answers).
+	dialHook func(ctx context.Context, addr string) (net.Conn, error)
+
 	jumpHost *Host // nil without a bastion
 	jumpMu   sync.Mutex
 	jump     *ssh.Client // lazily dialled, replaced when it dies
@@ -191,6 +235,15 @@ func NewDialer(cfg Config) (*Dialer, error) {
 	setDefault(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&cfg.CommandTimeout, DefaultCommandTimeout)
 	setDefault(&cfg.Keepalive, DefaultKeepalive)
+	if cfg.MaxOutput <= 0 {
+		cfg.MaxOutput = module.DefaultMaxOutput
+	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if cfg.HandshakeAttempts <= 0 {
+		cfg.HandshakeAttempts = DefaultHandshakeAttempts
+	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
 	}
@@ -198,7 +251,7 @@ func NewDialer(cfg Config) (*Dialer, error) {
 		cfg.Warn = func(s string) { fmt.Fprintln(os.Stderr, "WARNING: "+s) }
 	}
 
-	d := &Dialer{cfg: cfg}
+	d := &Dialer{cfg: cfg, admit: newAdmission(cfg.MaxHandshakes, cfg.HandshakeTimeout)}
 	if cfg.Jump != "" {
 		jh, err := parseJump(cfg.Jump, cfg.User, cfg.Port)
 		if err != nil {
@@ -251,12 +304,13 @@ func (d *Dialer) Dial(ctx context.Context, h Host) (*Conn, error) {
 		return nil, &Error{Node: h.Name, Err: errors.New("no address")}
 	}
 	c := &Conn{
-		d:    d,
-		host: h,
-		addr: net.JoinHostPort(h.Address, strconv.Itoa(h.Port)),
-		sem:  make(chan struct{}, d.cfg.MaxSessions),
+		d:       d,
+		host:    h,
+		addr:    net.JoinHostPort(h.Address, strconv.Itoa(h.Port)),
+		sem:     make(chan struct{}, d.cfg.MaxSessions),
+		killSem: make(chan struct{}, 2),
 	}
-	client, err := d.connect(ctx, h, c.addr)
+	client, err := d.connect(ctx, h, c.addr, d.cfg.HandshakeAttempts, true)
 	if err != nil {
 		return nil, err
 	}
@@ -278,41 +332,163 @@ func (d *Dialer) fill(h Host) Host {
 }
 
 // connect dials (directly or through the bastion), verifies and
-// authenticates, and starts keepalives. Errors are *Error for h.
-func (d *Dialer) connect(ctx context.Context, h Host, addr string) (*ssh.Client, error) {
+// authenticates, and starts keepalives, under the Dialer's admission. A
+// handshake that timed out or was reset is retried with backoff, up to
+// attempts in all; "no answer at all" (refused, no route, no TCP within the
+// dial timeout) is not: the node is not there. learn: see attempt. Errors
+// are *Error for h.
+func (d *Dialer) connect(ctx context.Context, h Host, addr string, attempts int, learn bool) (*ssh.Client, error) {
 	wrap := func(err error) error { return &Error{Node: h.Name, Addr: addr, Err: err} }
-	var raw net.Conn
-	var err error
-	if d.jumpHost != nil {
-		raw, err = d.dialViaJump(ctx, addr)
-	} else {
-		nd := net.Dialer{Timeout: d.cfg.DialTimeout, KeepAlive: 30 * time.Second}
-		raw, err = nd.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			err = dialError(ctx, err, d.cfg.DialTimeout)
+	for n := 1; ; n++ {
+		client, err, retry := d.attempt(ctx, h, addr, learn)
+		switch {
+		case err == nil:
+			return client, nil
+		case !retry:
+			if errors.Is(err, ErrNoAnswer) {
+				return nil, wrap(fmt.Errorf("%w; not retried", err))
+			}
+			return nil, wrap(err)
+		case n >= attempts || ctx.Err() != nil:
+			if n == 1 {
+				return nil, wrap(err)
+			}
+			return nil, wrap(fmt.Errorf("%w; gave up after %d attempts (%d retries with backoff)", err, n, n-1))
+		}
+		d.retries.Add(1)
+		// Jittered, so that handshakes that failed together do not all
+		// come back together.
+		wait := time.Duration(float64(retryBackoff<<(n-1)) * (0.5 + rand.Float64()))
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, wrap(fmt.Errorf("%w; canceled before attempt %d: %w", err, n+1, context.Cause(ctx)))
 		}
 	}
-	if err != nil {
-		return nil, wrap(err)
-	}
-	client, err := d.handshake(ctx, raw, addr, h.User)
-	if err != nil {
-		return nil, wrap(err)
-	}
-	d.startKeepalive(client)
-	return client, nil
 }
 
-// dialError classifies a failed TCP connect.
+// retryBackoff is the wait before the first retry; it doubles per retry.
+const retryBackoff = 500 * time.Millisecond
+
+// attempt is one admitted dial and handshake. retry says whether a
+// failure is worth another attempt (a handshake timeout or reset: a slow
+// or busy server, not an absent one) and has fed the admission window.
+//
+// learn says whether the outcome feeds the window (a handshake's time, a
+// timeout or reset as congestion). A first connection does; the redials of one node that is known to be rebooting
+// or recovering (Reconnect, a dead connection found by Run) do not: a node
+// still booting is slow on its own, and must not shrink everyone's window.
+func (d *Dialer) attempt(ctx context.Context, h Host, addr string, learn bool) (_ *ssh.Client, _ error, retry bool) {
+	s, err := d.admit.acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("canceled while waiting to connect: %w", context.Cause(ctx)), false
+	}
+	type dialed struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan dialed, 1)
+	go func() {
+		c, err := d.dial(ctx, addr)
+		ch <- dialed{c, err}
+	}()
+	var r dialed
+	grace := time.NewTimer(dialGrace)
+	select {
+	case r = <-ch:
+		grace.Stop()
+	case <-grace.C:
+		// A host that answers accepts TCP within milliseconds; one that
+		// does not (powered off, filtered) would hold its slot for the
+		// whole dial timeout. Lend the slot out meanwhile and queue again
+		// once TCP is up.
+		s.neutral()
+		s = nil
+		if r = <-ch; r.err == nil {
+			if s, err = d.admit.acquire(ctx); err != nil {
+				r.c.Close()
+				return nil, fmt.Errorf("canceled while waiting to connect: %w", context.Cause(ctx)), false
+			}
+		}
+	}
+	if r.err != nil {
+		if s != nil {
+			s.neutral()
+		}
+		return nil, r.err, false
+	}
+	raw := r.c
+	start := time.Now()
+	client, err := d.handshake(ctx, raw, addr, h.User)
+	switch {
+	case err == nil:
+		if learn {
+			s.succeeded(time.Since(start))
+		} else {
+			s.neutral()
+		}
+		d.startKeepalive(client)
+		return client, nil, false
+	case ctx.Err() == nil && retryable(err):
+		if learn {
+			s.congested()
+		} else {
+			s.neutral()
+		}
+		return nil, err, true
+	}
+	s.neutral()
+	return nil, err, false
+}
+
+// retryable says whether a failed handshake is worth another attempt: a
+// server that accepted TCP but was too slow (timeout) or hung up (reset:
+// MaxStartups, booting) may well answer the next time. Nothing answering,
+// authentication and host key failures will not change by retrying.
+func retryable(err error) bool {
+	return errors.Is(err, ErrHandshakeTimeout) || errors.Is(err, errHandshakeReset)
+}
+
+// dialGrace is how long a TCP dial may hold an admission slot.
+const dialGrace = time.Second
+
+// dial opens the TCP connection (or the bastion channel) to addr. Errors
+// are classified: ErrNoAnswer when nothing answered.
+func (d *Dialer) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if d.dialHook != nil {
+		return d.dialHook(ctx, addr)
+	}
+	if d.jumpHost != nil {
+		return d.dialViaJump(ctx, addr)
+	}
+	nd := net.Dialer{Timeout: d.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	raw, err := nd.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, dialError(ctx, err, d.cfg.DialTimeout)
+	}
+	return raw, nil
+}
+
+// AdmissionStats reports the handshake admission's state now.
+func (d *Dialer) AdmissionStats() AdmissionStats {
+	a := d.admit
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return AdmissionStats{Window: a.ctl.window(), InFlight: a.inflight, Queued: len(a.queue), Retries: d.retries.Load()}
+}
+
+// dialError classifies a failed TCP connect: nothing answered.
 func dialError(ctx context.Context, err error, limit time.Duration) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("dial canceled: %w", context.Cause(ctx))
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() {
-		return fmt.Errorf("%w: no TCP connection within %v: %v", ErrUnreachable, limit, err)
+		return fmt.Errorf("%w: %w: no TCP connection within %v (%v)", ErrUnreachable, ErrNoAnswer, limit, err)
 	}
-	return fmt.Errorf("%w: %v", ErrUnreachable, err)
+	return fmt.Errorf("%w: %w (%v)", ErrUnreachable, ErrNoAnswer, err)
 }
 
 // handshake runs the SSH handshake on raw under HandshakeTimeout and ctx.
@@ -365,13 +541,13 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, addr, user string)
 		case ctx.Err() != nil:
 			return nil, fmt.Errorf("ssh handshake canceled: %w", context.Cause(ctx))
 		case timedOut.Load() || isTimeout(err):
-			return nil, fmt.Errorf("%w after %v (the host accepts TCP but its SSH server does not answer)", ErrHandshakeTimeout, limit)
+			return nil, fmt.Errorf("%w after %v (the host accepts TCP but its SSH server is too slow or does not answer)", ErrHandshakeTimeout, limit)
 		case strings.Contains(err.Error(), "unable to authenticate"):
 			return nil, fmt.Errorf("%w as user %q with %s: %v", ErrAuth, user, d.auth.describe(), err)
 		case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
 			// sshd hung up before the handshake finished (MaxStartups,
 			// tcp wrappers, still booting): the node is not usable yet.
-			return nil, fmt.Errorf("%w: %v", ErrUnreachable, err)
+			return nil, fmt.Errorf("%w: %w (%v)", ErrUnreachable, errHandshakeReset, err)
 		}
 		return nil, err
 	}
@@ -467,9 +643,9 @@ func (d *Dialer) dialViaJump(ctx context.Context, addr string) (net.Conn, error)
 			return nil, fmt.Errorf("dial canceled: %w", context.Cause(ctx))
 		}
 		if dctx.Err() != nil {
-			return nil, fmt.Errorf("%w: no connection through %s within %v", ErrUnreachable, d.jumpHost.Name, d.cfg.DialTimeout)
+			return nil, fmt.Errorf("%w: %w: no connection through %s within %v", ErrUnreachable, ErrNoAnswer, d.jumpHost.Name, d.cfg.DialTimeout)
 		}
-		return nil, fmt.Errorf("%w: through %s: %v", ErrUnreachable, d.jumpHost.Name, err)
+		return nil, fmt.Errorf("%w: %w: through %s: %v", ErrUnreachable, ErrNoAnswer, d.jumpHost.Name, err)
 	}
 	return conn, nil
 }

@@ -45,19 +45,6 @@ var trickyCommands = []string{
 	`echo "unicode ✓ ü"`,
 }
 
-func TestShellQuoteRoundTrip(t *testing.T) {
-	payloads := []string{"", "a", "'", "''", `'\''`, "$HOME", "`id`", "a\nb\n", "\\", `"`, "x y\tz", "✓", "-n", "--"}
-	for _, p := range payloads {
-		out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(p)).Output()
-		if err != nil {
-			t.Fatalf("%q: %v", p, err)
-		}
-		if string(out) != p {
-			t.Errorf("shellQuote(%q) round-tripped as %q", p, out)
-		}
-	}
-}
-
 // fakeSudoDir holds a `sudo` that checks the exact `-n --` prefix and then
 // runs its arguments, or (mode "password"/"tty") fails like sudo -n does.
 func fakeSudoDir(t testing.TB, mode string) string {
@@ -91,6 +78,11 @@ func TestWrapCommandLocal(t *testing.T) {
 			c := exec.Command("sh", "-c", wrapCommand(cmd, sudo))
 			c.Env = append(os.Environ(), path)
 			got, err := c.CombinedOutput()
+			// The wrapper's first line (its process group) comes first.
+			marker, got, ok := bytes.Cut(got, []byte("\n"))
+			if _, isGroup := parsePgidLine(marker); !ok || !isGroup {
+				t.Errorf("sudo=%v %q: first line %q is not the process group", sudo, cmd, marker)
+			}
 			if err != nil || !bytes.Equal(got, want) {
 				t.Errorf("sudo=%v %q:\n got %q (%v)\nwant %q", sudo, cmd, got, err, want)
 			}

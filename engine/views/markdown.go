@@ -31,7 +31,7 @@ func renderPlanMarkdown(w io.Writer, p *plans.Plan, _ Options) error {
 	sum := strings.SplitN(summary(p), "\n", 2)
 	fmt.Fprintf(w, "**%s**\n%s\n\n", mdEscape(sum[0]), mdEscape(sum[1]))
 	if p.Checksum != "" {
-		fmt.Fprintf(w, "Plan checksum `%s`: `nksrun apply PLAN.json` applies exactly this plan and refuses a file with another checksum.\n\n", p.Checksum)
+		fmt.Fprintf(w, "Plan checksum `%s`: `nksrun apply --expect-checksum %s PLAN.json` applies exactly this plan and refuses any other.\n\n", p.Checksum, p.Checksum)
 	}
 	// Summary: one row per runbook, targets by status, then step counts.
 	fmt.Fprintf(w, "| runbook | guide | targets | with changes | in sync | skipped | failed/unreachable | changes | unknown | findings |\n|---|---|---|---|---|---|---|---|---|---|\n")

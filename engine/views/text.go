@@ -91,6 +91,11 @@ func renderPlanText(w io.Writer, p *plans.Plan, o Options) error {
 		}
 	}
 	_, err := fmt.Fprintf(w, "\n%s\n", summary(p))
+	if err == nil && p.Checksum != "" {
+		// What a reviewer pins: a saved plan that was edited and resealed
+		// has another checksum.
+		_, err = fmt.Fprintf(w, "Plan checksum %s: nksrun apply --expect-checksum %s PLAN.json applies exactly this plan and refuses any other.\n", p.Checksum, p.Checksum)
+	}
 	return err
 }
 

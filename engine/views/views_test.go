@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"nksrun/testdata/golden"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -48,24 +47,6 @@ func assertNoSecret(t *testing.T, out []byte) {
 			t.Errorf("output contains the secret (as %q)", form)
 		}
 	}
-}
-
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	for i := 0; i < max(len(w), len(g)); i++ {
-		var wl, gl string
-		if i < len(w) {
-			wl = w[i]
-		}
-		if i < len(g) {
-			gl = g[i]
-		}
-		if wl != gl {
-			b.WriteString("line " + strconv.Itoa(i+1) + ":\n  want: " + wl + "\n  got:  " + gl + "\n")
-		}
-	}
-	return b.String()
 }
 
 // The Markdown view: one summary row per runbook, a table per runbook with

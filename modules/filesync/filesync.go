@@ -61,7 +61,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "file_sync" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: the file's sha256 and path, as installed.
+func (Module) Outputs() []string { return []string{"sha256", "dest"} }
+
+func (Module) NewParams() any { return &Params{} }
 
 var (
 	modeRE = regexp.MustCompile(`^0?[0-7]{3,4}$`)
@@ -278,8 +282,8 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	b.WriteString(`trap 'rm -f "$tmp"' EXIT` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
 	b.WriteString(`cat > "$tmp"` + "\n")
-	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", d.Hash, exitCorrupt)
-	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", shell.Quote(owner), shell.Quote(group), mode)
+	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", shell.Quote(d.Hash), exitCorrupt)
+	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", shell.Quote(owner), shell.Quote(group), shell.Quote(mode))
 	if p.Validate != "" {
 		cmd := strings.Replace(p.Validate, "%s", `"$tmp"`, 1)
 		fmt.Fprintf(&b, "if ! out=$(%s 2>&1); then printf 'validate failed: %%s\\n' \"$out\" >&2; exit %d; fi\n", cmd, exitValidate)
@@ -287,7 +291,7 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	// Re-check, right before the rename, that the node still has what the
 	// plan saw; anything else is someone else's change, not ours to overwrite.
 	fmt.Fprintf(&b, `cur=absent; if [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
-	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", planned, d.Hash, exitStale)
+	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", shell.Quote(planned), shell.Quote(d.Hash), exitStale)
 	if p.Backup {
 		fmt.Fprintf(&b, `if [ -e "$dest" ]; then cp -p "$dest" "$dest.%s.nksrun-backup~"; fi`+"\n", stamp)
 	}
@@ -296,11 +300,24 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	return b.String()
 }
 
-func (Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
+var hexDigestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+func (m Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
 	p := s.Params.(*Params)
+	// Every value that reaches the root shell is checked for its format
+	// here, whatever the plan says: params as at load time, digests as hex.
+	if err := m.Validate(p); err != nil {
+		return module.Applied{}, fmt.Errorf("params in plan: %w", err)
+	}
 	var d data
 	if err := json.Unmarshal(pl.Data, &d); err != nil {
 		return module.Applied{}, fmt.Errorf("plan data: %w", err)
+	}
+	if !hexDigestRE.MatchString(d.Hash) {
+		return module.Applied{}, fmt.Errorf("plan data for %s: sha256 %q is not a hex digest", p.Dest, d.Hash)
+	}
+	if fp := pl.Fingerprint["sha256"]; fp != "absent" && !hexDigestRE.MatchString(fp) {
+		return module.Applied{}, fmt.Errorf("%w: %s: planned sha256 %q is neither a hex digest nor absent", module.ErrStale, p.Dest, fp)
 	}
 	var content []byte
 	if d.Content != nil {

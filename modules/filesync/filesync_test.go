@@ -2,6 +2,7 @@ package filesync
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -222,5 +223,40 @@ func TestLeftoverTempCleanup(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Errorf("a recent temp file (maybe a running upload) was removed: %v", err)
+	}
+}
+
+// TestApplyRefusesMalformedPlanValues: values from a plan that reach the
+// root shell are format-checked before any command runs (a crafted
+// fingerprint once ran `id` as root).
+func TestApplyRefusesMalformedPlanValues(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(p *Params, pl *module.Planned)
+	}{
+		{"fingerprint with a command", func(_ *Params, pl *module.Planned) { pl.Fingerprint["sha256"] = "x' ]; touch /tmp/pwned; [ '" }},
+		{"payload digest with a command", func(_ *Params, pl *module.Planned) {
+			pl.Data = json.RawMessage(`{"content":"bmV3Cg==","sha256":"$(touch /tmp/pwned)"}`)
+		}},
+		{"mode with a command", func(p *Params, _ *module.Planned) { p.Mode = "0644; touch /tmp/pwned" }},
+		{"relative dest", func(p *Params, _ *module.Planned) { p.Dest = "../../etc/shadow" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, tgt, s, dest := setup(t, "new\n", "")
+			runner := &moduletest.LocalRunner{}
+			tgt.Node.Runner = runner
+			pl := plan(t, m, tgt, s)
+			before := runner.Calls.Load()
+			tc.edit(s.Params.(*Params), &pl)
+			if _, err := m.Apply(context.Background(), tgt, s, pl); err == nil {
+				t.Fatal("apply accepted a malformed plan value")
+			}
+			if runner.Calls.Load() != before {
+				t.Error("a command ran on the node before the value was refused")
+			}
+			if _, err := os.Stat(dest); err == nil {
+				t.Error("dest was written")
+			}
+		})
 	}
 }

@@ -64,7 +64,13 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "grub_arg" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: whether the running kernel lacks the change (reboot_required) and what was edited.
+func (Module) Outputs() []string {
+	return []string{"reboot_required", "config_changed", "in_cmdline", "grub_cfg"}
+}
+
+func (Module) NewParams() any { return &Params{} }
 
 func defaults(p *Params) Params {
 	d := *p
@@ -140,9 +146,9 @@ func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
 	b.WriteString("for c in /boot/efi/EFI/*/grub.cfg; do [ -f \"$c\" ] || continue; grep -q '^[[:space:]]*configfile' \"$c\" && continue; echo \"efi_cfg=$c\"; echo \"cfg:$c=$(count \"$c\" \"$a\")\"; [ -e \"$c.new\" ] && echo \"new:$c=yes\"; done\n")
 	for _, c := range candidates(p) {
 		q := shell.Quote(c)
-		fmt.Fprintf(&b, "if [ -f %[1]s ]; then echo \"cfg:\"%[1]s\"=$(count %[1]s \"$a\")\"; [ -e %[1]s.new ] && echo \"new:\"%[1]s\"=yes\"; fi\n", q)
+		fmt.Fprintf(&b, "if [ -f %[1]s ]; then echo \"cfg:\"%[1]s\"=$(count %[1]s \"$a\")\"; [ -e %[1]s.new ] && echo \"new:\"%[1]s\"=yes\"; grep -qs '^[^#]*blscfg' %[1]s && echo \"bls:\"%[1]s\"=yes\"; fi\n", q)
 	}
-	b.WriteString("for c in grub2-mkconfig grub-mkconfig update-grub; do p=$(command -v \"$c\" 2>/dev/null) && echo \"cmd:$c=$p\"; done\ntrue\n")
+	b.WriteString("for c in grub2-mkconfig grub-mkconfig update-grub grubby; do p=$(command -v \"$c\" 2>/dev/null) && echo \"cmd:$c=$p\"; done\ntrue\n")
 	return []module.Probe{
 		{Key: probeFile, Command: fmt.Sprintf("[ -e %[1]s ] || exit %[2]d; cat %[1]s", f, exitAbsent), Sudo: true},
 		{Key: probeBoot, Command: b.String(), Sudo: true},
@@ -155,11 +161,12 @@ type boot struct {
 	efiCfg  string
 	cfgs    map[string][2]int // path -> entries, entries with the arg
 	leftNew map[string]bool
+	bls     map[string]bool // grub.cfg reads the boot entries from /boot/loader/entries (BLS)
 	cmds    map[string]string
 }
 
 func parseBoot(out []byte) boot {
-	b := boot{cfgs: map[string][2]int{}, leftNew: map[string]bool{}, cmds: map[string]string{}}
+	b := boot{cfgs: map[string][2]int{}, leftNew: map[string]bool{}, bls: map[string]bool{}, cmds: map[string]string{}}
 	for _, l := range strings.Split(string(out), "\n") {
 		k, v, ok := strings.Cut(strings.TrimSpace(l), "=")
 		if !ok {
@@ -181,6 +188,8 @@ func parseBoot(out []byte) boot {
 			}
 		case strings.HasPrefix(k, "new:"):
 			b.leftNew[k[4:]] = true
+		case strings.HasPrefix(k, "bls:"):
+			b.bls[k[4:]] = true
 		case strings.HasPrefix(k, "cmd:"):
 			b.cmds[k[4:]] = v
 		}
@@ -189,6 +198,13 @@ func parseBoot(out []byte) boot {
 }
 
 // target decides the live grub.cfg and the command that regenerates it.
+//
+// A RHEL-family config in the BLS layout (RHEL/Rocky 8 and later: grub.cfg
+// only says blscfg, the kernel arguments live in /boot/loader/entries/*.conf,
+// which grub2-mkconfig does not rewrite on RHEL 9) is updated with grubby,
+// the distribution's tool for it, on every installed kernel's entry; the
+// edited /etc/default/grub still carries the argument for kernels installed
+// later.
 func target(p Params, family string, b boot) (cfg, regen string, err error) {
 	cfg = p.GrubCfg
 	if cfg == "" {
@@ -213,6 +229,14 @@ func target(p Params, family string, b boot) (cfg, regen string, err error) {
 			regen = "grub-mkconfig -o " + shell.Quote(cfg)
 		case family == "debian":
 			return "", "", errors.New("neither update-grub nor grub-mkconfig is installed (set regenerate)")
+		case b.bls[cfg] && b.cmds["grubby"] != "":
+			flag := "--args="
+			if p.State == "absent" {
+				flag = "--remove-args="
+			}
+			regen = "grubby --update-kernel=ALL " + shell.Quote(flag+p.Arg)
+		case b.bls[cfg]:
+			return "", "", fmt.Errorf("%s uses the BLS layout (blscfg) but grubby is not installed (set regenerate)", cfg)
 		case b.cmds["grub2-mkconfig"] != "":
 			regen = "grub2-mkconfig -o " + shell.Quote(cfg)
 		default:
@@ -227,7 +251,10 @@ type data struct {
 	Hash    string `json:"sha256"`
 	GrubCfg string `json:"grub_cfg"`
 	Regen   string `json:"regenerate"`
-	Edit    bool   `json:"edit"`
+	// Undo puts the boot entries back after a failed check when Regen
+	// edits them in place (grubby); empty: Regen from the restored file.
+	Undo string `json:"undo,omitempty"`
+	Edit bool   `json:"edit"`
 }
 
 func sum(b []byte) string {
@@ -308,7 +335,12 @@ func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes m
 	if b.leftNew[cfg] {
 		out.Reason += fmt.Sprintf("; %s.new is left over from an earlier failed run (removed before regenerating)", cfg)
 	}
-	out.Data, err = json.Marshal(data{Content: string(newContent), Hash: sum(newContent), GrubCfg: cfg, Regen: regen, Edit: edit})
+	undo := ""
+	if strings.HasPrefix(regen, "grubby ") {
+		undo = strings.Replace(strings.Replace(regen, "'--args=", "'--UNDO=", 1), "'--remove-args=", "'--args=", 1)
+		undo = strings.Replace(undo, "'--UNDO=", "'--remove-args=", 1)
+	}
+	out.Data, err = json.Marshal(data{Content: string(newContent), Hash: sum(newContent), GrubCfg: cfg, Regen: regen, Edit: edit, Undo: undo})
 	return out, err
 }
 
@@ -331,6 +363,11 @@ func applyScript(p Params, d data, planned string) string {
 	b.WriteString(countFunc)
 	fmt.Fprintf(&b, "f=%s\ncfg=%s\na=%s\nwant=%s\nplanned=%s\nnew=%s\n", shell.Quote(p.File), shell.Quote(d.GrubCfg), shell.Quote(p.Arg), want, planned, d.Hash)
 	fmt.Fprintf(&b, "regen() { %s\n}\n", d.Regen)
+	undo := d.Undo
+	if undo == "" {
+		undo = "regen"
+	}
+	fmt.Fprintf(&b, "undo() { %s\n}\n", undo)
 	b.WriteString(`cfg_ok() {
 	set -- $(count "$cfg" "$a")
 	if [ "$want" = present ]; then [ "$1" -gt 0 ] && [ "$2" = "$1" ]; else [ "$2" = 0 ]; fi
@@ -373,7 +410,7 @@ fi
 if [ -n "$why" ]; then
 	restore
 	rm -f "$cfg.new"
-	if [ $rc -eq 0 ] && [ "$edited" = yes ]; then regen >/dev/null 2>&1 </dev/null; rm -f "$cfg.new"; fi
+	if [ $rc -eq 0 ] && [ "$edited" = yes ]; then undo >/dev/null 2>&1 </dev/null; rm -f "$cfg.new"; fi
 	msg="regenerating $cfg failed: $why"
 	[ "$edited" = yes ] && msg="$msg; $f restored from its backup"
 	printf '%%s\n%%s\n' "$msg" "$out" >&2

@@ -158,4 +158,16 @@ func TestTargetByFamily(t *testing.T) {
 	if _, _, err = target(Params{}, "rhel", boot{cmds: map[string]string{}}); err == nil {
 		t.Fatal("missing grub2-mkconfig accepted")
 	}
+	// BLS (RHEL/Rocky 8+): the boot entries are updated with grubby.
+	bls := boot{bls: map[string]bool{"/boot/grub2/grub.cfg": true}, cmds: map[string]string{"grub2-mkconfig": "/usr/sbin/grub2-mkconfig", "grubby": "/usr/sbin/grubby"}}
+	if _, regen, _ = target(Params{Arg: arg, State: "present"}, "rhel", bls); regen != "grubby --update-kernel=ALL '--args=cgroup.memory=nokmem'" {
+		t.Fatalf("bls: %s", regen)
+	}
+	if _, regen, _ = target(Params{Arg: arg, State: "absent"}, "rhel", bls); regen != "grubby --update-kernel=ALL '--remove-args=cgroup.memory=nokmem'" {
+		t.Fatalf("bls absent: %s", regen)
+	}
+	delete(bls.cmds, "grubby")
+	if _, _, err = target(Params{Arg: arg}, "rhel", bls); err == nil || !strings.Contains(err.Error(), "grubby") {
+		t.Fatalf("bls without grubby: %v", err)
+	}
 }

@@ -77,7 +77,17 @@ func TestFinalizersPatch(t *testing.T) {
 	if got := string(p.Body); got != `[{"op":"test","path":"/metadata/finalizers","value":["example.com/x"]},{"op":"remove","path":"/metadata/finalizers"}]` {
 		t.Errorf("patch %s", got)
 	}
-	for _, js := range []string{`{"kind":"ConfigMap","metadata":{"name":"a"}}`, `{"kind":"ConfigMap","metadata":{"name":"a","finalizers":[]}}`} {
+	// Kubernetes' own finalizers stay; only the others go.
+	p, err = FinalizersPatch(obj(t, `{"kind":"Service","metadata":{"name":"a","finalizers":["service.kubernetes.io/load-balancer-cleanup","example.com/x"]}}`))
+	if err != nil || p == nil {
+		t.Fatalf("%v %v", p, err)
+	}
+	if got := string(p.Body); got != `[{"op":"test","path":"/metadata/finalizers","value":["service.kubernetes.io/load-balancer-cleanup","example.com/x"]},{"op":"replace","path":"/metadata/finalizers","value":["service.kubernetes.io/load-balancer-cleanup"]}]` {
+		t.Errorf("patch %s", got)
+	}
+	for _, js := range []string{`{"kind":"ConfigMap","metadata":{"name":"a"}}`, `{"kind":"ConfigMap","metadata":{"name":"a","finalizers":[]}}`,
+		`{"kind":"Service","metadata":{"name":"a","finalizers":["service.kubernetes.io/load-balancer-cleanup"]}}`,
+		`{"kind":"PersistentVolumeClaim","metadata":{"name":"a","finalizers":["kubernetes.io/pvc-protection","foregroundDeletion","orphan"]}}`} {
 		if p, _ := FinalizersPatch(obj(t, js)); p != nil {
 			t.Errorf("%s: want no patch, got %s", js, p.Body)
 		}

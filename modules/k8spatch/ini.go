@@ -21,6 +21,44 @@ import (
 // Section and option names match case-insensitively, as gcfg does. It
 // returns the new document and one note per option it changed.
 func SetINI(doc, section string, set map[string]string) (string, []string) {
+	return SetINIWith(doc, section, set, nil)
+}
+
+// ValueEqual says whether an option's current value (bare: the key has no
+// '=' at all) already means want.
+type ValueEqual func(have string, bare bool, want string) bool
+
+// BoolEqual compares values the way gcfg (and so the OpenStack cloud
+// provider and the cinder CSI driver) parses a bool: true/yes/on/1 and
+// false/no/off/0, any case, surrounding blanks ignored; a bare key is
+// true. A value that is not a bool word is compared exactly.
+func BoolEqual(have string, bare bool, want string) bool {
+	w, ok := parseBool(want)
+	if !ok {
+		return !bare && have == want
+	}
+	if bare {
+		return w
+	}
+	h, ok := parseBool(have)
+	return ok && h == w
+}
+
+func parseBool(s string) (bool, bool) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "true", "yes", "on", "1":
+		return true, true
+	case "false", "no", "off", "0":
+		return false, true
+	}
+	return false, false
+}
+
+// SetINIWith is SetINI with a value comparison (nil: exact).
+func SetINIWith(doc, section string, set map[string]string, equal ValueEqual) (string, []string) {
+	if equal == nil {
+		equal = func(have string, bare bool, want string) bool { return !bare && have == want }
+	}
 	keys := make([]string, 0, len(set))
 	for k := range set {
 		keys = append(keys, k)
@@ -29,7 +67,7 @@ func SetINI(doc, section string, set map[string]string) (string, []string) {
 	var notes []string
 	for _, k := range keys {
 		var note string
-		doc, note = setOne(doc, section, k, set[k])
+		doc, note = setOne(doc, section, k, set[k], equal)
 		if note != "" {
 			notes = append(notes, note)
 		}
@@ -156,7 +194,7 @@ func quoteValue(v string) string {
 	return v
 }
 
-func setOne(doc, section, key, value string) (string, string) {
+func setOne(doc, section, key, value string, equal ValueEqual) (string, string) {
 	lines := splitLines(doc)
 	recs := parseINI(lines)
 	sep := style(recs, lines)
@@ -166,7 +204,7 @@ func setOne(doc, section, key, value string) (string, string) {
 			continue
 		}
 		found = true
-		if r.sepAt >= 0 && r.value == value {
+		if equal(r.value, r.sepAt < 0, value) {
 			continue
 		}
 		lines[i] = replaceValue(lines[i], r.sepAt, r.key, sep, value)

@@ -77,3 +77,42 @@ func TestUnsetINI(t *testing.T) {
 		t.Fatalf("second unset changed: %q", again)
 	}
 }
+
+// TestSetINIBool: with gcfg bool comparison, an option that already means
+// true in any spelling is left alone; false, a non-bool word or an empty
+// value is set.
+func TestSetINIBool(t *testing.T) {
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"true", "[BlockStorage]\nrescan-on-resize=true\n", ""},
+		{"True with blanks", "[BlockStorage]\nrescan-on-resize =  True \n", ""},
+		{"yes", "[blockstorage]\nRescan-On-Resize=yes\n", ""},
+		{"1 with a comment", "[BlockStorage]\nrescan-on-resize=1 ; enabled by hand\n", ""},
+		{"quoted on", "[BlockStorage]\nrescan-on-resize=\"on\"\n", ""},
+		{"bare key is true", "[BlockStorage]\nrescan-on-resize\n", ""},
+		{"false", "[BlockStorage]\nrescan-on-resize=False\n", "[BlockStorage]\nrescan-on-resize=true\n"},
+		{"0", "[BlockStorage]\nrescan-on-resize = 0\n", "[BlockStorage]\nrescan-on-resize = true\n"},
+		{"empty value", "[BlockStorage]\nrescan-on-resize=\n", "[BlockStorage]\nrescan-on-resize=true\n"},
+		{"not a bool", "[BlockStorage]\nrescan-on-resize=maybe\n", "[BlockStorage]\nrescan-on-resize=true\n"},
+		{"other section", "[Global]\nrescan-on-resize=true\n", "[Global]\nrescan-on-resize=true\n\n[BlockStorage]\nrescan-on-resize=true\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, notes := SetINIWith(tc.doc, "BlockStorage", map[string]string{"rescan-on-resize": "true"}, BoolEqual)
+			want := tc.want
+			if want == "" {
+				want = tc.doc
+				if len(notes) != 0 {
+					t.Errorf("notes %v for an option that is already true", notes)
+				}
+			}
+			if got != want {
+				t.Errorf("got\n%s\nwant\n%s", got, want)
+			}
+			// Exact comparison (the default) still rewrites other spellings.
+			if exact, _ := SetINI(tc.doc, "BlockStorage", map[string]string{"rescan-on-resize": "true"}); tc.name == "yes" && exact == tc.doc {
+				t.Errorf("exact comparison left %q alone", tc.doc)
+			}
+		})
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -48,6 +49,9 @@ type INIEdit struct {
 	Section string            `yaml:"section" json:"section" nks:"required"`
 	Set     map[string]string `yaml:"set" json:"set,omitempty"`
 	Unset   []string          `yaml:"unset" json:"unset,omitempty"`
+	// Bool compares the set values as gcfg bools (True, yes, 1 … all mean
+	// true), so an option already set in another spelling is left alone.
+	Bool bool `yaml:"bool" json:"bool,omitempty"`
 }
 
 // EnvEdit sets/unsets env vars of one container ("*" = every container).
@@ -67,7 +71,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "k8s_patch" }
 func (Module) Scope() module.Scope { return module.ScopeCluster }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
+func (Module) Outputs() []string { return append([]string(nil), kubeutil.Outputs...) }
+
+func (Module) NewParams() any { return &Params{} }
 
 func (Module) Validate(p any) error {
 	ps := p.(*Params)
@@ -165,16 +173,47 @@ func EditFor(ps *Params) kubeutil.Edit {
 
 // FinalizersPatch removes metadata.finalizers, only where present, guarded
 // by a test of the current list (the guide's bare `remove` fails where the
-// field is absent).
+// field is absent). Finalizers that Kubernetes' own controllers own are
+// kept (KubernetesOwned): removing service.kubernetes.io/load-balancer-cleanup,
+// say, leaks the cloud load balancer when the Service is deleted, and the
+// controller adds it back, so the plan would never settle.
 func FinalizersPatch(o *unstructured.Unstructured) (*kubeutil.Patch, error) {
 	fs := o.GetFinalizers()
-	if len(fs) == 0 {
+	var keep, drop []string
+	for _, f := range fs {
+		if KubernetesOwned(f) {
+			keep = append(keep, f)
+		} else {
+			drop = append(drop, f)
+		}
+	}
+	if len(drop) == 0 {
 		return nil, nil
 	}
-	return kubeutil.JSONOps("remove finalizers "+strings.Join(fs, ", "), []kubeutil.Op{
-		{Op: "test", Path: "/metadata/finalizers", Value: fs},
-		{Op: "remove", Path: "/metadata/finalizers"},
-	})
+	what := "remove finalizers " + strings.Join(drop, ", ")
+	last := kubeutil.Op{Op: "remove", Path: "/metadata/finalizers"}
+	if len(keep) > 0 {
+		what += " (keep " + strings.Join(keep, ", ") + ": owned by Kubernetes)"
+		last = kubeutil.Op{Op: "replace", Path: "/metadata/finalizers", Value: keep}
+	}
+	return kubeutil.JSONOps(what, []kubeutil.Op{{Op: "test", Path: "/metadata/finalizers", Value: fs}, last})
+}
+
+// kubernetesFinalizer matches finalizers in Kubernetes' own domains
+// (kubernetes.io, k8s.io and their subdomains, e.g.
+// service.kubernetes.io/load-balancer-cleanup, kubernetes.io/pvc-protection).
+var kubernetesFinalizer = regexp.MustCompile(`^([a-z0-9-]+\.)*(kubernetes\.io|k8s\.io)/`)
+
+// KubernetesOwned reports whether a finalizer belongs to Kubernetes' own
+// controllers (the garbage collector's orphan and foregroundDeletion, the
+// namespace controller's kubernetes, and everything in the Kubernetes
+// domains). nksrun never removes those.
+func KubernetesOwned(f string) bool {
+	switch f {
+	case "orphan", "foregroundDeletion", "kubernetes":
+		return true
+	}
+	return kubernetesFinalizer.MatchString(f)
 }
 
 // INIPatch edits the INI document in data[e.Key] of a Secret or ConfigMap.
@@ -191,7 +230,11 @@ func INIPatch(o *unstructured.Unstructured, e INIEdit) (*kubeutil.Patch, error) 
 		}
 		doc = string(b)
 	}
-	out, notes := SetINI(doc, e.Section, e.Set)
+	var equal ValueEqual
+	if e.Bool {
+		equal = BoolEqual
+	}
+	out, notes := SetINIWith(doc, e.Section, e.Set, equal)
 	out, more := UnsetINI(out, e.Section, e.Unset)
 	notes = append(notes, more...)
 	if out == doc {

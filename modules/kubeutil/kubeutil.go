@@ -283,6 +283,10 @@ func RegisterDocument(sink module.SecretSink, doc string) {
 	}
 }
 
+// Outputs are the keys PlanEdits and ApplyEdits register for later steps:
+// the objects changed (count, objects) and those already as desired.
+var Outputs = []string{"count", "objects", "unchanged"}
+
 // PlanEdits computes edit for every object, previews each real change with
 // a server-side dry run and returns the plan.
 func PlanEdits(ctx context.Context, t module.Target, objs []unstructured.Unstructured, edit Edit, o Options) (module.Planned, error) {
@@ -353,7 +357,7 @@ func PlanEdits(ctx context.Context, t module.Target, objs []unstructured.Unstruc
 	for _, oc := range data.Objects {
 		names = append(names, refName(oc))
 	}
-	outputs := map[string]any{"count": len(data.Objects), "objects": names, "unchanged": len(unchanged)}
+	outputs := map[string]any{Outputs[0]: len(data.Objects), Outputs[1]: names, Outputs[2]: len(unchanged)}
 	if len(data.Objects) == 0 {
 		sum := "nothing to " + verb + ": no matching objects"
 		if len(unchanged) > 0 {

@@ -1,21 +1,48 @@
 package pullsecret
 
 import (
+	"errors"
+	"sort"
+
 	"nksrun/engine/module"
 )
 
 var _ module.APIUser = Module{}
 
-// RBAC: pull_secret creates or updates a docker-registry Secret and adds it
-// to a ServiceAccount's imagePullSecrets, in each namespace it names. With no
-// namespace known before run time the step changes nothing.
+// RBAC: pull_secret reads, creates (a server-side dry run when planning)
+// and updates one docker-registry Secret and adds it to the ServiceAccounts
+// it names (namespaces × service_account, and service_accounts): get,
+// update and patch on those objects by name, create (which RBAC cannot
+// narrow by name) in those namespaces only. Namespaces known only at run
+// time cannot be turned into Roles, and create on Secrets in every
+// namespace would let the holder create a service-account token Secret
+// anywhere and read it back: refused.
 func (Module) RBAC(params any) ([]module.Rule, error) {
-	p := params.(*Params)
+	p := *params.(*Params)
+	p.defaults()
+	refs, err := targets(&p)
+	if err != nil {
+		return nil, err
+	}
+	if len(refs) == 0 {
+		return nil, errors.New("the namespaces are only known at run time: give them (--set namespaces=a,b) so that the Secret and ServiceAccount rules stay in those namespaces")
+	}
+	accounts := map[string][]string{}
+	var namespaces []string
+	for _, r := range refs {
+		if _, ok := accounts[r.Namespace]; !ok {
+			namespaces = append(namespaces, r.Namespace)
+		}
+		accounts[r.Namespace] = append(accounts[r.Namespace], r.Name)
+	}
+	sort.Strings(namespaces)
 	var out []module.Rule
-	for _, n := range p.Namespaces {
+	for _, n := range namespaces {
 		out = append(out,
-			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get", "create", "update"}, Why: "the pull Secret"},
-			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "create", "patch"}, Why: "imagePullSecrets of the ServiceAccount"})
+			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"secrets"}, Names: []string{p.SecretName}, Verbs: []string{"get", "update"}, Why: "the pull Secret"},
+			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}, Why: "creates the pull Secret"},
+			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"serviceaccounts"}, Names: accounts[n], Verbs: []string{"get", "patch"}, Why: "imagePullSecrets of the ServiceAccounts"},
+			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"create"}, Why: "creates a ServiceAccount where it is missing"})
 	}
 	return out, nil
 }

@@ -1,6 +1,8 @@
 package reboot
 
 import (
+	"fmt"
+
 	"nksrun/engine/module"
 )
 
@@ -14,11 +16,22 @@ func (*Module) RBAC(params any) ([]module.Rule, error) {
 	if lockNS == "" {
 		lockNS = "kube-system"
 	}
+	lockName := p.LockName
+	if lockName == "" {
+		lockName = "nksrun-reboot"
+	}
+	// Slot i > 0 of serial is the Lease lockName-i.
+	slots := []string{lockName}
+	for i := 1; i < p.Serial; i++ {
+		slots = append(slots, fmt.Sprintf("%s-%d", lockName, i))
+	}
 	return []module.Rule{
 		{Groups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "patch"}, Why: "cordon/uncordon"},
 		{Groups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}, Why: "pods to drain"},
 		{Groups: []string{""}, Resources: []string{"pods/eviction"}, Verbs: []string{"create"}, Why: "drain through the Eviction API"},
 		{Groups: []string{"policy"}, Resources: []string{"poddisruptionbudgets"}, Verbs: []string{"list"}, Why: "name the PodDisruptionBudgets that block a drain"},
-		{Namespace: lockNS, Groups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}, Why: "one reboot at a time (Lease lock)"},
+		{Namespace: lockNS, Groups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Names: slots, Verbs: []string{"get", "update"}, Why: "one reboot at a time (Lease lock)"},
+		{Namespace: lockNS, Groups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create"}, Why: "creates the Lease lock the first time"},
+		{Namespace: lockNS, Groups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"list"}, Why: "tells a dead run's cordon (no slot renewed) from a live one's before taking it over"},
 	}, nil
 }

@@ -16,10 +16,10 @@ func TestLeaseRespectsLiveHolderAndTakesExpired(t *testing.T) {
 	ctx := context.Background()
 	a := &lease{cs: cs, namespace: "kube-system", name: "nksrun-reboot", holder: "A", duration: 2 * time.Second}
 	b := &lease{cs: cs, namespace: "kube-system", name: "nksrun-reboot", holder: "B", duration: 2 * time.Second}
-	if ok, _, err := a.tryAcquire(ctx); !ok || err != nil {
+	if ok, _, _, err := a.tryAcquire(ctx, nil); !ok || err != nil {
 		t.Fatalf("A: %v %v", ok, err)
 	}
-	if ok, holder, err := b.tryAcquire(ctx); ok || err != nil || holder != "A" {
+	if ok, holder, _, err := b.tryAcquire(ctx, nil); ok || err != nil || holder != "A" {
 		t.Fatalf("B took a live lease: %v %q %v", ok, holder, err)
 	}
 	// A renews: B must keep waiting even after a full duration since its first look.
@@ -32,12 +32,12 @@ func TestLeaseRespectsLiveHolderAndTakesExpired(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(1000 * time.Millisecond)
-	if ok, _, _ := b.tryAcquire(ctx); ok {
+	if ok, _, _, _ := b.tryAcquire(ctx, nil); ok {
 		t.Fatal("B took a lease that was renewed less than a duration ago")
 	}
 	// A stops renewing (crashed): after a whole duration unchanged, B takes it.
 	time.Sleep(2100 * time.Millisecond)
-	if ok, _, err := b.tryAcquire(ctx); !ok || err != nil {
+	if ok, _, _, err := b.tryAcquire(ctx, nil); !ok || err != nil {
 		t.Fatalf("B could not take an expired lease: %v %v", ok, err)
 	}
 	if err := a.release(); err == nil {
@@ -46,14 +46,14 @@ func TestLeaseRespectsLiveHolderAndTakesExpired(t *testing.T) {
 	if err := b.release(); err != nil {
 		t.Fatal(err)
 	}
-	if ok, _, err := a.tryAcquire(ctx); !ok || err != nil {
+	if ok, _, _, err := a.tryAcquire(ctx, nil); !ok || err != nil {
 		t.Fatalf("A could not take a released lease: %v %v", ok, err)
 	}
 	if err := a.holdHalted("node-1: did not come back", time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	c := &lease{cs: cs, namespace: "kube-system", name: "nksrun-reboot", holder: "C", duration: time.Second}
-	if ok, holder, _ := c.tryAcquire(ctx); ok || holder != "A (halted: node-1: did not come back)" {
+	if ok, holder, _, _ := c.tryAcquire(ctx, nil); ok || holder != "A (halted: node-1: did not come back)" {
 		t.Fatalf("halted lease: %v %q", ok, holder)
 	}
 }

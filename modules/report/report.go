@@ -20,6 +20,11 @@ type Params struct {
 	Title          string   `yaml:"title" json:"title" nks:"required"`
 	Evidence       []string `yaml:"evidence" json:"evidence,omitempty"`
 	Recommendation string   `yaml:"recommendation" json:"recommendation,omitempty"`
+	// Unknown, when not empty and the problem is not found, says why it
+	// cannot be told either way (an image pinned by digest, an object it
+	// may not read, a version it cannot parse): the step plans `unknown`
+	// with that reason instead of "not found". Unknown is not healthy.
+	Unknown string `yaml:"unknown" json:"unknown,omitempty"`
 }
 
 // Module is report.
@@ -32,7 +37,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "report" }
 func (Module) Scope() module.Scope { return module.ScopeAny }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: whether the finding holds.
+func (Module) Outputs() []string { return []string{"found"} }
+
+func (Module) NewParams() any { return &Params{} }
 
 func (Module) Validate(p any) error {
 	ps := p.(*Params)
@@ -51,6 +60,9 @@ func (Module) Probes(module.Target, module.Step) ([]module.Probe, error) { retur
 
 func (Module) Plan(_ context.Context, _ module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
 	p := s.Params.(*Params)
+	if !p.Found && p.Unknown != "" {
+		return module.Planned{Action: module.Unknown, Summary: "unknown: " + p.Title, Reason: p.Unknown, Outputs: map[string]any{"found": false, "unknown": true}}, nil
+	}
 	if !p.Found {
 		return module.Planned{Action: module.NoOp, Summary: "not found: " + p.Title, Outputs: map[string]any{"found": false}}, nil
 	}
@@ -66,8 +78,8 @@ func (Module) Plan(_ context.Context, _ module.Target, s module.Step, _ map[stri
 	}, nil
 }
 
-// Apply is never called for findings (they are not changes); it exists to
-// satisfy the contract and changes nothing.
+// Apply is never called for findings (they are not changes) and is a no-op
+// for unknowns: a report changes nothing.
 func (Module) Apply(context.Context, module.Target, module.Step, module.Planned) (module.Applied, error) {
 	return module.Applied{}, nil
 }

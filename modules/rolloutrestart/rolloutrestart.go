@@ -52,7 +52,11 @@ var _ module.Module = (*Module)(nil)
 
 func (*Module) Name() string        { return "rollout_restart" }
 func (*Module) Scope() module.Scope { return module.ScopeCluster }
-func (*Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
+func (*Module) Outputs() []string { return append([]string(nil), kubeutil.Outputs...) }
+
+func (*Module) NewParams() any { return &Params{} }
 
 func (*Module) Validate(p any) error {
 	ps := p.(*Params)
@@ -88,7 +92,11 @@ func (m *Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map
 	if err != nil {
 		return module.Planned{}, err
 	}
-	at := m.now().UTC().Format(time.RFC3339)
+	now := t.Now
+	if now.IsZero() {
+		now = m.now()
+	}
+	at := now.UTC().Format(time.RFC3339)
 	edit := func(*unstructured.Unstructured) (*kubeutil.Patch, error) {
 		b, _ := json.Marshal(map[string]any{"spec": map[string]any{"template": map[string]any{"metadata": map[string]any{"annotations": map[string]any{Annotation: at}}}}})
 		return &kubeutil.Patch{Type: kubeutil.MergePatch, Body: b, What: "restartedAt " + at}, nil

@@ -56,7 +56,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "set_image" }
 func (Module) Scope() module.Scope { return module.ScopeCluster }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
+func (Module) Outputs() []string { return append([]string(nil), kubeutil.Outputs...) }
+
+func (Module) NewParams() any { return &Params{} }
 
 func (Module) Validate(p any) error {
 	ps := p.(*Params)

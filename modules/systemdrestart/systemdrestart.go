@@ -39,7 +39,11 @@ var _ module.Module = Module{}
 
 func (Module) Name() string        { return "systemd_restart" }
 func (Module) Scope() module.Scope { return module.ScopeNode }
-func (Module) NewParams() any      { return &Params{} }
+
+// Outputs are the keys later steps read as steps.<id>.<key>: the units' states before and after, and those restarted.
+func (Module) Outputs() []string { return []string{"before", "after", "restarted"} }
+
+func (Module) NewParams() any { return &Params{} }
 
 var unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+$`)
 

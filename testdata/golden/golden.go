@@ -6,9 +6,11 @@ package golden
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -52,6 +54,25 @@ func Assert(t testing.TB, name string, got []byte) {
 		t.Fatalf("golden: %v (run the test with -update to create it)", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("output differs from %s (run the test with -update to accept it)\n--- got:\n%s\n--- want:\n%s", path, got, want)
+		t.Errorf("output differs from %s (run the test with -update to accept it):\n%s", path, LineDiff(string(want), string(got)))
 	}
+}
+
+// LineDiff lists the lines in which got differs from want, numbered.
+func LineDiff(want, got string) string {
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	var b strings.Builder
+	for i := 0; i < max(len(w), len(g)); i++ {
+		var wl, gl string
+		if i < len(w) {
+			wl = w[i]
+		}
+		if i < len(g) {
+			gl = g[i]
+		}
+		if wl != gl {
+			fmt.Fprintf(&b, "line %d:\n  want: %s\n  got:  %s\n", i+1, wl, gl)
+		}
+	}
+	return b.String()
 }

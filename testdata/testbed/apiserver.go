@@ -111,9 +111,11 @@ func APIServerBinary(ctx context.Context) (string, error) {
 	if _, err := os.Stat(bin); err == nil {
 		return bin, nil // built by another process while we waited
 	}
+	// The go that runs the tests (go test sets GOROOT for them), else the
+	// one on PATH.
 	goBin := "go"
-	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
-		goBin = p
+	if root := os.Getenv("GOROOT"); root != "" && fileExists(filepath.Join(root, "bin", "go")) {
+		goBin = filepath.Join(root, "bin", "go")
 	}
 	tmp := bin + ".tmp" + strconv.Itoa(os.Getpid())
 	cmd := exec.CommandContext(ctx, goBin, "build", "-ldflags", apiServerLDFlags, "-o", tmp, ".")

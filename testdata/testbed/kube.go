@@ -98,7 +98,6 @@ func (n *Node) fillStatus(st *corev1.NodeStatus, ready bool) {
 		OSImage:                 n.Spec.OSImage,
 		ContainerRuntimeVersion: n.Spec.Runtime,
 		KubeletVersion:          n.Spec.Kubelet,
-		KubeProxyVersion:        n.Spec.Kubelet,
 		OperatingSystem:         "linux",
 		Architecture:            "amd64",
 	}

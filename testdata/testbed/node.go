@@ -206,7 +206,15 @@ func (n *Node) setup() error {
 func (n *Node) setupFiles() error {
 	f := flavourOf(n.Spec.OSImage)
 	n.privDirs = []string{"/etc/logrotate.d", "/etc/default", "/etc/sudoers.d", "/boot", StateDir, "/usr/local/sbin", "/usr/local/bin", "/home", "/var/tmp", "/tmp"}
-	n.privFiles = []string{"/etc/hosts", "/etc/os-release", "/proc/cmdline", "/proc/sys/kernel/random/boot_id"}
+	// /etc/machine-id is per node, as on real machines: nksrun compares it
+	// with the Node's nodeInfo.machineID before it runs anything there.
+	// (A host without one gets an empty file to bind over.)
+	n.privFiles = []string{"/etc/hosts", "/etc/os-release", "/etc/machine-id", "/proc/cmdline", "/proc/sys/kernel/random/boot_id"}
+	if _, err := os.Stat("/etc/machine-id"); errors.Is(err, fs.ErrNotExist) {
+		if err := os.WriteFile("/etc/machine-id", nil, 0o444); err != nil {
+			return err
+		}
+	}
 	for _, d := range n.privDirs {
 		if err := os.MkdirAll(n.Path(d), 0o755); err != nil {
 			return err
@@ -260,6 +268,12 @@ func (n *Node) setupFiles() error {
 	if f.family == "debian" {
 		grub = fmt.Sprintf("GRUB_DEFAULT=0\nGRUB_TIMEOUT_STYLE=hidden\nGRUB_TIMEOUT=0\nGRUB_DISTRIBUTOR=%q\nGRUB_CMDLINE_LINUX_DEFAULT=%q\nGRUB_CMDLINE_LINUX=%q\n", osName, f.grubDefault, n.Spec.GrubCmdline)
 	}
+	if n.Spec.BLS {
+		if f.family != "rhel" {
+			return fmt.Errorf("BLS: the BLS boot layout is RHEL-family only, not %q", n.Spec.OSImage)
+		}
+		grub += "GRUB_ENABLE_BLSCFG=true\n"
+	}
 	hostKey, hostPub, err := newHostKey()
 	if err != nil {
 		return err
@@ -275,6 +289,7 @@ func (n *Node) setupFiles() error {
 	}{
 		{"/etc/hosts", fmt.Sprintf("127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n%s %s\n", n.Address, n.Name), 0o644},
 		{"/etc/os-release", osRel, 0o644},
+		{"/etc/machine-id", n.machineID + "\n", 0o444},
 		{"/etc/default/grub", grub, 0o644},
 		{"/etc/sudoers.d/90-cloud-init-users", n.sudoers(false), 0o440},
 		{"/proc/cmdline", "", 0o444},
@@ -292,6 +307,13 @@ func (n *Node) setupFiles() error {
 	}
 	for _, fl := range files {
 		if err := w(fl.p, fl.c, fl.m); err != nil {
+			return err
+		}
+	}
+	if n.Spec.BLS {
+		entry := fmt.Sprintf("title %s (%s)\nversion %[2]s\nlinux /vmlinuz-%[2]s\ninitrd /initramfs-%[2]s.img\noptions root=UUID=%s ro %s\ngrub_users $grub_users\ngrub_arg --unrestricted\ngrub_class %s\n",
+			n.Spec.OSImage, n.Spec.Kernel, n.rootUUID, n.Spec.GrubCmdline, f.id)
+		if err := w(fmt.Sprintf("/boot/loader/entries/%s-%s.conf", n.machineID, n.Spec.Kernel), entry, 0o644); err != nil {
 			return err
 		}
 	}
@@ -314,7 +336,10 @@ func (n *Node) setupFiles() error {
 		return err
 	}
 	// Stand-ins, per flavour and runtime, as the real node would have them.
-	links := map[string]string{"systemctl": "systemctl", "reboot": "reboot", "shutdown": "reboot", "crictl": "images"}
+	links := map[string]string{"systemctl": "systemctl", "reboot": "reboot", "shutdown": "reboot", "crictl": "images", "rpcinfo": "rpcinfo"}
+	if n.Spec.BLS {
+		links["grubby"] = "grubby"
+	}
 	if f.family == "rhel" {
 		links["grub2-mkconfig"] = "grub-mkconfig"
 	} else {
@@ -379,6 +404,15 @@ func (n *Node) private(p string) bool {
 }
 
 func (n *Node) privatize(dir string) error {
+	// A node directory that the host lacks under /etc or /var/lib (e.g.
+	// /etc/kubernetes on a machine without Kubernetes) gets an empty host
+	// mount point, left behind like StateDir, instead of privatizing the
+	// whole of /etc or /var/lib.
+	if p := filepath.Dir(dir); !dirExists(dir) && (p == "/etc" || p == "/var/lib") {
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			return err
+		}
+	}
 	host := dir
 	for !dirExists(host) {
 		host = filepath.Dir(host)
@@ -479,6 +513,13 @@ func (n *Node) script(boot bool) string {
 		fmt.Fprintf(&b, "cat /proc/sys/kernel/random/uuid >/proc/sys/kernel/random/boot_id\n")
 		fmt.Fprintf(&b, "[ -s %[1]s ] || %[2]s -o %[1]s 2>/dev/null\n", n.GrubCfg, mk)
 		fmt.Fprintf(&b, "l=$(sed -n 's/^[[:space:]]*linux[[:space:]][[:space:]]*\\([^[:space:]]*\\)/BOOT_IMAGE=\\1/p' %s | head -n 1)\n", n.GrubCfg)
+		// BLS: the first entry's kernel and options ($kernelopts from grubenv).
+		fmt.Fprintf(&b, `if grep -qs '^[^#]*blscfg' %s; then
+	e=$(ls /boot/loader/entries/*.conf 2>/dev/null | head -n 1)
+	ko=$(sed -n 's/^kernelopts=//p' /boot/grub2/grubenv 2>/dev/null | head -n 1)
+	[ -z "$e" ] || l="BOOT_IMAGE=(hd0,gpt2)$(sed -n 's/^linux[[:space:]]*//p' "$e" | head -n 1) $(sed -n 's/^options[[:space:]]*//p' "$e" | head -n 1 | awk -v ko="$ko" '{ gsub(/\$kernelopts/, ko); print }')"
+fi
+`, n.GrubCfg)
 		b.WriteString("[ -z \"$l\" ] || printf '%s\\n' \"$l\" >/proc/cmdline\n")
 	}
 	b.WriteString(fillFunc)

@@ -54,7 +54,11 @@ type NodeSpec struct {
 	Units         map[string]bool // systemd stand-in units -> active; nil: rpc-statd, rpcbind, kubelet and the runtime, all active
 	Images        []string        // what the crictl/docker stand-ins list; nil: a few k8s images
 	GrubCmdline   string          // GRUB_CMDLINE_LINUX of /etc/default/grub; default per flavour
-	Files         map[string]string
+	// BLS: the RHEL/Rocky 8+ boot layout (RHEL family only): GRUB_ENABLE_BLSCFG=true,
+	// one entry per kernel in /boot/loader/entries whose options the boot
+	// uses, a grub.cfg that only says blscfg, and the grubby stand-in.
+	BLS   bool
+	Files map[string]string
 	// Files are extra initial files: node path -> content. A path outside the
 	// per-node directories makes its parent directory per-node too (a copy
 	// of the host's directory).

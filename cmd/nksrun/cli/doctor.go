@@ -24,16 +24,17 @@ type doctorRow struct {
 	Section  string   `json:"section"`
 	Runbook  string   `json:"runbook"`
 	Problem  string   `json:"problem"`
-	Status   string   `json:"status"` // found | not found | not applicable | error
+	Status   string   `json:"status"` // found | unknown | not found | not applicable | error
 	Evidence []string `json:"evidence,omitempty"`
 	Fix      string   `json:"fix,omitempty"`    // a command that runs as printed
 	Advice   string   `json:"advice,omitempty"` // a finding's recommendation (prose)
 }
 
 // runDoctor plans every runbook (plans change nothing) and condenses each
-// into one row: found when a plan has changes or findings, not applicable
-// when every target was skipped, not found otherwise. Rows are in guide
-// order (§1 .. §13); with --detailed-exitcode a found problem exits 2.
+// into one row: found when a plan has changes or findings, unknown when a
+// diagnose step could not tell, not applicable when every target was
+// skipped, not found otherwise. Rows are in guide order (§1 .. §13); with
+// --detailed-exitcode a found problem exits 2.
 func runDoctor(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 {
 		refs, err := a.allRunbooks()
@@ -139,6 +140,7 @@ func (a *app) fixCommand(path string) string {
 func diagnose(rp plans.RunbookPlan, fix string) doctorRow {
 	row := doctorRow{Section: rp.Section, Runbook: rp.Name, Problem: rp.Title}
 	applicable, errs := false, 0
+	var unknown []string
 	for _, t := range rp.Targets {
 		switch t.Status {
 		case plans.StatusSkipped, plans.StatusNotRun:
@@ -154,6 +156,10 @@ func diagnose(rp plans.RunbookPlan, fix string) doctorRow {
 			}
 			if st.Action == module.Change {
 				row.Evidence = append(row.Evidence, fmt.Sprintf("%s: %s", t.Name, st.Summary))
+			}
+			if st.Action == module.Unknown && st.Module == "report" {
+				// A diagnosis that cannot tell is not "not found".
+				unknown = append(unknown, fmt.Sprintf("%s: %s (%s)", t.Name, st.Summary, st.Reason))
 			}
 			for _, f := range st.Findings {
 				row.Evidence = append(row.Evidence, fmt.Sprintf("%s: %s", t.Name, f.Title))
@@ -171,6 +177,8 @@ func diagnose(rp plans.RunbookPlan, fix string) doctorRow {
 		}
 	case errs > 0:
 		row.Status = "error"
+	case len(unknown) > 0:
+		row.Status, row.Evidence = "unknown", unknown
 	case applicable:
 		row.Status = "not found"
 	default:

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -24,10 +25,14 @@ import (
 	"time"
 
 	yaml "go.yaml.in/yaml/v3"
+	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
@@ -298,8 +303,10 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 				t.Errorf("%s not applied: %q", n.Name, got)
 			}
 		}
-		if r := rep[e.other[0].Name]; r.Status != plans.StatusSkipped {
-			t.Errorf("containerd node: %s, want skipped", r.Status)
+		// The containerd node gets no file (its kubelet rotates the logs;
+		// the runbook only reports kubelet's limits there).
+		if r := rep[e.other[0].Name]; r.Status != plans.StatusOK {
+			t.Errorf("containerd node: %s, want ok (nothing applied)", r.Status)
 		}
 	})
 
@@ -602,50 +609,264 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 		}
 	})
 
-	t.Run("CronJob manifest is accepted by the API server and its RBAC suffices", func(t *testing.T) {
-		ctx := context.Background()
-		code, manifest, _ := nksrun(t, "cron", "--kubernetes", "--namespace", "nksrun-e2e", "--image", "nksrun:e2e", e.runbook)
-		if code != 0 {
-			t.Fatalf("cron --kubernetes: exit %d", code)
+	t.Run("every runbook's CronJob manifest is accepted and its RBAC suffices to plan it", func(t *testing.T) {
+		e.reset(t)
+		testCronJobRBAC(t, e)
+	})
+
+	t.Run("CronJob with a secret param: secretKeyRef accepted, the Secret template valid, no value anywhere", func(t *testing.T) {
+		const token = "e2e-secret-token-0123456789"
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		objs := createManifest(t, e.tb, manifest)
-		kinds := map[string]bool{}
-		for _, o := range objs {
-			kinds[o.GetKind()] = true
+		code, manifest, stderr := nksrun(t, "cron", "--kubernetes", "--namespace", "nksrun-e2e-secret", "--set-file", "token="+tokenFile, "testdata/secret-param.yaml")
+		if code != 0 || strings.Contains(manifest+stderr, token) {
+			t.Fatalf("cron --kubernetes: exit %d (or the token printed): %s\n%s", code, stderr, manifest)
 		}
-		for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "CronJob"} {
-			if !kinds[k] {
-				t.Errorf("manifest has no %s", k)
+		createManifest(t, e.tb, manifest)
+		// The commented template, uncommented and filled in, is a Secret
+		// the API server takes.
+		var tmpl []string
+		in := false
+		for _, l := range strings.Split(manifest, "\n") {
+			switch {
+			case strings.HasPrefix(l, "# or from this template"):
+				in = true
+			case in && strings.HasPrefix(l, "#   "):
+				tmpl = append(tmpl, strings.Replace(strings.TrimPrefix(l, "#   "), `token: ""`, "token: "+token, 1))
+			case in:
+				in = false
 			}
 		}
-		// Plan as the CronJob's ServiceAccount: the printed RBAC is enough
-		// for the runbook, and no more than that (no Secrets).
-		tok, err := e.tb.Client.CoreV1().ServiceAccounts("nksrun-e2e").CreateToken(ctx, "nksrun-logrotate",
-			&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))}}, metav1.CreateOptions{})
+		createManifest(t, e.tb, strings.Join(tmpl, "\n"))
+		cj, err := e.tb.Client.BatchV1().CronJobs("nksrun-e2e-secret").Get(context.Background(), "nksrun-secret-param", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg, err := clientcmd.LoadFromFile(e.tb.Kubeconfig)
-		if err != nil {
-			t.Fatal(err)
+		c := cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
+		if len(c.Env) != 1 || c.Env[0].Name != "NKSRUN_SET_TOKEN" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.SecretKeyRef == nil ||
+			c.Env[0].ValueFrom.SecretKeyRef.Name != "nksrun-secret-param-params" || c.Env[0].ValueFrom.SecretKeyRef.Key != "token" {
+			t.Errorf("container env: %+v", c.Env)
 		}
-		for _, ai := range cfg.AuthInfos {
-			ai.Token = tok.Status.Token
+		for _, a := range c.Args {
+			if strings.Contains(a, "token") {
+				t.Errorf("arg %q", a)
+			}
 		}
-		saKubeconfig := filepath.Join(t.TempDir(), "sa-kubeconfig")
-		if err := clientcmd.WriteToFile(*cfg, saKubeconfig); err != nil {
-			t.Fatal(err)
-		}
-		e.reset(t)
-		code, _, stderr := nksrun(t, "plan", "--detailed-exitcode", "--kubeconfig", saKubeconfig, "-i", e.tb.KeyPath, "--known-hosts", e.tb.KnownHosts, e.runbook)
-		if code != cli.ExitChanges {
-			t.Errorf("plan as the CronJob's ServiceAccount: exit %d, want %d: %s", code, cli.ExitChanges, stderr)
-		}
-		code, _, stderr = nksrun(t, "inventory", "--kubeconfig", saKubeconfig)
-		if code != 0 {
-			t.Errorf("inventory as the ServiceAccount: exit %d: %s", code, stderr)
+		sec, err := e.tb.Client.CoreV1().Secrets("nksrun-e2e-secret").Get(context.Background(), "nksrun-secret-param-params", metav1.GetOptions{})
+		if err != nil || string(sec.Data["token"]) != token {
+			t.Errorf("Secret from the template: %v %v", sec, err)
 		}
 	})
+}
+
+// rbacCase is one runbook's CronJob, planned as its ServiceAccount.
+type rbacCase struct {
+	runbook string
+	args    []string          // given to cron and to the plans
+	cron    []string          // given to cron only
+	env     map[string]string // the plans' environment
+}
+
+// fixable are the runbooks whose fix the testbed can take: applied as the
+// ServiceAccount too, then planned again to nothing.
+var fixable = map[string]bool{"logrotate": true, "upgrade-finalizers": true, "cinder-csi-rescan": true, "dockerhub-ratelimit": true}
+
+// testCronJobRBAC creates each runbook's emitted manifest (Namespace,
+// ServiceAccount, Roles, bindings, CronJob) in the testbed's API server,
+// takes a token of its ServiceAccount from the TokenRequest API and plans
+// the runbook with it: the plan must be the one an administrator gets
+// (same exit code, same targets, statuses, actions and summaries) and
+// nothing may be forbidden. The cluster holds objects that make the
+// runbooks read and dry-run-patch what they would change.
+func testCronJobRBAC(t *testing.T, e *e2e) {
+	ctx := context.Background()
+	cs := e.tb.Client
+	// team-a: where dockerhub-ratelimit's pull Secret goes.
+	for _, ns := range []string{"team-a"} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// upgrade-finalizers: a kube-system Deployment with a finalizer (its
+	// removal is previewed with a server-side dry-run patch).
+	labels := map[string]string{"app": "coredns"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "coredns", Namespace: "kube-system", Finalizers: []string{"example.com/keep"}},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "coredns", Image: "registry.k8s.io/coredns/coredns:v1.11.1"}}}},
+		},
+	}
+	if _, err := cs.AppsV1().Deployments("kube-system").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = cs.AppsV1().Deployments("kube-system").Patch(ctx, "coredns", types.JSONPatchType, []byte(`[{"op":"remove","path":"/metadata/finalizers"}]`), metav1.PatchOptions{})
+	})
+	// cinder-csi-rescan: the cloud-config Secret without the option.
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "cinder-csi-cloud-config", Namespace: "kube-system"},
+		StringData: map[string]string{"cloud-config": "[Global]\nauth-url=https://keystone.example:5000/v3\n"}}
+	if _, err := cs.CoreV1().Secrets("kube-system").Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	paths, err := filepath.Glob("../../../runbooks/*.yaml")
+	if err != nil || len(paths) != 13 {
+		t.Fatalf("want the 13 runbooks, got %d (%v)", len(paths), err)
+	}
+	var cases []rbacCase
+	for _, p := range paths {
+		cases = append(cases, rbacCase{runbook: strings.TrimSuffix(filepath.Base(p), ".yaml")})
+	}
+	// dockerhub-ratelimit with credentials: its fix runs, in team-a.
+	cases = append(cases, rbacCase{runbook: "dockerhub-ratelimit",
+		args: []string{"--set", "username_env=E2E_HUB_USER", "--set", "password_env=E2E_HUB_TOKEN", "--set", "namespaces=team-a"},
+		cron: []string{"--secret-env", "E2E_HUB_USER", "--secret-env", "E2E_HUB_TOKEN"},
+		env:  map[string]string{"E2E_HUB_USER": "e2e-user", "E2E_HUB_TOKEN": "e2e-hub-token-0123456789"}})
+
+	conn := []string{"-i", e.tb.KeyPath, "--known-hosts", e.tb.KnownHosts}
+	for i, c := range cases {
+		name := c.runbook
+		if len(c.args) > 0 {
+			name += " with " + strings.Join(c.args, " ")
+		}
+		t.Run(name, func(t *testing.T) {
+			for k, v := range c.env {
+				t.Setenv(k, v)
+			}
+			rb, _ := filepath.Abs("../../../runbooks/" + c.runbook + ".yaml")
+			ns := fmt.Sprintf("nksrun-e2e-%d", i)
+			code, manifest, stderr := nksrun(t, append(append(append([]string{"cron", "--kubernetes", "--namespace", ns, "--image", "nksrun:e2e"}, c.cron...), c.args...), rb)...)
+			if code != 0 {
+				t.Fatalf("cron --kubernetes: exit %d: %s", code, stderr)
+			}
+			// Each runbook has its own ClusterRole name; a second
+			// variant of one runbook takes over the names of the first.
+			deleteClusterRBAC(t, e.tb, "nksrun-"+c.runbook)
+			kinds := map[string]bool{}
+			for _, o := range createManifest(t, e.tb, manifest) {
+				kinds[o.GetKind()] = true
+			}
+			for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "CronJob"} {
+				if !kinds[k] {
+					t.Errorf("manifest has no %s", k)
+				}
+			}
+			if len(c.cron) > 0 {
+				cj, err := e.tb.Client.BatchV1().CronJobs(ns).Get(ctx, "nksrun-"+c.runbook, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var names []string
+				for _, ev := range cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0].Env {
+					if ev.ValueFrom != nil && ev.ValueFrom.SecretKeyRef != nil {
+						names = append(names, ev.Name)
+					}
+				}
+				if strings.Join(names, ",") != "E2E_HUB_USER,E2E_HUB_TOKEN" {
+					t.Errorf("CronJob env from the Secret: %v", names)
+				}
+			}
+			saKubeconfig := serviceAccountKubeconfig(t, e.tb, ns, "nksrun-"+c.runbook)
+
+			plan := func(kubeconfig string) (int, string, string) {
+				return nksrun(t, append(append(append([]string{"plan", "--detailed-exitcode", "--format", "json", "--kubeconfig", kubeconfig}, conn...), c.args...), rb)...)
+			}
+			adminCode, adminOut, adminErr := plan(e.tb.Kubeconfig)
+			saCode, saOut, saErr := plan(saKubeconfig)
+			if strings.Contains(strings.ToLower(saOut+saErr), "forbidden") {
+				t.Errorf("planning as the CronJob's ServiceAccount hit a forbidden request:\n%s\n%s", saErr, saOut)
+			}
+			if adminCode == cli.ExitError {
+				t.Errorf("the administrator's plan fails (exit 1), so it proves nothing: %s", adminErr)
+			}
+			if saCode != adminCode {
+				t.Errorf("plan as the ServiceAccount: exit %d, as the administrator: exit %d\n%s", saCode, adminCode, saErr)
+			}
+			want, got := planSummary(t, adminOut), planSummary(t, saOut)
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("plan as the ServiceAccount:\n%s\nas the administrator:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			t.Logf("plan (exit %d):\n%s", saCode, strings.Join(got, "\n"))
+			if fixable[c.runbook] && saCode == cli.ExitChanges {
+				code, _, stderr := nksrun(t, append(append(append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile, "--kubeconfig", saKubeconfig}, conn...), c.args...), rb)...)
+				if code != 0 || strings.Contains(strings.ToLower(stderr), "forbidden") {
+					t.Errorf("apply as the ServiceAccount: exit %d: %s", code, stderr)
+				}
+				if code, out, stderr := plan(saKubeconfig); code != cli.ExitOK {
+					t.Errorf("plan after the fix: exit %d, want 0: %s\n%s", code, stderr, strings.Join(planSummary(t, out), "\n"))
+				}
+			}
+			if c.runbook == "logrotate" {
+				if saCode != cli.ExitChanges {
+					t.Errorf("logrotate on drifted nodes: exit %d, want %d", saCode, cli.ExitChanges)
+				}
+				if code, _, stderr := nksrun(t, "inventory", "--kubeconfig", saKubeconfig); code != 0 {
+					t.Errorf("inventory as the ServiceAccount: exit %d: %s", code, stderr)
+				}
+			}
+		})
+	}
+}
+
+// planSummary is what a plan decided, target by target: status, reason and
+// each step's action and summary.
+func planSummary(t *testing.T, out string) []string {
+	t.Helper()
+	var p plans.Plan
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("plan --format json: %v\n%s", err, out)
+	}
+	var s []string
+	for _, rp := range p.Runbooks {
+		for _, tp := range rp.Targets {
+			s = append(s, fmt.Sprintf("%s %s: %s %s", rp.Name, tp.Name, tp.Status, tp.Reason))
+			for _, st := range tp.Steps {
+				s = append(s, fmt.Sprintf("  %s: %s %s %s (%d finding(s))", st.ID, st.Action, st.Summary, st.Reason, len(st.Findings)))
+			}
+		}
+	}
+	return s
+}
+
+// serviceAccountKubeconfig is the testbed's kubeconfig with a token of the
+// ServiceAccount ns/name (TokenRequest API) instead of the admin's.
+func serviceAccountKubeconfig(t *testing.T, tb *testbed.Testbed, ns, name string) string {
+	t.Helper()
+	tok, err := tb.Client.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), name,
+		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.LoadFromFile(tb.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ai := range cfg.AuthInfos {
+		ai.Token = tok.Status.Token
+		ai.ClientCertificateData, ai.ClientKeyData, ai.ClientCertificate, ai.ClientKey = nil, nil, "", ""
+	}
+	path := filepath.Join(t.TempDir(), "sa-kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// deleteClusterRBAC removes a ClusterRole and ClusterRoleBinding of that
+// name if they exist.
+func deleteClusterRBAC(t *testing.T, tb *testbed.Testbed, name string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := tb.Client.RbacV1().ClusterRoleBindings().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	if err := tb.Client.RbacV1().ClusterRoles().Delete(ctx, name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
 }
 
 func ptr[T any](v T) *T { return &v }

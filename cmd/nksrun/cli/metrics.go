@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"nksrun/engine/module"
@@ -126,13 +128,14 @@ func (a *app) writeMetrics(phase string, code int) {
 	}
 	sort.Strings(names)
 	success := code == ExitOK || code == ExitChanges
-	var b strings.Builder
 	now := time.Now()
+	var ms []metricFamily
 	metric := func(name, help string, value func(c *counts) float64) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name)
+		m := metricFamily{name: name, help: help}
 		for _, n := range names {
-			fmt.Fprintf(&b, "%s{runbook=%q,phase=%q} %s\n", name, n, phase, strconv.FormatFloat(value(per[n]), 'f', -1, 64))
+			m.series = append(m.series, fmt.Sprintf("%s{runbook=%q,phase=%q} %s", name, n, phase, strconv.FormatFloat(value(per[n]), 'f', -1, 64)))
 		}
+		ms = append(ms, m)
 	}
 	metric("nksrun_last_run_timestamp_seconds", "Unix time the last run ended.", func(*counts) float64 { return float64(now.Unix()) })
 	metric("nksrun_last_run_duration_seconds", "How long the last run took.", func(*counts) float64 {
@@ -150,9 +153,122 @@ func (a *app) writeMetrics(phase string, code int) {
 	metric("nksrun_stale_targets", "Targets of a saved plan refused because they changed since the plan.", func(c *counts) float64 { return float64(c.stale) })
 	metric("nksrun_pending_changes", "Changes the last plan found (drift).", func(c *counts) float64 { return float64(c.pending) })
 	metric("nksrun_findings", "Findings of diagnose steps in the last run.", func(c *counts) float64 { return float64(c.findings) })
-	if err := writeFileAtomic(a.opts.metricsFile, []byte(b.String()), 0o644); err != nil {
+	replace := map[string]bool{}
+	for _, n := range names {
+		replace[seriesKey(strconv.Quote(n), strconv.Quote(phase))] = true
+	}
+	if err := mergeMetrics(a.opts.metricsFile, ms, replace); err != nil {
 		fmt.Fprintf(a.stderr, "nksrun: --metrics-file: %v\n", err)
 	}
+}
+
+// metricFamily is one metric's HELP, TYPE and series lines.
+type metricFamily struct {
+	name, help, typ string
+	series          []string
+}
+
+var labelRe = map[string]*regexp.Regexp{
+	"runbook": regexp.MustCompile(`[{,]runbook=("(?:[^"\\]|\\.)*")`),
+	"phase":   regexp.MustCompile(`[{,]phase=("(?:[^"\\]|\\.)*")`),
+}
+
+func seriesKey(runbook, phase string) string { return runbook + "|" + phase }
+
+// mergeMetrics writes ms into the textfile at path, keeping every series
+// of the file whose runbook and phase this run did not produce: several
+// runbooks' cron lines share one --metrics-file, and each run replaces only
+// its own series. A sidecar lock (PATH.lock; the textfile collector reads
+// only *.prom) serialises runs that finish at the same moment, and the file
+// is replaced by an atomic rename, so the collector never reads half a file.
+func mergeMetrics(path string, ms []metricFamily, replace map[string]bool) error {
+	lf, err := os.OpenFile(path+".lock", os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	// Bounded: the holder only reads and renames a small file.
+	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	defer syscall.Flock(int(lf.Fd()), syscall.LOCK_UN) //nolint:errcheck // closing releases it too
+
+	families := map[string]*metricFamily{}
+	var order []string
+	for i := range ms {
+		families[ms[i].name] = &ms[i]
+		order = append(order, ms[i].name)
+	}
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	family := func(name string) *metricFamily {
+		f := families[name]
+		if f == nil {
+			f = &metricFamily{name: name}
+			families[name] = f
+			order = append(order, name)
+		}
+		return f
+	}
+	for _, line := range strings.Split(string(old), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "":
+		case strings.HasPrefix(line, "# HELP ") || strings.HasPrefix(line, "# TYPE "):
+			f := strings.SplitN(line, " ", 4)
+			if len(f) < 4 {
+				continue
+			}
+			fam := family(f[2])
+			if f[1] == "HELP" && fam.help == "" {
+				fam.help = f[3]
+			} else if f[1] == "TYPE" && fam.typ == "" {
+				fam.typ = f[3]
+			}
+		case strings.HasPrefix(line, "#"):
+		default:
+			name := line
+			if i := strings.IndexAny(line, "{ "); i >= 0 {
+				name = line[:i]
+			}
+			rb, ph := "", ""
+			if m := labelRe["runbook"].FindStringSubmatch(line); m != nil {
+				rb = m[1]
+			}
+			if m := labelRe["phase"].FindStringSubmatch(line); m != nil {
+				ph = m[1]
+			}
+			if strings.HasPrefix(name, "nksrun_") && replace[seriesKey(rb, ph)] {
+				continue // this run's own series: replaced
+			}
+			fam := family(name)
+			fam.series = append(fam.series, line)
+		}
+	}
+	var b strings.Builder
+	for _, name := range order {
+		f := families[name]
+		if len(f.series) == 0 {
+			continue
+		}
+		if f.help != "" {
+			fmt.Fprintf(&b, "# HELP %s %s\n", name, f.help)
+		}
+		typ := f.typ
+		if typ == "" && strings.HasPrefix(name, "nksrun_") {
+			typ = "gauge"
+		}
+		if typ != "" {
+			fmt.Fprintf(&b, "# TYPE %s %s\n", name, typ)
+		}
+		sort.Strings(f.series)
+		for _, s := range f.series {
+			b.WriteString(s + "\n")
+		}
+	}
+	return writeFileAtomic(path, []byte(b.String()), 0o644)
 }
 
 // writeFileAtomic writes a temp file in the same directory and renames it.

@@ -27,10 +27,12 @@ type options struct {
 	port          int
 	connectTO     time.Duration
 	commandTO     time.Duration
+	maxOutput     string
 	forks         int
 
 	// run
 	set         []string
+	setFiles    []string
 	timeout     time.Duration
 	maxFailures int
 	format      string
@@ -47,16 +49,24 @@ type options struct {
 	noLock      bool
 	onStale     string
 
+	// saved-plan signatures and pinning (integrity.go)
+	integrity integrityOptions
+
 	// logging and metrics
 	logFormat   string
 	logFile     string
 	metricsFile string
 
-	// cron
-	schedule   string
-	kubernetes bool
-	image      string
-	namespace  string
+	// cron (cronFlags in cron.go); flags is the parsed flag set, so cron
+	// can pass every connection and selection flag on to the line it prints
+	flags         *pflag.FlagSet
+	cronLogFormat string
+	cronLogFile   string
+	secretEnv     []string
+	schedule      string
+	kubernetes    bool
+	image         string
+	namespace     string
 }
 
 func clusterFlags(fs *pflag.FlagSet, o *options) {
@@ -77,11 +87,13 @@ func sshFlags(fs *pflag.FlagSet, o *options) {
 	fs.IntVar(&o.port, "port", 0, "SSH port of the nodes (default 22)")
 	fs.DurationVar(&o.connectTO, "connect-timeout", 10*time.Second, "limit for TCP connect and, separately, the SSH handshake")
 	fs.DurationVar(&o.commandTO, "command-timeout", 10*time.Minute, "limit for one command on a node")
+	fs.StringVar(&o.maxOutput, "max-output", "16MiB", "most output (stdout+stderr) kept from one command on a node; more fails that node")
 	fs.IntVar(&o.forks, "forks", 256, "nodes worked on at once")
 }
 
 func runFlags(fs *pflag.FlagSet, o *options) {
-	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value; repeatable")
+	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value; repeatable (secrets: --set-file or NKSRUN_SET_<NAME>, never on a command line)")
+	fs.StringArrayVar(&o.setFiles, "set-file", nil, "runbook param name=PATH: the value is the file's content (one trailing newline dropped); repeatable. NKSRUN_SET_<NAME> in the environment also sets a param")
 	fs.DurationVar(&o.timeout, "timeout", 0, "limit for the whole run (0 = none); Ctrl-C/SIGTERM also cancel cleanly")
 	fs.IntVar(&o.maxFailures, "max-failures", 0, "stop starting new nodes once this many failed or were unreachable (0 = no limit)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "progress/log events on stderr (or --log-file): text or json (one object per line)")
@@ -98,6 +110,7 @@ func planFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.out, "out", "", "save the plan file (JSON) for \"nksrun apply FILE\" and \"nksrun show FILE\"")
 	outputFlag(fs, o, "text, markdown (for change reviews), json or yaml")
 	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no changes, 1 = error, 2 = changes pending")
+	signFlags(fs, o)
 }
 
 func applyFlags(fs *pflag.FlagSet, o *options) {
@@ -107,8 +120,9 @@ func applyFlags(fs *pflag.FlagSet, o *options) {
 	outputFlag(fs, o, "text, markdown, json or yaml (json and yaml: the apply report only)")
 	fs.BoolVar(&o.autoApprove, "auto-approve", false, "do not ask for confirmation (cron, CI); without a terminal apply refuses unless this is set")
 	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "refuse a saved plan older than this (0 = no limit)")
-	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default ~/.cache/nksrun/apply.lock)")
+	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default one per runbook: ~/.cache/nksrun/RUNBOOK.lock, else $XDG_RUNTIME_DIR/nksrun)")
 	fs.BoolVar(&o.noLock, "no-lock", false, "do not take the lock")
+	verifyFlags(fs, o)
 	fs.StringVar(&o.onStale, "on-stale", "continue", "a saved plan whose target changed since: continue (refuse that target, apply the others) or stop (re-check everything first; apply nothing if any target is stale)")
 }
 
@@ -128,21 +142,6 @@ func doctorFlags(fs *pflag.FlagSet, o *options) {
 	runFlags(fs, o)
 	outputFlag(fs, o, "text, markdown, json or yaml")
 	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no problem found, 1 = error, 2 = a problem was found")
-}
-
-func cronFlags(fs *pflag.FlagSet, o *options) {
-	fs.StringVar(&o.schedule, "schedule", "0 0 * * *", "cron schedule")
-	fs.BoolVar(&o.kubernetes, "kubernetes", false, "print a Kubernetes CronJob (with ServiceAccount and RBAC) instead of a crontab line")
-	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig the crontab line should use")
-	fs.StringArrayVarP(&o.identities, "identity", "i", nil, "SSH key the crontab line should use")
-	fs.StringVar(&o.knownHosts, "known-hosts", "", "known_hosts the crontab line should use")
-	fs.StringVar(&o.logFile, "log-file", "", "log file for the crontab line (default next to the lock, ~/.cache/nksrun/RUNBOOK.log)")
-	fs.StringVar(&o.metricsFile, "metrics-file", "", "metrics file for the crontab line")
-	fs.StringVar(&o.lockFile, "lock-file", "", "lock for the crontab line (default ~/.cache/nksrun/apply.lock)")
-	fs.DurationVar(&o.timeout, "timeout", 0, "run-wide limit (default 1h for the crontab line, 55m for --kubernetes)")
-	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value for every run; repeatable")
-	fs.StringVar(&o.image, "image", "nksrun:latest", "container image for --kubernetes (built from cmd/nksrun/Dockerfile)")
-	fs.StringVar(&o.namespace, "namespace", "nksrun", "namespace for --kubernetes")
 }
 
 // outputFlag is -o/--output, as in kubectl. --format, its old name, is kept

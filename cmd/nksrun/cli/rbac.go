@@ -3,6 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -28,12 +29,16 @@ func ruleYAML(r module.Rule) string {
 }
 
 // runbookRBAC is the least RBAC a runbook needs: listing nodes for the
-// inventory, reading the objects of its k8s facts, and what each step's
-// module says it needs (module.APIUser) with the step's own parameters
-// (evaluated with the runbook's defaults and set, as the CronJob will run
-// it). Notes say what could not be derived (a parameter that depends on
-// facts). A rule that would need a wildcard is an error: nksrun never emits
-// one.
+// inventory, reading the objects of its k8s facts (by name where the fact
+// names one), and what each step's module says it needs (module.APIUser)
+// with the step's own parameters, evaluated with the runbook's defaults and
+// set, as the CronJob will run it. A step whose condition is false for
+// these params never runs and needs nothing. Parameters that depend on what
+// is read at run time (facts, other steps) are left out; notes say so. A
+// rule that would need a wildcard is an error: nksrun never emits one, nor
+// write access to every object of a cluster-scoped kind when the step
+// names its objects only at run time (then the CronJob gets read access
+// and a note says what it cannot change).
 func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string) ([]module.Rule, []string, error) {
 	rules := []module.Rule{{Groups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list"}, Why: "inventory: the cluster's nodes, their addresses and facts"}}
 	var notes []string
@@ -47,8 +52,13 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 		if f.K8s == nil {
 			continue
 		}
-		rules = append(rules, module.Rule{Namespace: f.K8s.Namespace, Groups: []string{kubeutil.APIGroup(f.K8s.APIVersion)}, Resources: []string{kubeutil.ResourceOf(f.K8s.Kind)},
-			Verbs: []string{"get", "list"}, Why: "fact " + name + ": reads " + f.K8s.Kind})
+		r := module.Rule{Namespace: f.K8s.Namespace, Groups: []string{kubeutil.APIGroup(f.K8s.APIVersion)}, Resources: []string{kubeutil.ResourceOf(f.K8s.Kind)},
+			Verbs: []string{"get", "list"}, Why: "fact " + name + ": reads " + f.K8s.Kind}
+		if f.K8s.Name != "" {
+			// One object, read with a get: that object only.
+			r.Names, r.Verbs = []string{f.K8s.Name}, []string{"get"}
+		}
+		rules = append(rules, r)
 		if f.K8s.Events {
 			rules = append(rules, module.Rule{Namespace: f.K8s.Namespace, Groups: []string{""}, Resources: []string{"events"}, Verbs: []string{"list"}, Why: "fact " + name + ": events of the objects"})
 		}
@@ -57,10 +67,7 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 	if err != nil {
 		notes = append(notes, fmt.Sprintf("params: %v (RBAC derived from the steps' literal values only)", err))
 	}
-	env := map[string]any{
-		runbook.EnvParams: params, runbook.EnvNode: map[string]any{}, runbook.EnvCluster: map[string]any{"version": "", "nodes": []any{}, "connected": true},
-		runbook.EnvHost: map[string]any{}, runbook.EnvFacts: map[string]any{}, runbook.EnvSteps: map[string]any{},
-	}
+	env := (&runbook.Env{Params: params, Vars: knownVars(rb, params), Cluster: &runbook.Cluster{Connected: true}}).Map()
 	for i := range rb.Steps {
 		s := &rb.Steps[i]
 		f, ok := reg[s.Module]
@@ -72,20 +79,29 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 		if !ok {
 			continue // works over SSH only: nothing in the API
 		}
+		if never(s, env) {
+			notes = append(notes, fmt.Sprintf("step %s (%s) does not run with these params (when: %s): no rules for it", s.ID, s.Module, s.When.Source))
+			continue
+		}
 		p, err := s.Params(mod, env)
+		var unknown []string
 		if err != nil {
-			// Some parameter depends on facts read at run time (e.g. the
-			// names of objects that have finalizers): use the literal
-			// parameters only, so the rule covers every such object.
+			// Some parameter depends on what is read at run time (e.g. the
+			// names of objects that have finalizers): use those that can be
+			// evaluated now, so the rule covers every such object.
+			var known map[string]any
+			known, unknown = evalKeys(s, env)
 			p = mod.NewParams()
-			b, _ := json.Marshal(literalParams(&s.With))
+			b, _ := json.Marshal(known)
 			_ = json.Unmarshal(b, p)
-			notes = append(notes, fmt.Sprintf("step %s (%s): some parameters are only known at run time; its rules come from the literal ones", s.ID, s.Module))
+			notes = append(notes, fmt.Sprintf("step %s (%s): %s only known at run time; its rules come from the other parameters", s.ID, s.Module, strings.Join(unknown, ", ")))
 		}
 		need, err := user.RBAC(p)
 		if err != nil {
 			return nil, nil, fmt.Errorf("step %s (%s): %w", s.ID, s.Module, err)
 		}
+		namesAtRunTime := slices.Contains(unknown, "name") || slices.Contains(unknown, "names")
+		var everywhere []string
 		for _, r := range need {
 			for _, v := range append(append(append([]string(nil), r.Groups...), r.Resources...), r.Verbs...) {
 				if v == "*" {
@@ -93,10 +109,116 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 				}
 			}
 			r.Why = fmt.Sprintf("step %s (%s): %s", s.ID, s.Module, r.Why)
+			if namesAtRunTime && r.Namespace == "" && len(r.Names) == 0 {
+				// Write access to every object of a cluster-scoped kind
+				// (every ClusterRole, ...) for a step that changes only
+				// the few it finds: read only, and say so.
+				var read []string
+				for _, v := range r.Verbs {
+					if v == "get" || v == "list" || v == "watch" {
+						read = append(read, v)
+					}
+				}
+				if len(read) < len(r.Verbs) {
+					notes = append(notes, fmt.Sprintf("step %s (%s) changes %s whose names are only known at run time: the CronJob may read them but not change them (its plan shows what it would do; apply it by hand, or add the names as resourceNames)", s.ID, s.Module, strings.Join(r.Resources, ", ")))
+					r.Verbs = read
+					r.Why += " (read only: names known at run time)"
+				}
+				if len(r.Verbs) == 0 {
+					continue
+				}
+			}
+			if r.Namespace == "" && len(r.Names) == 0 && writes(r.Verbs) && !slices.Contains(r.Resources, "nodes") && !slices.Contains(r.Resources, "pods/eviction") {
+				everywhere = append(everywhere, r.Resources...)
+			}
 			rules = append(rules, r)
+		}
+		if len(everywhere) > 0 {
+			// Inherent to some runbooks (ghcr-migration rewrites images
+			// everywhere), but whoever applies the manifest must see it:
+			// changing any workload's pod template runs any code as any
+			// ServiceAccount.
+			notes = append(notes, fmt.Sprintf("step %s (%s) may change %s in every namespace; if the runbook has a namespace param, --set it to confine the CronJob to one namespace", s.ID, s.Module, strings.Join(everywhere, ", ")))
 		}
 	}
 	return mergeRules(rules), notes, nil
+}
+
+// writes reports whether verbs change anything.
+func writes(verbs []string) bool {
+	for _, v := range verbs {
+		if v != "get" && v != "list" && v != "watch" {
+			return true
+		}
+	}
+	return false
+}
+
+// knownVars are the runbook's vars that can be computed from params alone
+// (a var that reads facts, nodes or steps is left out, so that a step
+// parameter built from it counts as known only at run time).
+func knownVars(rb *runbook.Runbook, params map[string]any) map[string]any {
+	vars := map[string]any{}
+	env := map[string]any{runbook.EnvParams: params, runbook.EnvVars: vars}
+	for _, v := range rb.Vars {
+		ok := true
+		for k := range v.Expr.Uses {
+			ok = ok && (k == runbook.EnvParams || k == runbook.EnvVars)
+		}
+		if !ok {
+			continue
+		}
+		if val, err := v.Expr.Eval(env); err == nil && val != nil {
+			vars[v.Name] = val
+		}
+	}
+	return vars
+}
+
+// never reports whether a step's condition is false before anything is
+// read: it uses params only and evaluates to false.
+func never(s *runbook.Step, env map[string]any) bool {
+	if !s.When.IsSet() {
+		return false
+	}
+	for k := range s.When.Uses {
+		if k != runbook.EnvParams {
+			return false
+		}
+	}
+	ok, err := s.When.EvalBool(env)
+	return err == nil && !ok
+}
+
+// probeModule decodes a step's parameters into a plain map without
+// validating them, to evaluate them one key at a time.
+type probeModule struct{ module.Module }
+
+func (probeModule) NewParams() any     { return &map[string]any{} }
+func (probeModule) Validate(any) error { return nil }
+
+// evalKeys evaluates each top-level key of a step's with: on its own: the
+// values known before run time, and the keys that are not.
+func evalKeys(s *runbook.Step, env map[string]any) (map[string]any, []string) {
+	known := map[string]any{}
+	var unknown []string
+	if s.With.Kind != yaml.MappingNode {
+		return known, nil
+	}
+	for i := 0; i+1 < len(s.With.Content); i += 2 {
+		k := s.With.Content[i]
+		one := *s
+		one.With = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Content: []*yaml.Node{k, s.With.Content[i+1]}}
+		v, err := one.Params(probeModule{}, env)
+		if err != nil {
+			unknown = append(unknown, k.Value)
+			continue
+		}
+		if m, ok := v.(*map[string]any); ok {
+			known[k.Value] = (*m)[k.Value]
+		}
+	}
+	return known, unknown
 }
 
 // literalParams decodes the top level of a step's with: mapping, leaving

@@ -108,7 +108,12 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		if err != nil {
 			return nil, usageError{err.Error()}
 		}
+		maxOut, err := transport.ParseSize(o.maxOutput)
+		if err != nil || maxOut <= 0 {
+			return nil, usageError{fmt.Sprintf("--max-output %q: want a size like 16MiB", o.maxOutput)}
+		}
 		d, err := transport.NewDialer(transport.Config{
+			MaxOutput:        maxOut,
 			Identities:       o.identities,
 			UseAgent:         os.Getenv("SSH_AUTH_SOCK") != "",
 			KnownHosts:       o.knownHosts,
@@ -162,18 +167,6 @@ func (c sshConnector) Connect(ctx context.Context, h inventory.Host) (module.Run
 	return conn, nil
 }
 
-func (a *app) sets() (map[string]string, error) {
-	out := map[string]string{}
-	for _, kv := range a.opts.set {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, usageError{fmt.Sprintf("--set %q: want name=value", kv)}
-		}
-		out[k] = v
-	}
-	return out, nil
-}
-
 // planRunbooks is what plan and doctor share: load and validate every
 // runbook (before any host), resolve the cluster, inventory and SSH, plan.
 func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbook, *plans.Plan, error) {
@@ -181,7 +174,7 @@ func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbo
 	if err != nil {
 		return nil, nil, err
 	}
-	set, err := a.sets()
+	set, err := a.sets(rbs)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -228,6 +221,13 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 			return usageError{fmt.Sprintf("--out %s is a directory; want a file name", a.opts.out)}
 		}
 	}
+	signer, err := a.planSigner()
+	if err != nil {
+		return err
+	}
+	if signer != nil {
+		defer signer.Close()
+	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
 	_, plan, err := a.planRunbooks(ctx, args)
@@ -240,7 +240,11 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if a.opts.out != "" {
-		if err := writePlan(a.opts.out, plan, a.secrets); err != nil {
+		data, err := writePlan(a.opts.out, plan, a.secrets)
+		if err != nil {
+			return err
+		}
+		if err := a.signSavedPlan(signer, a.opts.out, data); err != nil {
 			return err
 		}
 	}
@@ -269,28 +273,30 @@ func absPlanPaths(p *plans.Plan) {
 	}
 }
 
-// writePlan saves a plan atomically (temp file + rename), redacted.
-func writePlan(path string, p *plans.Plan, secrets *redact.Secrets) error {
+// writePlan saves a plan atomically (temp file + rename), redacted, and
+// returns the bytes written (what --sign-key signs).
+func writePlan(path string, p *plans.Plan, secrets *redact.Secrets) ([]byte, error) {
 	b, err := json.MarshalIndent(p, "", "  ")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !bytes.Equal(views.RedactJSON(b, secrets), b) {
-		return errors.New("refusing to save the plan: it would contain secret values (a step's parameters carry a secret param; pass secrets as file paths or env var names)")
+		return nil, errors.New("refusing to save the plan: it would contain secret values (a step's parameters carry a secret param; pass secrets as file paths or env var names)")
 	}
+	b = append(b, '\n')
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".nksrun-plan-*")
 	if err != nil {
-		return fmt.Errorf("saving plan: %w", err)
+		return nil, fmt.Errorf("saving plan: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
+	if _, err := tmp.Write(b); err != nil {
 		tmp.Close()
-		return fmt.Errorf("saving plan: %w", err)
+		return nil, fmt.Errorf("saving plan: %w", err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("saving plan: %w", err)
+		return nil, fmt.Errorf("saving plan: %w", err)
 	}
-	return os.Rename(tmp.Name(), path)
+	return b, os.Rename(tmp.Name(), path)
 }
 
 func isPlanFile(args []string) bool {
@@ -304,15 +310,13 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	var rbs []*runbook.Runbook
 	var saved *plans.Plan
 	if isPlanFile(args) {
-		data, err := os.ReadFile(args[0])
-		if err != nil {
+		var err error
+		if saved, err = a.readSavedPlan(args[0]); err != nil {
 			return err
 		}
-		if saved, err = planfile.Read(data, a.opts.maxPlanAge, time.Now()); err != nil {
-			return fmt.Errorf("%s: %w", args[0], err)
-		}
-		for _, rp := range saved.Runbooks {
-			rb, err := runbook.Parse(rp.Path, []byte(rp.Source), a.registry)
+		for i := range saved.Runbooks {
+			rp := &saved.Runbooks[i]
+			rb, err := engine.ParsePlanRunbook(rp, a.registry)
 			if err != nil {
 				return fmt.Errorf("%s: runbook %s: %w", args[0], rp.Name, err)
 			}
@@ -321,23 +325,26 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		}
 		a.plan = saved
 	} else {
+		if err := a.requireSavedPlan(); err != nil {
+			return err
+		}
 		var err error
 		if rbs, err = a.loadRunbooks(args); err != nil {
 			return err
 		}
 	}
-	set, err := a.sets()
+	set, err := a.sets(rbs)
 	if err != nil {
 		return err
 	}
-	if saved != nil && len(set) > 0 {
-		return usageError{"--set does not apply to a saved plan: its params are fixed"}
+	if saved != nil && len(a.opts.set)+len(a.opts.setFiles) > 0 {
+		return usageError{"--set and --set-file do not apply to a saved plan: its params are fixed"}
 	}
 	if !a.opts.autoApprove && !isTerminal(a.stdin) {
 		return exitError{ExitError, "nksrun apply: no terminal to confirm on; pass --auto-approve (cron, CI) to apply without asking"}
 	}
 	if !a.opts.noLock {
-		unlock, err := acquireLock(a.opts.lockFile)
+		unlock, err := acquireLocks(a.opts.lockFile, a.runbooks)
 		if err != nil {
 			return err
 		}
@@ -370,14 +377,16 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted before apply: %w", context.Cause(ctx))
 	}
-	if saved != nil && a.opts.onStale == "stop" && plan.HasChanges() {
-		// Apply only if the whole plan still holds: re-read what every
-		// change was computed from before changing anything.
-		stale, err := s.engine.Recheck(ctx, plan)
-		if err != nil {
+	var stale []engine.StaleTarget
+	if saved != nil && plan.HasChanges() {
+		// Nothing in a plan file is trusted as an instruction: every
+		// pending change is planned again from the plan's own runbook over
+		// the node's facts as they are now. An edited plan is refused whole;
+		// a target whose facts moved on is stale.
+		if stale, err = s.engine.Rederive(ctx, plan); err != nil {
 			return err
 		}
-		if len(stale) > 0 {
+		if len(stale) > 0 && a.opts.onStale == "stop" {
 			a.log.done()
 			rep := engine.StoppedReport(plan, stale, time.Now())
 			a.report = rep
@@ -394,7 +403,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		}
 	}
 	a.log.expect(planTargets(plan))
-	rep, err := s.engine.Apply(ctx, plan)
+	rep, err := s.engine.Apply(ctx, plan, stale)
 	a.log.done()
 	if err != nil {
 		return err

@@ -374,7 +374,7 @@ func TestErrorsOnceAndEventsOnlyWithVerbose(t *testing.T) {
 	if code != ExitError {
 		t.Fatalf("exit %d\n%s%s", code, out, errs)
 	}
-	if !strings.Contains(out, "x unreachable on 2 nodes: dial tcp {address}:1: connect: connection refused\n      nodes: n1, n2\n") {
+	if !strings.Contains(out, "x unreachable on 2 nodes: no answer at all (dial tcp {address}:1: connect: connection refused); not retried\n      nodes: n1, n2\n") {
 		t.Errorf("unreachable nodes not grouped with one prefix:\n%s", out)
 	}
 	if strings.Contains(out, "unreachable: node") || strings.Contains(out, "unreachable: dial") {

@@ -56,15 +56,15 @@ func (a *app) validate(cmd *command, fs *pflag.FlagSet) error {
 			return usageError{"--host-key-policy: " + err.Error()}
 		}
 	}
-	if has("log-format") && o.logFormat != "text" && o.logFormat != "json" {
+	if has("log-format") && cmd.name != "cron" && o.logFormat != "text" && o.logFormat != "json" { // cron checks its own
 		return usageError{fmt.Sprintf("--log-format %q: want text or json", o.logFormat)}
 	}
 	if has("on-stale") && o.onStale != "continue" && o.onStale != "stop" {
 		return usageError{fmt.Sprintf("--on-stale %q: want continue or stop", o.onStale)}
 	}
-	if has("set") {
-		if _, err := a.sets(); err != nil {
-			return err
+	for _, kv := range o.set {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return usageError{fmt.Sprintf("--set %q: want name=value", kv)}
 		}
 	}
 	if has("limit") {

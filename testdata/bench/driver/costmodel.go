@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"nksrun/testdata/testbed"
 )
@@ -122,15 +121,17 @@ func costModel(tb *testbed.Testbed, floorArgs func(string) []string, src string)
 		}
 		var cpu, wall []float64
 		for range 3 {
-			s, err := measureNodes(tb, *floorBin, args, 0)
+			s, err := measureNodes(tb, *floorBin, args)
+			if err == nil && s.exit != 0 {
+				err = fmt.Errorf("exit %d:\n%s", s.exit, lastLines(string(s.stderr), 10))
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", c.name, err)
 			}
 			cpu = append(cpu, s.nodes.Seconds()*1000/float64(len(tb.Nodes)))
 			wall = append(wall, s.wall.Seconds())
 		}
-		fmt.Printf("| %s | %.1f ms | %.2f s |\n", c.name, median(cpu), median(wall))
-		_ = time.Second
+		fmt.Printf("| %s | %.1f ms | %.2f s |\n", c.name, statOf(cpu).med, statOf(wall).med)
 	}
 	return nil
 }

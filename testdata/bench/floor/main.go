@@ -9,7 +9,16 @@
 //	apply: sudo -n sh -c 'cat > TMP && mv -f TMP FILE'   (content on stdin)
 //
 // Host keys are verified against known_hosts, as nksrun does. It prints one
-// JSON line with its own phase times; the bench driver times the process.
+// JSON line (Result): its phase times and every node's outcome, so the bench
+// driver can refuse a run that did not reach every node (a run that lost
+// nodes finishes early and would flatter the floor). It exits 1 when any
+// node failed.
+//
+// All connections start at once and there is no handshake timeout. With
+// -retries N a node whose connection or handshake failed (refused, reset,
+// dropped by sshd's LoginGraceTime) is dialled again, up to N more times:
+// the least work that still reaches every node of an overloaded machine.
+// How many nodes failed their first attempt is in the result.
 //
 //	floor -mode plan  -kubeconfig KUBECONFIG -i KEY -known-hosts FILE
 //	floor -mode apply -src runbooks/files/docker-logrotate.conf -host centos@127.0.0.1 ...
@@ -38,7 +47,36 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-type target struct{ user, addr string }
+type target struct{ name, user, addr string }
+
+// Result is the floor's one line of JSON output.
+type Result struct {
+	Mode    string `json:"mode"`
+	Nodes   int    `json:"nodes"`
+	OK      int    `json:"ok"`
+	Failed  int    `json:"failed"`
+	Retried int    `json:"retried"` // nodes whose first connection attempt failed (reached later or not)
+	// Failures names every node that failed in the end, with its last error.
+	Failures []Failure `json:"failures,omitempty"`
+	ListMS   int64     `json:"list_ms"`
+	SSHMS    int64     `json:"ssh_ms"`
+	WallMS   int64     `json:"wall_ms"`
+}
+
+// Failure is one node the floor did not complete.
+type Failure struct {
+	Node     string `json:"node"`
+	Addr     string `json:"addr"`
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error"`
+}
+
+// connError marks a failure before any command ran (dial, handshake,
+// auth): only those are retried, a failed command is a result.
+type connError struct{ err error }
+
+func (e connError) Error() string { return e.err.Error() }
+func (e connError) Unwrap() error { return e.err }
 
 type hostList []string
 
@@ -60,16 +98,17 @@ func main() {
 		cmd        = flag.String("cmd", "", "cost model: run this command instead of the mode's (plan-style, no stdin)")
 		execs      = flag.Int("execs", 1, "cost model: run the command this many times, one after the other, on each node's one connection")
 		withStdin  = flag.Bool("stdin", false, "cost model: stream -src to -cmd's stdin")
+		retries    = flag.Int("retries", 0, "dial a node again up to this many times when its connection or handshake failed (0: one attempt, all at once)")
 	)
 	flag.Var(&hosts, "host", "user@address[:port] (repeatable; instead of -kubeconfig)")
 	flag.Parse()
-	if err := run(*mode, *kubeconfig, hosts, *port, *user, *key, *known, *file, *src, *timeout, *cmd, *execs, *withStdin); err != nil {
+	if err := run(*mode, *kubeconfig, hosts, *port, *user, *key, *known, *file, *src, *timeout, *cmd, *execs, *withStdin, *retries); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mode, kubeconfig string, hosts []string, port int, user, key, known, file, src string, timeout time.Duration, custom string, execs int, withStdin bool) error {
+func run(mode, kubeconfig string, hosts []string, port int, user, key, known, file, src string, timeout time.Duration, custom string, execs int, withStdin bool, retries int) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -124,7 +163,7 @@ func run(mode, kubeconfig string, hosts []string, port int, user, key, known, fi
 		if !ok {
 			return fmt.Errorf("-host %q: want user@address[:port]", h)
 		}
-		targets = append(targets, target{u, a})
+		targets = append(targets, target{h, u, a})
 	}
 	for i, t := range targets {
 		if _, _, err := net.SplitHostPort(t.addr); err != nil {
@@ -137,33 +176,51 @@ func run(mode, kubeconfig string, hosts []string, port int, user, key, known, fi
 	listed := time.Since(start)
 
 	errs := make([]error, len(targets))
+	attempts := make([]int, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = one(ctx, t, signer, hostKeys, command, content, execs, custom != "")
+			for {
+				attempts[i]++
+				errs[i] = one(ctx, t, signer, hostKeys, command, content, execs, custom != "")
+				var ce connError
+				if errs[i] == nil || !errors.As(errs[i], &ce) || attempts[i] > retries || ctx.Err() != nil {
+					return
+				}
+				// Back off a little more each time, so retries do not
+				// arrive as one more wave.
+				select {
+				case <-time.After(time.Duration(attempts[i]) * time.Second):
+				case <-ctx.Done():
+					return
+				}
+			}
 		}()
 	}
 	wg.Wait()
 
-	failed := 0
+	res := Result{Mode: mode, Nodes: len(targets)}
 	for i, err := range errs {
-		if err != nil {
-			failed++
-			if failed <= 5 {
-				fmt.Fprintf(os.Stderr, "floor: %s@%s: %v\n", targets[i].user, targets[i].addr, err)
-			}
+		if attempts[i] > 1 {
+			res.Retried++
+		}
+		if err == nil {
+			res.OK++
+			continue
+		}
+		res.Failed++
+		res.Failures = append(res.Failures, Failure{Node: targets[i].name, Addr: targets[i].addr, Attempts: attempts[i], Error: err.Error()})
+		if res.Failed <= 5 {
+			fmt.Fprintf(os.Stderr, "floor: %s (%s@%s): %v\n", targets[i].name, targets[i].user, targets[i].addr, err)
 		}
 	}
-	out, _ := json.Marshal(map[string]any{
-		"mode": mode, "nodes": len(targets), "failed": failed,
-		"list_ms": listed.Milliseconds(), "ssh_ms": (time.Since(start) - listed).Milliseconds(),
-		"wall_ms": time.Since(start).Milliseconds(),
-	})
+	res.ListMS, res.SSHMS, res.WallMS = listed.Milliseconds(), (time.Since(start) - listed).Milliseconds(), time.Since(start).Milliseconds()
+	out, _ := json.Marshal(res)
 	fmt.Println(string(out))
-	if failed > 0 {
-		return fmt.Errorf("%d of %d nodes failed", failed, len(targets))
+	if res.Failed > 0 {
+		return fmt.Errorf("%d of %d nodes failed", res.Failed, len(targets))
 	}
 	return nil
 }
@@ -173,7 +230,7 @@ func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyC
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
-		return err
+		return connError{err}
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		raw.SetDeadline(dl)
@@ -185,7 +242,11 @@ func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyC
 	})
 	if err != nil {
 		raw.Close()
-		return err
+		var ke *knownhosts.KeyError
+		if errors.As(err, &ke) {
+			return fmt.Errorf("ssh handshake: %w", err) // a wrong host key stays wrong: no retry
+		}
+		return connError{fmt.Errorf("ssh handshake: %w", err)}
 	}
 	client := ssh.NewClient(cc, chans, reqs)
 	defer client.Close()
@@ -255,7 +316,7 @@ func listNodes(ctx context.Context, kubeconfig, user string) ([]target, error) {
 		if addr == "" || u == "" {
 			return nil, fmt.Errorf("node %s: no InternalIP or no user for %q", n.Name, n.Status.NodeInfo.OSImage)
 		}
-		out = append(out, target{u, addr})
+		out = append(out, target{n.Name, u, addr})
 	}
 	return out, nil
 }

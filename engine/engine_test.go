@@ -1,0 +1,398 @@
+package engine
+
+// Table-driven tests of the planner and apply orchestration over canned
+// nodes (each node is a directory, its commands run by a local sh): skip
+// rules, when:, NotReady, --max-failures, unreachable nodes, panics,
+// idempotence, and saved plans that went stale.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"nksrun/engine/module"
+	"nksrun/engine/module/moduletest"
+	"nksrun/engine/plans"
+	"nksrun/engine/runbook"
+	"nksrun/engine/shell"
+	"nksrun/inventory"
+	"nksrun/modules/report"
+)
+
+// lineModule keeps one file on a node at a wanted content: the smallest
+// module with a probe, a fingerprint, a payload and an apply. `panic: true`
+// makes Plan panic (a module bug); `fail: true` makes it return an error.
+type lineModule struct{}
+
+type lineParams struct {
+	Path  string `yaml:"path" json:"path"`
+	Want  string `yaml:"want" json:"want"`
+	Fail  bool   `yaml:"fail" json:"fail,omitempty"`
+	Panic bool   `yaml:"panic" json:"panic,omitempty"`
+}
+
+func (lineModule) Name() string         { return "line" }
+func (lineModule) Scope() module.Scope  { return module.ScopeNode }
+func (lineModule) NewParams() any       { return &lineParams{} }
+func (lineModule) Validate(p any) error { return nil }
+func (lineModule) nodePath(t module.Target, p *lineParams) string {
+	return filepath.Join(t.Node.Address, p.Path)
+}
+
+func (m lineModule) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
+	p := s.Params.(*lineParams)
+	return []module.Probe{{Key: "cur", Command: "cat " + shell.Quote(m.nodePath(t, p))}}, nil
+}
+
+func sum(s string) string { h := sha256.Sum256([]byte(s)); return hex.EncodeToString(h[:8]) }
+
+func (m lineModule) Plan(_ context.Context, t module.Target, s module.Step, probes map[string]module.ProbeResult) (module.Planned, error) {
+	p := s.Params.(*lineParams)
+	if p.Panic {
+		panic("line: bug")
+	}
+	if p.Fail {
+		return module.Planned{}, errors.New("line: cannot plan")
+	}
+	cur := string(probes["cur"].Output)
+	fp := map[string]string{"sum": sum(cur)}
+	if cur == p.Want {
+		return module.Planned{Action: module.NoOp, Summary: p.Path + " in sync", Fingerprint: fp}, nil
+	}
+	data, _ := json.Marshal(p.Want)
+	return module.Planned{Action: module.Change, Summary: "write " + p.Path, Fingerprint: fp, Data: data}, nil
+}
+
+func (m lineModule) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
+	p := s.Params.(*lineParams)
+	path := m.nodePath(t, p)
+	script := fmt.Sprintf(`cur=$(cat %[1]s 2>/dev/null || true); [ "$(printf %%s "$cur" | sha256sum | cut -c1-16)" = %[2]s ] || exit 9; printf %%s %[3]s > %[1]s`,
+		shell.Quote(path), shell.Quote(pl.Fingerprint["sum"]), shell.Quote(p.Want))
+	res, err := t.Node.Runner.Run(ctx, script, module.RunOpts{Sudo: true})
+	if err != nil {
+		return module.Applied{}, err
+	}
+	if res.ExitCode == 9 {
+		return module.Applied{}, fmt.Errorf("%w: %s", module.ErrStale, path)
+	}
+	return module.Applied{Changed: true, Summary: pl.Summary}, nil
+}
+
+// unreachableErr is what a transport returns for a node it cannot reach.
+type unreachableErr struct{}
+
+func (unreachableErr) Error() string     { return "dial tcp: connection refused" }
+func (unreachableErr) Unreachable() bool { return true }
+
+// localConnector gives every node a local sh runner; names in down are
+// unreachable.
+type localConnector struct {
+	down    map[string]bool
+	runners *sync.Map // host name → *moduletest.LocalRunner
+}
+
+func (c localConnector) Connect(_ context.Context, h inventory.Host) (module.Runner, error) {
+	if c.down[h.Name] {
+		return nil, unreachableErr{}
+	}
+	r := &moduletest.LocalRunner{}
+	if c.runners != nil {
+		c.runners.Store(h.Name, r)
+	}
+	return r, nil
+}
+
+const testRunbook = `name: t
+title: engine test
+section: "0"
+params:
+  want:
+    type: string
+    default: v2
+    description: the wanted content
+nodes:
+  skip:
+    - if: node.labels["role"] == "gpu"
+      reason: gpu nodes are not ours
+steps:
+  - id: file
+    module: line
+    when: node.name != "n-when"
+    with:
+      path: f
+      want: !expr params.want
+  - id: note
+    module: report
+    with:
+      title: done
+      found: true
+`
+
+type node struct {
+	name   string
+	ready  bool
+	role   string
+	file   string // content of the node's file; "" = absent
+	broken string // "panic" | "fail"
+}
+
+func setupEngine(t *testing.T, nodes []node, down map[string]bool, o Options, rbSrc string) (*Engine, *runbook.Runbook, map[string]string) {
+	t.Helper()
+	reg := module.Registry{"line": func() module.Module { return lineModule{} }, "report": report.New}
+	dir := t.TempDir()
+	src := rbSrc
+	rb, err := runbook.Parse(filepath.Join(dir, "t.yaml"), []byte(src), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := map[string]string{}
+	for _, n := range nodes {
+		// A node is a directory; the module addresses files under it.
+		nd := filepath.Join(dir, n.name)
+		if err := os.MkdirAll(nd, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		paths[n.name] = filepath.Join(nd, "f")
+		if n.file != "" {
+			if err := os.WriteFile(paths[n.name], []byte(n.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		facts := map[string]any{"name": n.name, "ready": n.ready, "labels": map[string]any{"role": n.role}}
+		o.Hosts = append(o.Hosts, inventory.Host{Name: n.name, Address: nd, Port: 22, Labels: map[string]string{"role": n.role}, Facts: facts})
+	}
+	if o.Connector == nil {
+		o.Connector = localConnector{down: down}
+	}
+	o.Registry = reg
+	e := New(o)
+	t.Cleanup(e.Close)
+	return e, rb, paths
+}
+
+func statuses(p *plans.Plan) map[string]string {
+	out := map[string]string{}
+	for _, tp := range p.Runbooks[0].Targets {
+		s := string(tp.Status)
+		for _, sp := range tp.Steps {
+			s += " " + sp.ID + ":" + string(sp.Action)
+		}
+		out[tp.Name] = s
+	}
+	return out
+}
+
+func TestPlanner(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		nodes []node
+		down  map[string]bool
+		opts  Options
+		src   string
+		want  map[string]string // node → "status step:action ..."
+	}{
+		{
+			name:  "drift, in sync, skip rule, when, NotReady",
+			nodes: []node{{name: "n-drift", ready: true, file: "v1"}, {name: "n-sync", ready: true, file: "v2"}, {name: "n-gpu", ready: true, role: "gpu"}, {name: "n-when", ready: true}, {name: "n-down", ready: false}},
+			want: map[string]string{
+				"n-drift": "changes file:change note:finding",
+				"n-sync":  "ok file:no-op note:finding",
+				"n-gpu":   "skipped",
+				"n-when":  "ok file:skip note:finding",
+				"n-down":  "skipped",
+			},
+		},
+		{
+			name:  "NotReady planned when asked",
+			nodes: []node{{name: "n-down", ready: false, file: "v1"}},
+			opts:  Options{IncludeNotReady: true},
+			want:  map[string]string{"n-down": "changes file:change note:finding"},
+		},
+		{
+			name:  "unreachable and max-failures: later nodes are not planned",
+			nodes: []node{{name: "a", ready: true}, {name: "b", ready: true}, {name: "c", ready: true}},
+			down:  map[string]bool{"a": true, "b": true},
+			opts:  Options{MaxFailures: 1, Forks: 1},
+			want:  map[string]string{"a": "unreachable", "b": "not-run", "c": "not-run"},
+		},
+		{
+			name:  "a module that panics fails its node only",
+			nodes: []node{{name: "a", ready: true}, {name: "b", ready: true, file: "v2"}},
+			src:   strings.Replace(testRunbook, "want: !expr params.want", "want: !expr params.want\n      panic: !expr node.name == \"a\"", 1),
+			want:  map[string]string{"a": "failed", "b": "ok file:no-op note:finding"},
+		},
+		{
+			name:  "a step that cannot plan fails the node with the step named",
+			nodes: []node{{name: "a", ready: true}},
+			src:   strings.Replace(testRunbook, "want: !expr params.want", "want: !expr params.want\n      fail: true", 1),
+			want:  map[string]string{"a": "failed"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.src
+			if src == "" {
+				src = testRunbook
+			}
+			e, rb, _ := setupEngine(t, tc.nodes, tc.down, tc.opts, src)
+			p, err := e.Plan(context.Background(), []*runbook.Runbook{rb}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := statuses(p)
+			for n, want := range tc.want {
+				if got[n] != want {
+					t.Errorf("%s: %q, want %q", n, got[n], want)
+				}
+			}
+			for _, tp := range p.Runbooks[0].Targets {
+				if tp.Status == plans.StatusFailed && !strings.Contains(tp.Reason, "step file (line)") && !strings.Contains(tp.Reason, "internal error") {
+					t.Errorf("%s: failure reason does not name the step: %q", tp.Name, tp.Reason)
+				}
+			}
+		})
+	}
+}
+
+func TestApplyThenPlanIsIdempotent(t *testing.T) {
+	e, rb, paths := setupEngine(t, []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true}}, nil, Options{}, testRunbook)
+	ctx := context.Background()
+	p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := e.Apply(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Targets {
+		if r.Status != plans.StatusChanged {
+			t.Errorf("%s: %s (%s), want changed", r.Name, r.Status, r.Reason)
+		}
+	}
+	for n, path := range paths {
+		if b, _ := os.ReadFile(path); string(b) != "v2" {
+			t.Errorf("%s: file %q after apply", n, b)
+		}
+	}
+	p2, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2.HasChanges() {
+		t.Errorf("second plan has changes: %v", statuses(p2))
+	}
+}
+
+func TestSavedPlanStaleTargetIsNotApplied(t *testing.T) {
+	e, rb, paths := setupEngine(t, []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true, file: "v1"}}, nil, Options{}, testRunbook)
+	ctx := context.Background()
+	p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone fixes b by hand, differently, after the review.
+	if err := os.WriteFile(paths["b"], []byte("by hand"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := e.Rederive(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stale) != 1 || stale[0].Name != "b" || !strings.Contains(stale[0].Reason, "changed since the plan") {
+		t.Fatalf("stale = %+v, want b only", stale)
+	}
+	rep, err := e.Apply(ctx, p, stale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]plans.Status{}
+	for _, r := range rep.Targets {
+		got[r.Name] = r.Status
+	}
+	if got["a"] != plans.StatusChanged || got["b"] != plans.StatusStale {
+		t.Errorf("report %v, want a changed, b stale", got)
+	}
+	if b, _ := os.ReadFile(paths["b"]); string(b) != "by hand" {
+		t.Errorf("stale node's file overwritten: %q", b)
+	}
+}
+
+func TestSavedPlanEditsAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(p *plans.Plan)
+	}{
+		{"payload", func(p *plans.Plan) { p.Runbooks[0].Targets[0].Steps[0].Data = json.RawMessage(`"evil"`) }},
+		{"params", func(p *plans.Plan) {
+			p.Runbooks[0].Targets[0].Steps[0].Params = json.RawMessage(`{"path":"../../etc/evil","want":"v2"}`)
+		}},
+		{"summary", func(p *plans.Plan) { p.Runbooks[0].Targets[0].Steps[0].Summary = "harmless" }},
+		{"unknown step", func(p *plans.Plan) { p.Runbooks[0].Targets[0].Steps[0].ID = "other" }},
+		{"step on the cluster", func(p *plans.Plan) { p.Runbooks[0].Targets[0].Kind = plans.TargetCluster }},
+		{"undeclared param", func(p *plans.Plan) { p.Runbooks[0].Params["dest"] = "/etc/evil" }},
+		{"runbook text without its hash", func(p *plans.Plan) { p.Runbooks[0].Source += "# x\n" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, rb, paths := setupEngine(t, []node{{name: "a", ready: true, file: "v1"}}, nil, Options{}, testRunbook)
+			ctx := context.Background()
+			p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.edit(p)
+			if _, err := e.Rederive(ctx, p); !errors.Is(err, ErrPlanTampered) {
+				t.Fatalf("Rederive = %v, want ErrPlanTampered", err)
+			}
+			if b, _ := os.ReadFile(paths["a"]); string(b) != "v1" {
+				t.Errorf("file changed: %q", b)
+			}
+		})
+	}
+}
+
+// TestManyRunbooksOneExecPerNode: planning several runbooks (doctor plans
+// all 13) reads each node's facts for all of them in one exec over one
+// connection.
+func TestManyRunbooksOneExecPerNode(t *testing.T) {
+	runners := &sync.Map{}
+	nodes := []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true, file: "v2"}}
+	e, rb1, _ := setupEngine(t, nodes, nil, Options{Connector: localConnector{runners: runners}}, testRunbook)
+	reg := module.Registry{"line": func() module.Module { return lineModule{} }, "report": report.New}
+	rb2, err := runbook.Parse(filepath.Join(t.TempDir(), "t2.yaml"), []byte(strings.Replace(testRunbook, "name: t\n", "name: t2\n", 1)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.Plan(context.Background(), []*runbook.Runbook{rb1, rb2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Runbooks) != 2 {
+		t.Fatalf("planned %d runbooks", len(p.Runbooks))
+	}
+	for _, rp := range p.Runbooks {
+		got := map[string]string{}
+		for _, tp := range rp.Targets {
+			got[tp.Name] = string(tp.Status)
+		}
+		if got["a"] != "changes" || got["b"] != "ok" {
+			t.Errorf("runbook %s: %v", rp.Name, got)
+		}
+	}
+	for _, n := range []string{"a", "b"} {
+		r, ok := runners.Load(n)
+		if !ok {
+			t.Fatalf("%s: never connected", n)
+		}
+		if calls := r.(*moduletest.LocalRunner).Calls.Load(); calls != 1 {
+			t.Errorf("%s: %d execs for two runbooks, want 1", n, calls)
+		}
+	}
+}
