@@ -22,9 +22,13 @@ import (
 // passed here and not applied.
 func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) (*plans.Report, error) {
 	type key struct{ rb, name string }
-	staleReason := map[key]string{}
+	staleReason, appliedReason := map[key]string{}, map[key]string{}
 	for _, s := range stale {
-		staleReason[key{s.Runbook, s.Name}] = s.Reason
+		if s.AlreadyApplied {
+			appliedReason[key{s.Runbook, s.Name}] = s.Reason
+		} else {
+			staleReason[key{s.Runbook, s.Name}] = s.Reason
+		}
 	}
 	rep := &plans.Report{Started: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
@@ -43,6 +47,10 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) 
 			tp := &rp.Targets[j]
 			if fails.exceeded() {
 				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
+				return
+			}
+			if why, ok := appliedReason[key{rp.Name, tp.Name}]; ok {
+				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusOK, Reason: why}
 				return
 			}
 			if why, ok := staleReason[key{rp.Name, tp.Name}]; ok {

@@ -396,3 +396,42 @@ func TestManyRunbooksOneExecPerNode(t *testing.T) {
 		}
 	}
 }
+
+// TestSavedPlanAppliedTwice: applying a saved plan whose changes are in
+// place already is a no-op reported as "already applied", not stale.
+func TestSavedPlanAppliedTwice(t *testing.T) {
+	e, rb, paths := setupEngine(t, []node{{name: "a", ready: true, file: "v1"}}, nil, Options{}, testRunbook)
+	ctx := context.Background()
+	p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for round := 1; round <= 2; round++ {
+		stale, err := e.Rederive(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := Stale(stale); n != 0 {
+			t.Fatalf("round %d: %d stale: %+v", round, n, stale)
+		}
+		before, _ := os.Stat(paths["a"])
+		rep, err := e.Apply(ctx, p, stale)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rep.Targets[0]
+		switch round {
+		case 1:
+			if r.Status != plans.StatusChanged {
+				t.Fatalf("first apply: %s %q", r.Status, r.Reason)
+			}
+		case 2:
+			if r.Status != plans.StatusOK || !strings.Contains(r.Reason, "already applied") {
+				t.Fatalf("second apply: %s %q, want ok, already applied", r.Status, r.Reason)
+			}
+			if after, _ := os.Stat(paths["a"]); !after.ModTime().Equal(before.ModTime()) {
+				t.Error("the file was written again")
+			}
+		}
+	}
+}

@@ -28,6 +28,21 @@ type StaleTarget struct {
 	Name    string
 	Address string
 	Reason  string
+	// AlreadyApplied: the facts moved on because the plan's changes are in
+	// place already (the plan was applied before): nothing to do, not an
+	// error. Apply reports the target ok, "already applied".
+	AlreadyApplied bool
+}
+
+// Stale counts the targets that are stale (not already applied).
+func Stale(ts []StaleTarget) int {
+	n := 0
+	for _, t := range ts {
+		if !t.AlreadyApplied {
+			n++
+		}
+	}
+	return n
 }
 
 // ErrPlanTampered is returned (wrapped) by Rederive when a saved plan says
@@ -91,8 +106,9 @@ func (e *Engine) Rederive(ctx context.Context, p *plans.Plan) ([]StaleTarget, er
 					fresh = e.planNode(ctx, rb, rp.Params, clusterEnv, k8sFacts, h)
 				}
 				var forged string
+				applied := false
 				if reason == "" {
-					reason, forged = compareTarget(tp, &fresh)
+					reason, forged, applied = compareTarget(tp, &fresh)
 				}
 				mu.Lock()
 				defer mu.Unlock()
@@ -104,8 +120,10 @@ func (e *Engine) Rederive(ctx context.Context, p *plans.Plan) ([]StaleTarget, er
 					return
 				}
 				reason = e.o.Secrets.Redact(reason)
-				out = append(out, StaleTarget{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Reason: reason})
-				e.emit(Event{Type: EventTarget, Phase: "recheck", Runbook: rp.Name, Target: tp.Name, Status: string(plans.StatusStale), Message: reason})
+				out = append(out, StaleTarget{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Reason: reason, AlreadyApplied: applied})
+				if !applied {
+					e.emit(Event{Type: EventTarget, Phase: "recheck", Runbook: rp.Name, Target: tp.Name, Status: string(plans.StatusStale), Message: reason})
+				}
 			}, func(j int, v any) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -229,26 +247,35 @@ func (e *Engine) currentHost(tp *plans.TargetPlan) (inventory.Host, string) {
 // of the same target. stale says why the facts moved on; forged says what
 // the saved plan claims that its runbook does not produce over unchanged
 // facts.
-func compareTarget(saved, fresh *plans.TargetPlan) (stale, forged string) {
+//
+// applied reports that every pending step's facts moved on because its
+// change is in place already (a fresh plan of it is a no-op): the plan was
+// applied before, and applying it again does nothing.
+func compareTarget(saved, fresh *plans.TargetPlan) (stale, forged string, applied bool) {
 	switch fresh.Status {
 	case plans.StatusFailed, plans.StatusUnreachable, plans.StatusSkipped, plans.StatusNotRun:
-		return fmt.Sprintf("could not re-check what the plan saw: %s: %s", fresh.Status, fresh.Reason), ""
+		return fmt.Sprintf("could not re-check what the plan saw: %s: %s", fresh.Status, fresh.Reason), "", false
 	}
 	byID := map[string]*plans.StepPlan{}
 	for i := range fresh.Steps {
 		byID[fresh.Steps[i].ID] = &fresh.Steps[i]
 	}
 	var why, lies []string
+	pending, inPlace := 0, 0
 	for _, s := range saved.Steps {
 		if s.Action != module.Change && s.Action != module.Unknown {
 			continue
 		}
+		pending++
 		f := byID[s.ID]
 		if f == nil {
 			why = append(why, fmt.Sprintf("step %s: not planned any more", s.ID))
 			continue
 		}
 		if moved := fingerprintDiff(s.Fingerprint, f.Fingerprint); moved != "" {
+			if f.Action == module.NoOp {
+				inPlace++
+			}
 			why = append(why, fmt.Sprintf("step %s: %s", s.ID, moved))
 			continue
 		}
@@ -257,12 +284,15 @@ func compareTarget(saved, fresh *plans.TargetPlan) (stale, forged string) {
 		}
 	}
 	if len(lies) > 0 {
-		return "", strings.Join(lies, "; ")
+		return "", strings.Join(lies, "; "), false
 	}
 	if len(why) == 0 {
-		return "", ""
+		return "", "", false
 	}
-	return "changed since the plan: " + strings.Join(why, "; "), ""
+	if pending > 0 && inPlace == pending {
+		return "already applied: the planned changes are in place", "", true
+	}
+	return "changed since the plan: " + strings.Join(why, "; "), "", false
 }
 
 func fingerprintDiff(saved, fresh map[string]string) string {
@@ -362,6 +392,8 @@ func StoppedReport(p *plans.Plan, stale []StaleTarget, now time.Time) *plans.Rep
 		for _, tp := range rp.Targets {
 			r := plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address}
 			switch reason, ok := st[key{rp.Name, tp.Name}]; {
+			case ok && strings.HasPrefix(reason, "already applied"):
+				r.Status, r.Reason = plans.StatusOK, reason
 			case ok:
 				r.Status, r.Reason = plans.StatusStale, reason
 			case !pendingSteps(&tp):

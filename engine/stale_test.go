@@ -44,7 +44,7 @@ func TestCompareTarget(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			saved, fresh := base(), base()
 			tc.edit(&saved, &fresh)
-			stale, forged := compareTarget(&saved, &fresh)
+			stale, forged, _ := compareTarget(&saved, &fresh)
 			if (tc.stale == "") != (stale == "") || !strings.Contains(stale, tc.stale) {
 				t.Errorf("stale = %q, want %q", stale, tc.stale)
 			}

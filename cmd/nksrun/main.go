@@ -6,16 +6,15 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"nksrun/cmd/nksrun/cli"
 )
 
 func main() {
 	// Ctrl-C / SIGTERM cancel the run cleanly: in-flight commands are
-	// stopped, nothing half-applied is left (installs are atomic).
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// stopped, nothing half-applied is left (installs are atomic), a node
+	// mid-reboot is seen through; a second one exits at once.
+	ctx, stop := cli.HandleInterrupts(context.Background(), os.Stderr)
 	code := cli.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

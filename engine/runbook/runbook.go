@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -492,6 +493,11 @@ func normalize(v any) any {
 	switch v.(type) {
 	case nil, string, bool, int, int64, float64:
 		return v
+	}
+	// expr's builtins (concat, flatten, ...) return a nil slice for an
+	// empty result: that is an empty list, not a missing value.
+	if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice && rv.IsNil() {
+		return []any{}
 	}
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -27,13 +27,13 @@ func (Module) RBAC(params any) ([]module.Rule, error) {
 	if len(refs) == 0 {
 		return nil, errors.New("the namespaces are only known at run time: give them (--set namespaces=a,b) so that the Secret and ServiceAccount rules stay in those namespaces")
 	}
-	accounts := map[string][]string{}
+	seen := map[string]bool{}
 	var namespaces []string
 	for _, r := range refs {
-		if _, ok := accounts[r.Namespace]; !ok {
+		if !seen[r.Namespace] {
+			seen[r.Namespace] = true
 			namespaces = append(namespaces, r.Namespace)
 		}
-		accounts[r.Namespace] = append(accounts[r.Namespace], r.Name)
 	}
 	sort.Strings(namespaces)
 	var out []module.Rule
@@ -41,7 +41,9 @@ func (Module) RBAC(params any) ([]module.Rule, error) {
 		out = append(out,
 			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"secrets"}, Names: []string{p.SecretName}, Verbs: []string{"get", "update"}, Why: "the pull Secret"},
 			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}, Why: "creates the pull Secret"},
-			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"serviceaccounts"}, Names: accounts[n], Verbs: []string{"get", "patch"}, Why: "imagePullSecrets of the ServiceAccounts"},
+			// Which ServiceAccounts (those the failing pods run as) is
+			// known only at run time; they are not secrets.
+			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"get", "patch"}, Why: "imagePullSecrets of the ServiceAccounts"},
 			module.Rule{Namespace: n, Groups: []string{""}, Resources: []string{"serviceaccounts"}, Verbs: []string{"create"}, Why: "creates a ServiceAccount where it is missing"})
 	}
 	return out, nil

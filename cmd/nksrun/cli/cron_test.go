@@ -155,9 +155,9 @@ func TestCronJobRBACPerRunbook(t *testing.T) {
 		t.Errorf("upgrade-finalizers kube-system rules: %v", rules["Role/kube-system"])
 	}
 	// Facts that name their object read that object only.
-	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/calico-ebpf-istio.yaml"))
-	if !hasNamedRule(rules["ClusterRole"], "", "namespaces", "istio-system", "get") {
-		t.Errorf("calico-ebpf-istio: namespace fact not narrowed to istio-system: %v", rules["ClusterRole"])
+	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/calico-image-repo.yaml"))
+	if !hasNamedRule(rules["Role/kube-system"], "apps", "daemonsets", "calico-node", "get", "patch") {
+		t.Errorf("calico-image-repo: DaemonSet fact not narrowed to calico-node: %v", rules["Role/kube-system"])
 	}
 	// Reboots: the Lease by name; create and list (a dead holder's
 	// slot is told from a live one's) apart.
@@ -172,8 +172,9 @@ func TestCronJobRBACPerRunbook(t *testing.T) {
 	rules = manifestRules(t, runOK(t, "cron", "--kubernetes", "../../../runbooks/dockerhub-ratelimit.yaml"))
 	for key, rs := range rules {
 		for _, r := range rs {
-			if r["resources"].([]any)[0] == "secrets" {
-				t.Errorf("dockerhub-ratelimit without credentials: %s has %v", key, r)
+			names, _ := r["resourceNames"].([]any)
+			if r["resources"].([]any)[0] == "secrets" && (len(names) != 1 || names[0] != "dockerhub-pull" || hasVerb(r, "update", "create", "patch")) {
+				t.Errorf("dockerhub-ratelimit without credentials: %s has %v (want read of dockerhub-pull only)", key, r)
 			}
 		}
 	}
@@ -181,7 +182,7 @@ func TestCronJobRBACPerRunbook(t *testing.T) {
 	for _, ns := range []string{"team-a", "team-b"} {
 		rs := rules["Role/"+ns]
 		if !hasNamedRule(rs, "", "secrets", "dockerhub-pull", "get", "update") || !hasRule(rs, "", "secrets", "create") ||
-			!hasNamedRule(rs, "", "serviceaccounts", "default", "get", "patch") {
+			!hasRule(rs, "", "serviceaccounts", "get", "create", "patch") {
 			t.Errorf("dockerhub-ratelimit Role in %s: %v", ns, rs)
 		}
 	}
@@ -204,16 +205,21 @@ func TestCronJobRBACPerRunbook(t *testing.T) {
 	if code != cli.ExitUsage || !strings.Contains(stderr, "--set namespaces=") {
 		t.Errorf("dockerhub-ratelimit with credentials, namespaces unknown: exit %d: %s", code, stderr)
 	}
-	for key, rs := range rules {
-		for _, r := range rs {
-			for _, g := range r["apiGroups"].([]any) {
-				if g == "*" {
-					t.Errorf("%s: wildcard rule %v", key, r)
+	// No runbook gets a wildcard; only ghcr-migration reads Secrets
+	// cluster-wide (the old host's pull credentials, values never kept),
+	// and its manifest says so.
+	for _, rb := range []string{"logrotate", "dockerhub-ratelimit", "closed-network-images", "ghcr-migration", "cgroup-nokmem", "rpc-statd", "cinder-csi-rescan", "fsgroup-policy", "calico-ebpf-udp", "calico-ebpf-istio", "calico-328-scale", "upgrade-finalizers", "calico-image-repo"} {
+		out := runOK(t, "cron", "--kubernetes", "../../../runbooks/"+rb+".yaml")
+		for key, rs := range manifestRules(t, out) {
+			for _, r := range rs {
+				for _, g := range append(append([]any{}, r["apiGroups"].([]any)...), r["resources"].([]any)...) {
+					if g == "*" {
+						t.Errorf("%s %s: wildcard rule %v", rb, key, r)
+					}
 				}
-			}
-			for _, res := range r["resources"].([]any) {
-				if res == "secrets" && key == "ClusterRole" {
-					t.Errorf("cluster-wide access to Secrets: %v", r)
+				names, _ := r["resourceNames"].([]any)
+				if r["resources"].([]any)[0] == "secrets" && key == "ClusterRole" && len(names) == 0 && rb != "ghcr-migration" {
+					t.Errorf("%s: cluster-wide access to Secrets: %v", rb, r)
 				}
 			}
 		}
@@ -664,4 +670,15 @@ func TestCronLineWithSecretRuns(t *testing.T) {
 	if !strings.Contains(string(last), "skipped: token received") || strings.Contains(string(last)+string(logs), token) {
 		t.Errorf("the run did not get the token from the file, or printed it:\n%s\n%s", last, logs)
 	}
+}
+
+func hasVerb(r map[string]any, verbs ...string) bool {
+	for _, v := range r["verbs"].([]any) {
+		for _, w := range verbs {
+			if v == w {
+				return true
+			}
+		}
+	}
+	return false
 }

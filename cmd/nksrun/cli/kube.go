@@ -45,7 +45,9 @@ func connectCluster(kubeconfig, context string) (*module.Cluster, error) {
 		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(cs.Discovery()))
-	return &module.Cluster{Clientset: cs, Dynamic: dyn, Mapper: mapper}, nil
+	c := &module.Cluster{Clientset: cs, Dynamic: dyn, Mapper: mapper}
+	lastCluster.Store(c)
+	return c, nil
 }
 
 func restConfig(kubeconfig, context string) (*rest.Config, error) {

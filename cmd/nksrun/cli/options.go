@@ -44,6 +44,7 @@ type options struct {
 
 	// apply
 	autoApprove bool
+	force       bool // unlock: also a live holder's slots
 	maxPlanAge  time.Duration
 	lockFile    string
 	noLock      bool

@@ -54,6 +54,11 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 		}
 		r := module.Rule{Namespace: f.K8s.Namespace, Groups: []string{kubeutil.APIGroup(f.K8s.APIVersion)}, Resources: []string{kubeutil.ResourceOf(f.K8s.Kind)},
 			Verbs: []string{"get", "list"}, Why: "fact " + name + ": reads " + f.K8s.Kind}
+		if name, ok := strings.CutPrefix(f.K8s.FieldSelector, "metadata.name="); ok && !strings.ContainsAny(name, ",!=") && f.K8s.Name == "" {
+			// A list narrowed to one name: the API server authorizes it
+			// against resourceNames, so the rule names that object only.
+			r.Names = []string{name}
+		}
 		if f.K8s.Name != "" {
 			// One object, read with a get: that object only.
 			r.Names, r.Verbs = []string{f.K8s.Name}, []string{"get"}
@@ -182,10 +187,12 @@ func never(s *runbook.Step, env map[string]any) bool {
 		return false
 	}
 	for k := range s.When.Uses {
-		if k != runbook.EnvParams {
+		if k != runbook.EnvParams && k != runbook.EnvVars {
 			return false
 		}
 	}
+	// vars holds only the vars computable from params (knownVars): a
+	// condition on any other var does not evaluate, so it is not "never".
 	ok, err := s.When.EvalBool(env)
 	return err == nil && !ok
 }

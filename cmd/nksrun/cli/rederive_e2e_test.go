@@ -191,14 +191,29 @@ func TestE2ESavedPlanIsReDerived(t *testing.T) {
 		})
 	}
 
-	t.Run("applying an unedited saved plan still works", func(t *testing.T) {
+	t.Run("applying an unedited saved plan works, and twice is a no-op", func(t *testing.T) {
 		f := plan(t)
 		if code, out, _ := apply(t, f); code != 0 {
 			t.Fatalf("apply: exit %d\n%s", code, out)
 		}
+		backups := map[string][]string{}
 		for _, n := range e.docker {
 			if got := e.file(t, n); got != string(e.want) {
 				t.Errorf("%s not applied: %q", n.Name, got)
+			}
+			backups[n.Name], _ = filepath.Glob(n.Path("/etc/logrotate.d/docker") + ".*.nksrun-backup~")
+		}
+		code, out, _ := apply(t, f)
+		if code != 0 {
+			t.Fatalf("second apply of the same plan: exit %d, want 0\n%s", code, out)
+		}
+		for _, n := range e.docker {
+			r := reportOf(t, out)[n.Name]
+			if r.Status != plans.StatusOK || !strings.Contains(r.Reason, "already applied") {
+				t.Errorf("%s: %s %q, want ok, already applied", n.Name, r.Status, r.Reason)
+			}
+			if again, _ := filepath.Glob(n.Path("/etc/logrotate.d/docker") + ".*.nksrun-backup~"); len(again) != len(backups[n.Name]) {
+				t.Errorf("%s: the second apply left another backup: %v", n.Name, again)
 			}
 		}
 	})

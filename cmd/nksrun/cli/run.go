@@ -386,14 +386,14 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		if stale, err = s.engine.Rederive(ctx, plan); err != nil {
 			return err
 		}
-		if len(stale) > 0 && a.opts.onStale == "stop" {
+		if engine.Stale(stale) > 0 && a.opts.onStale == "stop" {
 			a.log.done()
 			rep := engine.StoppedReport(plan, stale, time.Now())
 			a.report = rep
 			if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
 				return err
 			}
-			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", len(stale))}
+			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", engine.Stale(stale))}
 		}
 	}
 	if plan.HasChanges() && !a.opts.autoApprove {
@@ -436,12 +436,25 @@ var openTTY = func() (io.WriteCloser, error) { return os.OpenFile("/dev/tty", os
 // there is none), never to stdout, which may be redirected to a file
 // (nksrun apply x > apply.log); the answer is read from stdin, a terminal.
 func confirm(in io.Reader, fallback io.Writer) (bool, error) {
+	return ask(in, fallback, "\nApply these changes? Only 'yes' is accepted: ")
+}
+
+// ask writes question to the terminal (see confirm) and reads a yes.
+func ask(in io.Reader, fallback io.Writer, question string) (bool, error) {
 	var out io.Writer = fallback
 	if tty, err := openTTY(); err == nil {
 		defer tty.Close()
 		out = tty
 	}
-	fmt.Fprint(out, "\nApply these changes? Only 'yes' is accepted: ")
+	fmt.Fprint(out, question)
+	return readYes(in)
+}
+
+// readYes reads one line and accepts exactly "yes".
+func readYes(in io.Reader) (bool, error) {
+	if in == nil {
+		return false, errors.New("no input")
+	}
 	line, err := bufio.NewReader(in).ReadString('\n')
 	if err != nil && line == "" {
 		return false, err
