@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	"nksrun/engine/module"
 	"nksrun/engine/plans"
 )
 
@@ -168,4 +169,19 @@ func trimRedundant(reason, nodePrefix string, status plans.Status) string {
 		}
 	}
 	return strings.TrimPrefix(reason, string(status)+": ")
+}
+
+// quiet reports whether a group is one line: node targets in sync or
+// skipped whose steps are all no-ops or skips without findings. A finding
+// or an unknown on an in-sync node is always shown.
+func (g *group) quiet() bool {
+	if g.Targets[0].Kind != plans.TargetNode || (g.Status != plans.StatusOK && g.Status != plans.StatusSkipped) {
+		return false
+	}
+	for _, s := range g.Steps {
+		if (s.Action != module.NoOp && s.Action != module.Skip) || len(s.Findings) > 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -67,7 +67,7 @@ func renderPlanMarkdown(w io.Writer, p *plans.Plan, _ Options) error {
 		var brief []*group // one bullet each: in sync, skipped, errors
 		shown := 0
 		for _, g := range groups {
-			if len(g.Steps) == 0 || (g.Status == plans.StatusOK || g.Status == plans.StatusSkipped) && g.Targets[0].Kind == plans.TargetNode {
+			if len(g.Steps) == 0 || g.quiet() {
 				brief = append(brief, g)
 				continue
 			}
@@ -99,7 +99,7 @@ func renderPlanMarkdown(w io.Writer, p *plans.Plan, _ Options) error {
 				if g.Reason != "" {
 					line += ": " + mdEscape(g.Reason)
 				} else if g.Status == plans.StatusOK && len(g.Steps) > 0 {
-					line += fmt.Sprintf(" (%s in sync)", plural(len(g.Steps), "step", "steps"))
+					line += fmt.Sprintf(" (%s, nothing to do)", plural(len(g.Steps), "step", "steps"))
 				} else if len(g.Steps) > 0 {
 					line += fmt.Sprintf(" (%s, see the JSON plan)", plural(len(g.Steps), "step", "steps"))
 				}

@@ -104,7 +104,7 @@ func TestTextGroupsAndFolds(t *testing.T) {
 		t.Errorf("text plan of 1,000 nodes is %d lines:\n%s", n, s)
 	}
 	for _, want := range []string{
-		"= ok on 793 nodes", "(1 step in sync)", "and 788 more", "(-v lists all)",
+		"= ok on 793 nodes", "(1 step, nothing to do)", "and 788 more", "(-v lists all)",
 		"x unreachable on 3 nodes: dial tcp {address}:22",
 		"x failed on 5 nodes: gathering facts: sudo: a password is required",
 		"Targets: 692 with changes,",
@@ -200,5 +200,27 @@ func TestReportGroups(t *testing.T) {
 	}
 	if n := strings.Count(out, "\n"); n > 12 {
 		t.Errorf("recap of 50 nodes is %d lines:\n%s", n, out)
+	}
+}
+
+// TestFindingsOnInSyncNodesShown: a group in sync is one line only when
+// nothing in it needs a look; a finding on an in-sync node is shown.
+func TestFindingsOnInSyncNodesShown(t *testing.T) {
+	p := synthetic(10)
+	for i := range p.Runbooks[0].Targets {
+		tp := &p.Runbooks[0].Targets[i]
+		if tp.Status == plans.StatusOK {
+			tp.Steps = append(tp.Steps, plans.StepPlan{ID: "kubelet", Module: "report", Planned: module.Planned{Action: module.Finding, Summary: "kubelet log limits",
+				Findings: []module.FindingInfo{{Severity: "info", Title: "does not set containerLogMaxSize"}}}})
+		}
+	}
+	for _, format := range []string{FormatText, FormatMarkdown} {
+		var buf bytes.Buffer
+		if err := RenderPlan(&buf, p, format, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(buf.String(), "does not set containerLogMaxSize") {
+			t.Errorf("%s: the finding on in-sync nodes is hidden:\n%s", format, buf.String())
+		}
 	}
 }

@@ -79,9 +79,9 @@ func renderPlanText(w io.Writer, p *plans.Plan, o Options) error {
 			fmt.Fprintf(w, "  %s\n", groupHeader(g, o))
 			// In-sync and skipped groups are one line; their steps are
 			// no-ops (shown with -v).
-			if (g.Status == plans.StatusOK || g.Status == plans.StatusSkipped) && !o.Verbose && g.Targets[0].Kind == plans.TargetNode {
+			if g.quiet() && !o.Verbose {
 				if n := len(g.Steps); n > 0 && g.Status == plans.StatusOK {
-					fmt.Fprintf(w, "      (%s in sync)\n", plural(n, "step", "steps"))
+					fmt.Fprintf(w, "      (%s, nothing to do)\n", plural(n, "step", "steps"))
 				}
 				continue
 			}
