@@ -137,11 +137,10 @@ steps:
 `
 
 type node struct {
-	name   string
-	ready  bool
-	role   string
-	file   string // content of the node's file; "" = absent
-	broken string // "panic" | "fail"
+	name  string
+	ready bool
+	role  string
+	file  string // content of the node's file; "" = absent
 }
 
 func setupEngine(t *testing.T, nodes []node, down map[string]bool, o Options, rbSrc string) (*Engine, *runbook.Runbook, map[string]string) {

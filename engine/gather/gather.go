@@ -21,15 +21,26 @@ import (
 
 // BuiltinProbes are the host.* facts, read over SSH in the same round trip
 // as everything else a node needs.
-var BuiltinProbes = []module.Probe{
-	{Key: "host.bootID", Command: "cat /proc/sys/kernel/random/boot_id"},
-	{Key: "host.cmdline", Command: "cat /proc/cmdline"},
-	{Key: "host.kernel", Command: "uname -r"},
-	{Key: "host.os", Command: ". /etc/os-release 2>/dev/null && echo \"$ID\""},
-	// Identity, compared with the Node's nodeInfo before anything runs.
-	{Key: "host.machineID", Command: "cat /etc/machine-id"},
-	{Key: "host.productUUID", Command: "cat /sys/class/dmi/id/product_uuid"},
-}
+var BuiltinProbes = []module.Probe{{Key: hostProbeKey, Command: hostScript}}
+
+const hostProbeKey = "host"
+
+// hostScript reads every host.* fact with shell builtins only: no process
+// is started for them on the node (the kernel release is
+// /proc/sys/kernel/osrelease, what `uname -r` prints). One key=value line
+// each; a file that cannot be read gives an empty value. machineID and
+// productUUID are the host's identity, compared with the Node's nodeInfo
+// before anything runs.
+const hostScript = `r() { v=; read -r v < "$2" 2>/dev/null; printf '%s=%s\n' "$1" "$v"; }
+r bootID /proc/sys/kernel/random/boot_id
+r cmdline /proc/cmdline
+r kernel /proc/sys/kernel/osrelease
+r machineID /etc/machine-id
+r productUUID /sys/class/dmi/id/product_uuid
+ID=; . /etc/os-release 2>/dev/null; printf 'os=%s\n' "$ID"`
+
+// hostFields are the host.* names, in the order hostScript prints them.
+var hostFields = []string{"bootID", "cmdline", "kernel", "machineID", "productUUID", "os"}
 
 // IdentityMismatch compares what a host reports about itself (host.* facts)
 // with what its Node (or static inventory entry) says: boot id, machine id
@@ -127,13 +138,18 @@ func firstLine(b []byte) string {
 
 // HostFacts turns the built-in probe results into the host.* map.
 func HostFacts(res map[string]module.ProbeResult) map[string]any {
-	h := map[string]any{}
-	for _, p := range BuiltinProbes {
-		name := strings.TrimPrefix(p.Key, "host.")
-		if r, ok := res[p.Key]; ok && r.ExitCode == 0 {
-			h[name] = strings.TrimSpace(string(r.Output))
-		} else {
-			h[name] = ""
+	h := make(map[string]any, len(hostFields))
+	for _, name := range hostFields {
+		h[name] = ""
+	}
+	r, ok := res[hostProbeKey]
+	if !ok {
+		return h
+	}
+	for _, line := range strings.Split(string(r.Output), "\n") {
+		k, v, found := strings.Cut(line, "=")
+		if _, known := h[k]; found && known {
+			h[k] = strings.TrimSpace(v)
 		}
 	}
 	return h

@@ -2,6 +2,8 @@ package gather
 
 import (
 	"context"
+	"os"
+	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
@@ -94,5 +96,36 @@ func TestIdentityMismatch(t *testing.T) {
 	}
 	if got := IdentityMismatch(map[string]any{}, map[string]any{"bootID": "x"}); got != "" {
 		t.Errorf("a Node without identity fields refused a host: %q", got)
+	}
+}
+
+// TestHostFactsFromBuiltins runs the host.* script with a real sh and checks
+// each value against what the machine says.
+func TestHostFactsFromBuiltins(t *testing.T) {
+	res, err := Run(context.Background(), &moduletest.LocalRunner{}, BuiltinProbes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := HostFacts(res)
+	read := func(p string) string {
+		b, _ := os.ReadFile(p)
+		return strings.TrimSpace(string(b))
+	}
+	uname, _ := exec.Command("uname", "-r").Output()
+	for name, want := range map[string]string{
+		"bootID":    read("/proc/sys/kernel/random/boot_id"),
+		"cmdline":   read("/proc/cmdline"),
+		"kernel":    strings.TrimSpace(string(uname)),
+		"machineID": read("/etc/machine-id"),
+	} {
+		if h[name] != want {
+			t.Errorf("host.%s = %q, want %q", name, h[name], want)
+		}
+	}
+	if h["os"] == "" {
+		t.Error("host.os is empty")
+	}
+	if len(h) != len(hostFields) {
+		t.Errorf("host facts %v", h)
 	}
 }

@@ -80,7 +80,7 @@ func checkKeyType(k ssh.PublicKey) error {
 	if _, ok := k.(*ssh.Certificate); ok {
 		return fmt.Errorf("%s is an SSH certificate: plan signatures use the plain key (certificates and cert-authority lines are not supported)", k.Type())
 	}
-	if k.Type() == ssh.InsecureKeyAlgoDSA {
+	if k.Type() == "ssh-dss" { // DSA: x/crypto/ssh no longer verifies it
 		return errors.New("DSA keys are not supported (use ed25519, ecdsa or rsa)")
 	}
 	return nil

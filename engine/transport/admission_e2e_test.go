@@ -2,7 +2,6 @@ package transport_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strconv"
 	"sync"
@@ -77,6 +76,6 @@ func TestE2EAdmissionManyNodes(t *testing.T) {
 		t.Errorf("admission not drained: %+v", st)
 	}
 	if failed.Load() > 0 {
-		t.Fatal(fmt.Sprintf("%d of %d nodes not reached with admission", failed.Load(), n))
+		t.Fatalf("%d of %d nodes not reached with admission", failed.Load(), n)
 	}
 }

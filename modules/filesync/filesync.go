@@ -147,7 +147,7 @@ func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
 	return []module.Probe{{
 		Key: probeState,
 		Command: fmt.Sprintf(`d=%s; set -- "${d%%/*}"/.nksrun-"${d##*/}".*~; [ -e "$1" ] && n=$# || n=0
-if [ -e "$d" ]; then h=$(sha256sum "$d") && h=${h%%%% *} && printf '%%s %%s %%s\n' "$h" "$(stat -c '%%a %%U %%G' "$d")" "$n"%s; else echo absent "$n"; fi`, shell.Quote(p.Dest), content),
+if [ -L "$d" ]; then echo symlink "$n"; readlink "$d"; elif [ -e "$d" ]; then h=$(sha256sum "$d") && h=${h%%%% *} && printf '%%s %%s %%s\n' "$h" "$(stat -c '%%a %%U %%G' "$d")" "$n"%s; else echo absent "$n"; fi`, shell.Quote(p.Dest), content),
 		Sudo: true,
 	}}, nil
 }
@@ -159,6 +159,10 @@ type state struct {
 	mode, owner, group string
 	leftovers          bool
 	content            []byte
+	// symlink: dest is a symbolic link (to linkTarget). Apply replaces
+	// the link with a regular file, and the plan says so.
+	symlink    bool
+	linkTarget string
 }
 
 func parseState(r module.ProbeResult) (state, error) {
@@ -171,6 +175,9 @@ func parseState(r module.ProbeResult) (state, error) {
 	switch {
 	case len(f) == 2 && f[0] == "absent":
 		return state{leftovers: f[1] != "0"}, nil
+	case len(f) == 2 && f[0] == "symlink":
+		target, _, _ := strings.Cut(rest, "\n")
+		return state{symlink: true, linkTarget: target, leftovers: f[1] != "0"}, nil
 	case len(f) == 5 && len(f[0]) == 64:
 		return state{exists: true, hash: f[0], mode: fmt.Sprintf("%04s", f[1]), owner: f[2], group: f[3], leftovers: f[4] != "0", content: []byte(rest)}, nil
 	}
@@ -207,6 +214,9 @@ func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes m
 	}
 	var why []string
 	switch {
+	case cur.symlink:
+		out.Fingerprint["sha256"] = "symlink"
+		why = append(why, fmt.Sprintf("%s is a symlink to %s: apply replaces the link with a regular file", p.Dest, cur.linkTarget))
 	case !cur.exists:
 		why = append(why, "missing")
 	case cur.hash != wantHash:
@@ -225,7 +235,9 @@ func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes m
 	}
 	out.Action = module.Change
 	out.Reason = strings.Join(why, "; ")
-	if cur.exists {
+	if cur.symlink {
+		out.Summary = fmt.Sprintf("replace symlink %s with a file (%s %s %s:%s)", p.Dest, modutil.Short(wantHash), mode, owner, group)
+	} else if cur.exists {
 		out.Summary = fmt.Sprintf("update %s (%s %s %s:%s)", p.Dest, modutil.Short(wantHash), mode, owner, group)
 	} else {
 		out.Summary = fmt.Sprintf("create %s (%s %s %s:%s)", p.Dest, modutil.Short(wantHash), mode, owner, group)
@@ -290,7 +302,7 @@ func installScript(p *Params, d data, planned, stamp string) string {
 	}
 	// Re-check, right before the rename, that the node still has what the
 	// plan saw; anything else is someone else's change, not ours to overwrite.
-	fmt.Fprintf(&b, `cur=absent; if [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
+	fmt.Fprintf(&b, `cur=absent; if [ -L "$dest" ]; then cur=symlink; elif [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
 	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", shell.Quote(planned), shell.Quote(d.Hash), exitStale)
 	if p.Backup {
 		fmt.Fprintf(&b, `if [ -e "$dest" ]; then cp -p "$dest" "$dest.%s.nksrun-backup~"; fi`+"\n", stamp)
@@ -316,7 +328,7 @@ func (m Module) Apply(ctx context.Context, t module.Target, s module.Step, pl mo
 	if !hexDigestRE.MatchString(d.Hash) {
 		return module.Applied{}, fmt.Errorf("plan data for %s: sha256 %q is not a hex digest", p.Dest, d.Hash)
 	}
-	if fp := pl.Fingerprint["sha256"]; fp != "absent" && !hexDigestRE.MatchString(fp) {
+	if fp := pl.Fingerprint["sha256"]; fp != "absent" && fp != "symlink" && !hexDigestRE.MatchString(fp) {
 		return module.Applied{}, fmt.Errorf("%w: %s: planned sha256 %q is neither a hex digest nor absent", module.ErrStale, p.Dest, fp)
 	}
 	var content []byte

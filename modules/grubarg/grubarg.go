@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -277,6 +278,18 @@ func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes m
 		return module.Planned{}, fmt.Errorf("reading %s failed (exit %d)", p.File, fr.ExitCode)
 	}
 	old := fr.Output
+	if !present {
+		// GRUB puts both cmdline variables on the kernel's line: removing
+		// an argument from one while the other still sets it can never
+		// converge (every apply would fail its check and restore).
+		other := "GRUB_CMDLINE_LINUX_DEFAULT"
+		if p.Variable == other {
+			other = "GRUB_CMDLINE_LINUX"
+		}
+		if words, err := Words(old, other); err == nil && slices.Contains(words, p.Arg) {
+			return module.Planned{}, fmt.Errorf("%s: %s is also set in %s, which this step does not edit: removing it from %s alone cannot take effect (add a step with variable: %s)", p.File, p.Arg, other, p.Variable, other)
+		}
+	}
 	newContent, err := Edit(old, p.Variable, p.Arg, present)
 	if err != nil {
 		return module.Planned{}, fmt.Errorf("%s: %w", p.File, err)

@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -314,16 +316,25 @@ func PlanEdits(ctx context.Context, t module.Target, objs []unstructured.Unstruc
 		if err != nil {
 			return module.Planned{}, err
 		}
+		if o.GuardNoOp && p.Type == JSONPatch {
+			// The patch's own test ops are its guard: checked on the object
+			// as listed (the API server's 422 for a failed test cannot be
+			// told from any other invalid patch).
+			holds, err := testOpsHold(obj.Object, p.Body)
+			if err != nil {
+				return module.Planned{}, fmt.Errorf("%s: %w", ObjectName(obj), err)
+			}
+			if !holds {
+				unchanged = append(unchanged, ObjectName(obj)+" (test guard does not hold)")
+				continue
+			}
+		}
 		body, pt, err := withPrecondition(p, obj.GetResourceVersion(), !o.NoPrecondition)
 		if err != nil {
 			return module.Planned{}, err
 		}
 		after, err := ri.Patch(ctx, obj.GetName(), pt, body, metav1.PatchOptions{DryRun: []string{metav1.DryRunAll}})
 		if err != nil {
-			if o.GuardNoOp && p.Type == JSONPatch && isTestFailure(err) {
-				unchanged = append(unchanged, ObjectName(obj)+" (test guard does not hold)")
-				continue
-			}
 			return module.Planned{}, fmt.Errorf("%s: dry run: %w", ObjectName(obj), err)
 		}
 		if secret {
@@ -495,11 +506,42 @@ func rvChanged(ctx context.Context, ri dynamic.ResourceInterface, oc ObjectChang
 // with 422 and the patch library's message.
 func isTestFailure(err error) bool {
 	var se apierrors.APIStatus
-	if !errors.As(err, &se) || se.Status().Code != http.StatusUnprocessableEntity {
-		return false
+	// A failed JSON patch test op is a 422 whose message does not say so
+	// (v1.36: "the server rejected our request due to an error in our
+	// request"): any 422 may be one; callers confirm with the object's
+	// resourceVersion.
+	return errors.As(err, &se) && se.Status().Code == http.StatusUnprocessableEntity
+}
+
+// testOpsHold reports whether every `test` op of a JSON patch holds on obj.
+func testOpsHold(obj map[string]any, body []byte) (bool, error) {
+	var ops []map[string]any
+	if err := json.Unmarshal(body, &ops); err != nil {
+		return false, fmt.Errorf("JSON patch: %w", err)
 	}
-	m := strings.ToLower(err.Error())
-	return strings.Contains(m, "test")
+	var tests []map[string]any
+	for _, op := range ops {
+		if op["op"] == "test" {
+			tests = append(tests, op)
+		}
+	}
+	if len(tests) == 0 {
+		return true, nil
+	}
+	tb, err := json.Marshal(tests)
+	if err != nil {
+		return false, err
+	}
+	patch, err := jsonpatch.DecodePatch(tb)
+	if err != nil {
+		return false, fmt.Errorf("JSON patch: %w", err)
+	}
+	doc, err := json.Marshal(obj)
+	if err != nil {
+		return false, err
+	}
+	_, err = patch.Apply(doc)
+	return err == nil, nil
 }
 
 // withPrecondition adds the resourceVersion guard: a leading `test` op for

@@ -33,27 +33,27 @@ func Diff(old, new []byte, oldName, newName string) string {
 	if err != nil {
 		return fmt.Sprintf("content differs (%v)\n", err)
 	}
-	// difflib leaves a line without its newline unterminated; mark it like diff(1).
-	var b strings.Builder
-	for _, line := range strings.SplitAfter(d, "\n") {
-		if line == "" {
-			continue
-		}
-		b.WriteString(line)
-		if !strings.HasSuffix(line, "\n") {
-			b.WriteString("\n\\ No newline at end of file\n")
-		}
-	}
-	return b.String()
+	return d
 }
 
 // splitLines is difflib.SplitLines except that empty content has no lines
 // (difflib would diff a new file against one empty line).
+// splitLines splits b into lines that keep their "\n". A last line without
+// one carries diff(1)'s "\ No newline at end of file" marker with it, so
+// the marker follows that line wherever the diff prints it (removed, added
+// or context), and "X" and "X\n" compare as different lines. (difflib's
+// SplitLines adds a phantom empty last line instead.)
 func splitLines(b []byte) []string {
 	if len(b) == 0 {
 		return nil
 	}
-	return difflib.SplitLines(string(b))
+	lines := strings.SplitAfter(string(b), "\n")
+	if last := len(lines) - 1; lines[last] == "" {
+		lines = lines[:last]
+	} else {
+		lines[last] += "\n\\ No newline at end of file\n"
+	}
+	return lines
 }
 
 func isText(b []byte) bool {

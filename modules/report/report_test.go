@@ -2,35 +2,52 @@ package report
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"nksrun/engine/module"
+	"nksrun/engine/module/optest"
 )
 
-// TestPlanActions: found → finding; not found → no-op; not found but
-// unknown → unknown with the reason (unknown is not healthy).
-func TestPlanActions(t *testing.T) {
+// The plan cases (finding, not found, default severity) are data:
+// testdata/modules/report, run here and by modules.TestModuleCases.
+func TestCases(t *testing.T) { optest.Run(t, New(), "report") }
+
+func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		p      Params
-		action module.Action
-		reason string
+		p   Params
+		err string
 	}{
-		{"found", Params{Found: true, Title: "t", Unknown: "ignored when found"}, module.Finding, ""},
-		{"not found", Params{Title: "t"}, module.NoOp, ""},
-		{"unknown", Params{Title: "t", Unknown: "image pinned by digest"}, module.Unknown, "image pinned by digest"},
+		{Params{Title: "x"}, ""},
+		{Params{Title: "x", Severity: "info"}, ""},
+		{Params{Title: "x", Severity: "critical"}, ""},
+		{Params{Title: "x", Severity: "error"}, `severity "error"`},
+		{Params{Title: "x", Severity: "Warning"}, `severity "Warning"`},
+		{Params{Severity: "info"}, "title is required"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := Module{}.Plan(context.Background(), module.Target{}, module.Step{Params: &tc.p}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Action != tc.action || got.Reason != tc.reason {
-				t.Errorf("got %s %q, want %s %q", got.Action, got.Reason, tc.action, tc.reason)
-			}
-			if a, err := (Module{}).Apply(context.Background(), module.Target{}, module.Step{Params: &tc.p}, got); err != nil || a.Changed {
-				t.Errorf("apply changed something: %+v %v", a, err)
-			}
-		})
+		err := Module{}.Validate(&tc.p)
+		if tc.err == "" && err != nil || tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("Validate(%+v) = %v, want %q", tc.p, err, tc.err)
+		}
+	}
+}
+
+// A finding is not a change: Apply, if it is ever called, does nothing and
+// says so, and the plan carries no data for it.
+func TestFindingChangesNothing(t *testing.T) {
+	p := &Params{Found: true, Title: "x"}
+	pl, err := Module{}.Plan(context.Background(), module.Target{}, module.Step{Params: p}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pl.Action != module.Finding || len(pl.Data) != 0 || pl.Fingerprint != nil || len(pl.Findings) != 1 {
+		t.Fatalf("plan = %+v", pl)
+	}
+	ap, err := Module{}.Apply(context.Background(), module.Target{}, module.Step{Params: p}, pl)
+	if err != nil || ap.Changed {
+		t.Fatalf("apply = %+v, %v; want unchanged", ap, err)
+	}
+	if probes, err := (Module{}).Probes(module.Target{}, module.Step{Params: p}); err != nil || len(probes) != 0 {
+		t.Fatalf("probes = %v, %v", probes, err)
 	}
 }

@@ -155,6 +155,8 @@ func newFlagSet(cmd *command, o *options) *pflag.FlagSet {
 // Run runs nksrun with args (without the program name) and returns the exit code.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, registry: modules.Registry(), secrets: &redact.Secrets{}}
+	// The cluster of an earlier in-process run (tests) is not this run's.
+	lastCluster.Store(nil)
 	if len(args) == 0 {
 		a.usage(stderr)
 		return ExitUsage

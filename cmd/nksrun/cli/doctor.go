@@ -59,7 +59,17 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	if err := a.renderDoctor(rows); err != nil {
 		return err
 	}
+	// What earlier rollouts left (held slots, nksrun's cordons) is pending
+	// work too: after the table in the human views, counted by
+	// --detailed-exitcode.
+	left := a.leftovers(ctx)
+	if a.opts.format == views.FormatText || a.opts.format == views.FormatMarkdown {
+		writeLeftovers(engineWriter(a), left)
+	}
 	if a.opts.detailedExitcode {
+		if len(left) > 0 {
+			return exitError{code: ExitChanges}
+		}
 		for _, r := range rows {
 			if r.Status == "found" {
 				return exitError{code: ExitChanges}

@@ -91,6 +91,22 @@ func TestE2ESecondInterruptStatusUnlock(t *testing.T) {
 	if st := status(); len(st.Slots) == 0 && len(st.Cordoned) == 0 {
 		t.Errorf("status shows neither a slot nor a cordon after the hard exit: %+v", st)
 	}
+	// plan shows it as pending work (planned on a node that is up).
+	checked := false
+	for _, n := range tb.Nodes {
+		if ready, err := n.Ready(ctx); err != nil || !ready {
+			continue
+		}
+		_, out, _ := nksrun(t, append(append([]string{"plan", "--set", "preventive=true", "--limit", n.Name}, conn...), rb)...)
+		if !strings.Contains(out, "Left by earlier runs") || !strings.Contains(out, "reboot slot") {
+			t.Errorf("plan does not show what the interrupted run left:\n%s", out)
+		}
+		checked = true
+		break
+	}
+	if !checked {
+		t.Error("no node was up to plan on")
+	}
 	if code, _, stderr := nksrun(t, "unlock", "--kubeconfig", tb.Kubeconfig); code != cli.ExitError || !strings.Contains(stderr, "auto-approve") {
 		t.Errorf("unlock without a terminal or --auto-approve: exit %d %s", code, stderr)
 	}

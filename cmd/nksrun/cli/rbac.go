@@ -228,38 +228,6 @@ func evalKeys(s *runbook.Step, env map[string]any) (map[string]any, []string) {
 	return known, unknown
 }
 
-// literalParams decodes the top level of a step's with: mapping, leaving
-// out every value that is an expression.
-func literalParams(with *yaml.Node) map[string]any {
-	out := map[string]any{}
-	if with.Kind != yaml.MappingNode {
-		return out
-	}
-	for i := 0; i+1 < len(with.Content); i += 2 {
-		k, v := with.Content[i], with.Content[i+1]
-		if hasExpr(v) {
-			continue
-		}
-		var val any
-		if v.Decode(&val) == nil {
-			out[k.Value] = val
-		}
-	}
-	return out
-}
-
-func hasExpr(n *yaml.Node) bool {
-	if n.Tag == "!expr" {
-		return true
-	}
-	for _, c := range n.Content {
-		if hasExpr(c) {
-			return true
-		}
-	}
-	return false
-}
-
 // mergeRules joins rules on the same objects (verbs united, first reason
 // kept) and keeps the order of first appearance.
 func mergeRules(rules []module.Rule) []module.Rule {

@@ -251,13 +251,18 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 	if err := views.RenderPlanOpts(a.stdout, plan, a.opts.format, a.secrets, a.viewOpts()); err != nil {
 		return err
 	}
+	var left []module.FindingInfo
+	if a.opts.format != views.FormatJSON {
+		left = a.leftovers(ctx)
+		writeLeftovers(a.stdout, left)
+	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("plan interrupted: %w", context.Cause(ctx))
 	}
 	if plan.HasErrors() {
 		return exitError{ExitError, "nksrun plan: some targets failed or were unreachable (see the plan)"}
 	}
-	if a.opts.detailedExitcode && plan.HasChanges() {
+	if a.opts.detailedExitcode && (plan.HasChanges() || len(left) > 0) {
 		return exitError{code: ExitChanges}
 	}
 	return nil

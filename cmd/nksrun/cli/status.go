@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"nksrun/engine/module"
 	"nksrun/modules/reboot"
 )
 
@@ -172,4 +173,38 @@ func runUnlock(ctx context.Context, a *app, args []string) error {
 		return exitError{ExitError, "nksrun unlock: some slots are held by a run that still renews them (see kept); stop it, or pass --force if it is gone"}
 	}
 	return nil
+}
+
+// leftovers are what earlier rollouts left in the cluster (held reboot
+// slots, nodes nksrun cordoned, nodes not back from a reboot): pending work
+// that plan and doctor show next to the plan. Nil without a cluster or when
+// the state cannot be read (it is reported, never fatal).
+func (a *app) leftovers(ctx context.Context) []module.FindingInfo {
+	c := lastCluster.Load()
+	if c == nil || ctx.Err() != nil {
+		return nil
+	}
+	fs, err := reboot.Findings(ctx, c)
+	if err != nil {
+		fmt.Fprintf(a.stderr, "WARNING: could not read what earlier rollouts left (%v); `nksrun status` shows it\n", err)
+		return nil
+	}
+	return fs
+}
+
+// writeLeftovers prints leftovers after a plan or doctor table.
+func writeLeftovers(w io.Writer, fs []module.FindingInfo) {
+	if len(fs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nLeft by earlier runs (pending; `nksrun status`, `nksrun unlock`):")
+	for _, f := range fs {
+		fmt.Fprintf(w, "  ! %s: %s\n", f.Severity, f.Title)
+		for _, e := range f.Evidence {
+			fmt.Fprintf(w, "      - %s\n", e)
+		}
+		if f.Recommendation != "" {
+			fmt.Fprintf(w, "      → %s\n", f.Recommendation)
+		}
+	}
 }
