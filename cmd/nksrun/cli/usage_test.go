@@ -444,3 +444,13 @@ func TestDoctorViews(t *testing.T) {
 		}
 	}
 }
+
+// TestCronNamesBuiltinRunbooks: the crontab line for a built-in runbook
+// names it, not the cache directory it was written to.
+func TestCronNamesBuiltinRunbooks(t *testing.T) {
+	isolate(t)
+	code, out, errs := run("cron", "logrotate")
+	if code != 0 || !strings.Contains(out, " logrotate > ") || strings.Contains(out, "/runbooks/") {
+		t.Errorf("cron logrotate: exit %d\n%s%s", code, out, errs)
+	}
+}
