@@ -114,7 +114,11 @@ func (e *Engine) applyTarget(ctx context.Context, rb *runbook.Runbook, rp *plans
 		return res
 	}
 	t := e.target(rb, node)
-	checks, vprobes := verifyPlan(rb, tp)
+	var nodeFacts map[string]any
+	if node != nil {
+		nodeFacts = node.Facts
+	}
+	checks, vprobes := verifyPlan(rb, tp, (&runbook.Env{Params: rp.Params, Node: nodeFacts, Cluster: e.clusterEnv(ctx)}).Map())
 	lastChange := -1
 	for i, sp := range tp.Steps {
 		if sp.Action == module.Change || sp.Action == module.Unknown {
@@ -191,7 +195,7 @@ func (e *Engine) applyStep(ctx context.Context, t module.Target, sp plans.StepPl
 // verifyPlan selects the verify checks of a target's scope and the node
 // probes they need: host.* only if a check names host, command facts only if
 // a check names facts; none at all for checks on params and steps.
-func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan) ([]*runbook.Check, []module.Probe) {
+func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan, env map[string]any) ([]*runbook.Check, []module.Probe) {
 	var checks []*runbook.Check
 	uses := map[string]bool{}
 	for i := range rb.Verify {
@@ -219,7 +223,7 @@ func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan) ([]*runbook.Check, []
 			probes = append(probes, gather.BuiltinProbes...)
 		}
 		if uses[runbook.EnvFacts] {
-			probes = append(probes, gather.FactProbes(rb)...)
+			probes = append(probes, gather.FactProbes(rb, env)...)
 		}
 	}
 	return checks, probes

@@ -434,3 +434,21 @@ func TestSavedPlanAppliedTwice(t *testing.T) {
 		}
 	}
 }
+
+// TestFactWhen: a command fact with when: runs only on the nodes where it
+// holds; elsewhere it is nil and nothing runs on the node for it.
+func TestFactWhen(t *testing.T) {
+	mark := filepath.Join(t.TempDir(), "ran")
+	src := strings.Replace(testRunbook, "nodes:\n", fmt.Sprintf("facts:\n  marked:\n    when: node.name == \"a\"\n    command: echo x >> %s; echo yes\n    sudo: true\nnodes:\n", mark), 1)
+	e, rb, _ := setupEngine(t, []node{{name: "a", ready: true}, {name: "b", ready: true}}, nil, Options{}, src)
+	if _, err := e.Plan(context.Background(), []*runbook.Runbook{rb}, nil); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(mark)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), "x"); got != 1 {
+		t.Errorf("the fact's command ran %d times for two nodes, want once (node a only)", got)
+	}
+}

@@ -229,7 +229,7 @@ func (e *Engine) startNode(ctx context.Context, rb *runbook.Runbook, params map[
 	w.node = &module.Node{Name: h.Name, Address: h.Address, Facts: h.Facts, Runner: runner}
 	w.t = e.target(rb, w.node)
 	w.prepared = make([]*preparedStep, len(rb.Steps))
-	w.probes = gather.FactProbes(rb)
+	w.probes = gather.FactProbes(rb, w.env.Map())
 	for i := range rb.Steps {
 		s := &rb.Steps[i]
 		if s.Scope() != module.ScopeNode || !static(s) {

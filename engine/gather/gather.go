@@ -156,12 +156,18 @@ func HostFacts(res map[string]module.ProbeResult) map[string]any {
 }
 
 // FactProbes are the declared command facts of a runbook, as probes.
-func FactProbes(rb *runbook.Runbook) []module.Probe {
+// env (params, node, cluster) decides facts with a when; nil reads them all.
+func FactProbes(rb *runbook.Runbook, env map[string]any) []module.Probe {
 	var out []module.Probe
 	for _, name := range sortedKeys(rb.Facts) {
 		f := rb.Facts[name]
 		if f.Command == "" {
 			continue
+		}
+		if f.When.IsSet() && env != nil {
+			if ok, err := f.When.EvalBool(env); err == nil && !ok {
+				continue
+			}
 		}
 		cmd := f.Command
 		if !f.Sudo {

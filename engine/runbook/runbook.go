@@ -100,6 +100,11 @@ type Fact struct {
 	Sudo    bool     `yaml:"sudo"`
 	Parse   string   `yaml:"parse"` // text (default) | lines | int | json | kv | exitcode
 	K8s     *K8sFact `yaml:"k8s"`
+	// When limits a command fact to the nodes where it holds (params, node
+	// and cluster only, like skip rules): elsewhere the command is not run
+	// and the fact is nil. Reading a node costs CPU on it; a fact only some
+	// nodes need should say so.
+	When Expr `yaml:"when"`
 }
 
 // K8sFact looks Kubernetes objects up. With Name it yields one object (or
@@ -300,6 +305,16 @@ func (v *validator) validate(root *yaml.Node) {
 	v.env = newDeclEnv(rb, stepLines)
 	for i := range rb.Nodes.Skip {
 		v.compile(&rb.Nodes.Skip[i].If, v.env.skipScope(), true)
+	}
+	for name, f := range rb.Facts {
+		if f.When.IsSet() {
+			if f.K8s != nil {
+				v.d.errorf(keyNode(keyNode(factsNode, name), "when"), "fact %q: when applies to command facts only", name)
+				continue
+			}
+			v.compile(&f.When, v.env.skipScope(), true)
+			rb.Facts[name] = f
+		}
 	}
 	v.validateVars()
 	stepsNode := keyNode(root, "steps")
