@@ -10,12 +10,34 @@ LDFLAGS  := -X nksrun/cmd/nksrun/cli.Version=$(VERSION)
 TESTBED  ?= /tmp/nksrun-testbed
 DEB_PKGS := openssh-server openssh-client sudo logrotate util-linux iproute2 procps git
 
-.PHONY: all build deps test unit vet testbed testbed-down demo bench fuzz clean
+PREFIX   ?= /usr/local
+BINDIR   ?= $(PREFIX)/bin
+GOOS     ?= $(shell $(GO) env GOOS)
+GOARCH   ?= $(shell $(GO) env GOARCH)
+
+.PHONY: all build install release deps test unit vet testbed testbed-down demo bench fuzz clean
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/nksrun ./cmd/nksrun
+
+# install puts nksrun in $(BINDIR) and its shell completions where bash,
+# zsh and fish look for them (DESTDIR for packaging).
+install: build
+	install -D -m 0755 bin/nksrun $(DESTDIR)$(BINDIR)/nksrun
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d
+	bin/nksrun completion bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/nksrun
+	bin/nksrun completion zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_nksrun
+	bin/nksrun completion fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/nksrun.fish
+	@echo "installed $(DESTDIR)$(BINDIR)/nksrun ($$($(DESTDIR)$(BINDIR)/nksrun --version))"
+
+# release is the binary to ship: static (no cgo), no local paths
+# (-trimpath), no symbol table or DWARF (-s -w), version stamped.
+release:
+	CGO_ENABLED=0 GOOS=$(GOOS) GOARCH=$(GOARCH) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o dist/nksrun-$(VERSION)-$(GOOS)-$(GOARCH) ./cmd/nksrun
+	@cd dist && sha256sum nksrun-$(VERSION)-$(GOOS)-$(GOARCH) > nksrun-$(VERSION)-$(GOOS)-$(GOARCH).sha256
+	@ls -l dist/nksrun-$(VERSION)-$(GOOS)-$(GOARCH) | awk '{printf "dist/%s: %d bytes (%.1f MiB)\n", "nksrun-$(VERSION)-$(GOOS)-$(GOARCH)", $$5, $$5/1048576}'
 
 # deps installs the Debian packages the testbed needs (only what is missing).
 deps:
@@ -91,4 +113,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

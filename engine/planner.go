@@ -263,8 +263,13 @@ func (e *Engine) gatherAndFinish(ctx context.Context, ws []*nodeWork) {
 		if isTransport(err) {
 			status = plans.StatusUnreachable
 		}
+		// gather's own errors already say "gathering facts"; one prefix.
+		reason := err.Error()
+		if !strings.HasPrefix(reason, "gathering facts") {
+			reason = "gathering facts: " + reason
+		}
 		for _, w := range ws {
-			w.finish(status, fmt.Sprintf("gathering facts: %v", err))
+			w.finish(status, reason)
 		}
 		return
 	}

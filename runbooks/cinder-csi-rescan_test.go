@@ -124,7 +124,7 @@ func (k *kenv) cli(args ...string) (string, string, int) {
 func (k *kenv) plan(name string, sets ...string) (string, *plans.Plan) {
 	k.t.Helper()
 	path := filepath.Join(k.dir, fmt.Sprintf("plan-%d.json", time.Now().UnixNano()))
-	args := []string{"plan", "--kubeconfig", k.kubeconfig(), "--log-format", "json", "--format", "text", "-o", path}
+	args := []string{"plan", "--kubeconfig", k.kubeconfig(), "--log-format", "json", "--format", "text", "--out", path}
 	for _, s := range sets {
 		args = append(args, "--set", s)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	"nksrun/engine/module"
@@ -49,6 +48,14 @@ func RedactJSON(doc []byte, s *redact.Secrets) []byte {
 	if s == nil {
 		return doc
 	}
+	out, _ := mapJSONStrings(doc, s.Redact, false)
+	return out
+}
+
+// mapJSONStrings returns doc with fn applied to every decoded string value
+// (and, with keys, object key), re-encoded; doc itself and false when fn
+// changed nothing.
+func mapJSONStrings(doc []byte, fn func(string) string, keys bool) ([]byte, bool) {
 	var out []byte
 	last := 0
 	for i := 0; i < len(doc); i++ {
@@ -66,13 +73,13 @@ func RedactJSON(doc []byte, s *redact.Secrets) []byte {
 			break
 		}
 		lit := doc[i : j+1]
-		if isKey(doc[j+1:]) {
+		if !keys && isKey(doc[j+1:]) {
 			i = j
 			continue
 		}
 		var str string
 		if json.Unmarshal(lit, &str) == nil {
-			if red := s.Redact(str); red != str {
+			if red := fn(str); red != str {
 				enc, _ := json.Marshal(red)
 				out = append(out, doc[last:i]...)
 				out = append(out, enc...)
@@ -82,9 +89,9 @@ func RedactJSON(doc []byte, s *redact.Secrets) []byte {
 		i = j
 	}
 	if out == nil {
-		return doc
+		return doc, false
 	}
-	return append(out, doc[last:]...)
+	return append(out, doc[last:]...), true
 }
 
 // isKey reports whether a JSON string literal followed by rest is an
@@ -136,30 +143,6 @@ func redactedPlan(p *plans.Plan, s *redact.Secrets) (*plans.Plan, error) {
 	return &c, nil
 }
 
-// RenderPlan writes p in the given format. Text, Markdown and JSON are views
-// of the same Plan value. Secrets are redacted in a copy of the data, never
-// in the rendered text: what a view prints about kinds, statuses, actions
-// and counts comes from the plan itself, so no secret's value can change
-// what a reviewer is told will happen.
-func RenderPlan(w io.Writer, p *plans.Plan, format string, secrets *redact.Secrets) error {
-	switch format {
-	case FormatJSON, FormatMarkdown, FormatText, "":
-	default:
-		return fmt.Errorf("unknown format %q (text, markdown, json)", format)
-	}
-	rp, err := redactedPlan(p, secrets)
-	if err != nil {
-		return err
-	}
-	switch format {
-	case FormatJSON:
-		return writeJSON(w, rp)
-	case FormatMarkdown:
-		return renderPlanMarkdown(w, rp)
-	}
-	return renderPlanText(w, rp)
-}
-
 func writeJSON(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
@@ -189,134 +172,6 @@ func targetLabel(t plans.TargetPlan) string {
 	return fmt.Sprintf("%s (%s)", t.Name, t.Address)
 }
 
-func renderPlanText(w io.Writer, p *plans.Plan) error {
-	for _, rp := range p.Runbooks {
-		fmt.Fprintf(w, "runbook %s (guide §%s): %s\n", rp.Name, rp.Section, rp.Title)
-		for _, t := range sortedRunbookTargets(rp) {
-			fmt.Fprintf(w, "  %s: %s", targetLabel(t), t.Status)
-			if t.Reason != "" {
-				fmt.Fprintf(w, ": %s", t.Reason)
-			}
-			fmt.Fprintln(w)
-			for _, s := range t.Steps {
-				fmt.Fprintf(w, "    %s %s [%s] %s", actionSign[s.Action], s.ID, s.Module, s.Summary)
-				if s.Reason != "" && s.Action != module.Change {
-					fmt.Fprintf(w, " (%s)", s.Reason)
-				} else if s.Reason != "" {
-					fmt.Fprintf(w, "\n        why: %s", s.Reason)
-				}
-				fmt.Fprintln(w)
-				for _, f := range s.Findings {
-					fmt.Fprintf(w, "      ! %s: %s\n", f.Severity, f.Title)
-					for _, ev := range f.Evidence {
-						fmt.Fprintf(w, "          - %s\n", ev)
-					}
-					if f.Recommendation != "" {
-						fmt.Fprintf(w, "          recommendation: %s\n", f.Recommendation)
-					}
-				}
-				if s.Diff != "" {
-					for _, line := range strings.Split(strings.TrimRight(s.Diff, "\n"), "\n") {
-						fmt.Fprintf(w, "        %s\n", line)
-					}
-				}
-			}
-		}
-	}
-	c := p.Counts()
-	_, err := fmt.Fprintf(w, "\nPlan: %d to change, %d unchanged, %d skipped, %d unknown until apply, %d finding(s); %d node(s) skipped, %d unreachable, %d failed.\n",
-		c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.SkippedTargets, c.Unreachable, c.Failed)
-	if err == nil && p.Checksum != "" {
-		// What a reviewer pins: a saved plan that was edited and resealed
-		// has another checksum.
-		_, err = fmt.Fprintf(w, "Plan checksum %s: nksrun apply --expect-checksum %s PLAN.json applies exactly this plan and refuses any other.\n", p.Checksum, p.Checksum)
-	}
-	return err
-}
-
-func renderPlanMarkdown(w io.Writer, p *plans.Plan) error {
-	c := p.Counts()
-	fmt.Fprintf(w, "## nksrun plan\n\n")
-	fmt.Fprintf(w, "Created %s by nksrun %s. **%d to change**, %d unchanged, %d skipped, %d unknown until apply, %d finding(s), %d unreachable, %d failed.\n\n",
-		p.CreatedAt.UTC().Format("2006-01-02 15:04:05 MST"), mdEscape(p.Tool), c.Change, c.NoOp, c.Skip, c.Unknown, c.Findings, c.Unreachable, c.Failed)
-	if p.Checksum != "" {
-		fmt.Fprintf(w, "Plan checksum `%s`: `nksrun apply --expect-checksum %s PLAN.json` applies exactly this plan and refuses any other.\n\n", p.Checksum, p.Checksum)
-	}
-	// Summary: one row per runbook, targets by status, then step counts.
-	fmt.Fprintf(w, "| runbook | guide | targets | with changes | in sync | skipped | failed/unreachable | changes | unknown | findings |\n|---|---|---|---|---|---|---|---|---|---|\n")
-	for _, rp := range p.Runbooks {
-		by := map[plans.Status]int{}
-		for _, t := range rp.Targets {
-			by[t.Status]++
-		}
-		one := plans.Plan{Runbooks: []plans.RunbookPlan{rp}}
-		rc := one.Counts()
-		fmt.Fprintf(w, "| `%s` | §%s | %d | %d | %d | %d | %d | %d | %d | %d |\n", mdCode(rp.Name), mdEscape(rp.Section), len(rp.Targets),
-			by[plans.StatusChanges], by[plans.StatusOK], by[plans.StatusSkipped]+by[plans.StatusNotRun], by[plans.StatusFailed]+by[plans.StatusUnreachable], rc.Change, rc.Unknown, rc.Findings)
-	}
-	fmt.Fprintln(w)
-	for _, rp := range p.Runbooks {
-		fmt.Fprintf(w, "### `%s` — %s (guide §%s)\n\n", mdCode(rp.Name), mdEscape(rp.Title), mdEscape(rp.Section))
-		fmt.Fprintf(w, "Runbook sha256 `%s`", short(rp.SourceHash))
-		if len(rp.Params) > 0 {
-			keys := make([]string, 0, len(rp.Params))
-			for k := range rp.Params {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
-			var ps []string
-			for _, k := range keys {
-				b, _ := json.Marshal(rp.Params[k])
-				ps = append(ps, fmt.Sprintf("`%s=%s`", mdCode(k), mdCode(string(b))))
-			}
-			fmt.Fprintf(w, ", params %s", strings.Join(ps, ", "))
-		}
-		fmt.Fprintf(w, ".\n\n| target | status | step | action | summary |\n|---|---|---|---|---|\n")
-		targets := sortedRunbookTargets(rp)
-		for _, t := range targets {
-			if len(t.Steps) == 0 {
-				fmt.Fprintf(w, "| %s | %s | | | %s |\n", mdEscape(targetLabel(t)), t.Status, mdEscape(t.Reason))
-				continue
-			}
-			for i, s := range t.Steps {
-				label, status := "", ""
-				if i == 0 {
-					label, status = mdEscape(targetLabel(t)), string(t.Status)
-				}
-				sum := s.Summary
-				if s.Reason != "" {
-					sum += " (" + s.Reason + ")"
-				}
-				fmt.Fprintf(w, "| %s | %s | `%s` | %s | %s |\n", label, status, mdCode(s.ID), s.Action, mdEscape(sum))
-			}
-		}
-		fmt.Fprintln(w)
-		for _, t := range targets {
-			for _, s := range t.Steps {
-				for _, f := range s.Findings {
-					fmt.Fprintf(w, "- **%s** on %s: %s\n", mdEscape(f.Severity), mdEscape(targetLabel(t)), mdEscape(f.Title))
-					for _, ev := range f.Evidence {
-						fmt.Fprintf(w, "  - %s\n", mdEscape(ev))
-					}
-					if f.Recommendation != "" {
-						fmt.Fprintf(w, "  - recommendation: %s\n", mdEscape(f.Recommendation))
-					}
-				}
-				if len(s.Findings) > 0 {
-					fmt.Fprintln(w)
-				}
-				if s.Diff != "" {
-					diff := strings.TrimRight(s.Diff, "\n")
-					fence := mdFence(diff)
-					fmt.Fprintf(w, "<details><summary>%s: <code>%s</code> diff</summary>\n\n%sdiff\n%s\n%s\n\n</details>\n\n",
-						mdEscape(targetLabel(t)), mdEscape(s.ID), fence, diff, fence)
-				}
-			}
-		}
-	}
-	return nil
-}
-
 // mdFence is a code fence longer than any run of backticks in s, so a diff
 // containing ``` cannot end its block early (CommonMark).
 func mdFence(s string) string {
@@ -334,6 +189,7 @@ func mdFence(s string) string {
 
 // mdEscape makes s safe in Markdown text and table cells.
 func mdEscape(s string) string {
+	s = oneLine(s)
 	return strings.NewReplacer("|", `\|`, "\n", " ", "<", "&lt;", ">", "&gt;").Replace(s)
 }
 
@@ -347,54 +203,6 @@ func short(h string) string {
 		return h[:12]
 	}
 	return h
-}
-
-// RenderReport writes an apply report.
-func RenderReport(w io.Writer, r *plans.Report, format string, secrets *redact.Secrets) error {
-	r, err := redactedReport(r, secrets)
-	if err != nil {
-		return err
-	}
-	if format == FormatJSON {
-		return writeJSON(w, r)
-	}
-	counts := map[plans.Status]int{}
-	fmt.Fprintln(w, "\nRecap:")
-	for _, t := range r.Targets {
-		counts[t.Status]++
-		name := t.Name
-		if t.Kind == plans.TargetNode && t.Address != "" {
-			name += " (" + t.Address + ")"
-		}
-		fmt.Fprintf(w, "  %-12s %s/%s", t.Status, t.Runbook, name)
-		if t.Reason != "" {
-			fmt.Fprintf(w, ": %s", t.Reason)
-		}
-		fmt.Fprintln(w)
-		for _, s := range t.Steps {
-			if s.Changed || s.Error != "" {
-				mark := "changed"
-				if s.Error != "" {
-					mark = "FAILED"
-				}
-				fmt.Fprintf(w, "      %s %s: %s\n", s.ID, mark, s.Summary)
-			}
-		}
-		for _, c := range t.Verify {
-			mark := "ok"
-			if !c.OK {
-				mark = "FAILED"
-			}
-			fmt.Fprintf(w, "      verify %s: %s", mark, c.Message)
-			if c.Error != "" {
-				fmt.Fprintf(w, " (%s)", c.Error)
-			}
-			fmt.Fprintln(w)
-		}
-	}
-	_, err = fmt.Fprintf(w, "ok=%d changed=%d failed=%d unreachable=%d skipped=%d stale=%d not-run=%d\n",
-		counts[plans.StatusOK], counts[plans.StatusChanged], counts[plans.StatusFailed], counts[plans.StatusUnreachable], counts[plans.StatusSkipped], counts[plans.StatusStale], counts[plans.StatusNotRun])
-	return err
 }
 
 // redactedReport is redactedPlan for an apply report.

@@ -61,7 +61,8 @@ func TestRenderMarkdownStructure(t *testing.T) {
 	for _, want := range []string{
 		"| `logrotate` | §1 | 4 | 1 | 1 | 1 | 1 | 1 | 0 | 0 |",
 		"| `dockerhub-ratelimit` | §7.2 | 1 | 1 | 0 | 0 | 0 | 1 | 1 | 1 |",
-		"| w-node-0 (centos@10.0.0.10) | changes | `config` | change |",
+		"#### w-node-0 (centos@10.0.0.10): changes",
+		"| `config` | change | update /etc/logrotate.d/docker",
 		"````diff\n", // the diff holds ``` so the fence is longer
 		"Docker Hub pull rate limit \\| image pull secret", // | escaped in a heading is harmless, in a cell required
 		"Plan checksum `" + p.Checksum + "`",

@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/spf13/pflag"
 
@@ -18,7 +21,9 @@ import (
 	"nksrun/engine/plans"
 	"nksrun/engine/redact"
 	"nksrun/engine/runbook"
+	"nksrun/engine/views"
 	"nksrun/modules"
+	"nksrun/runbooks"
 )
 
 // Version is set at build time (-ldflags "-X nksrun/cmd/nksrun/cli.Version=...").
@@ -53,34 +58,47 @@ type command struct {
 	example string
 	run     func(ctx context.Context, a *app, args []string) error
 	flags   func(fs *pflag.FlagSet, o *options)
+	// formats are the -o values the command accepts, the first the default.
+	formats []string
+	hidden  bool
 }
+
+var (
+	fmtAll  = []string{views.FormatText, views.FormatMarkdown, views.FormatJSON, views.FormatYAML}
+	fmtData = []string{views.FormatText, views.FormatJSON, views.FormatYAML}
+)
 
 var commands []command
 
 func init() {
 	commands = []command{
 		{name: "plan", summary: "read facts and show what apply would change (changes nothing)", usage: "plan [flags] RUNBOOK...",
-			example: "  nksrun plan runbooks/logrotate.yaml\n  nksrun plan runbooks/logrotate.yaml -o plan.json --format markdown > review.md\n  nksrun plan --detailed-exitcode runbooks/*.yaml   # exit 2 when drift is found",
-			run:     runPlan, flags: planFlags},
+			example: "  nksrun plan logrotate                      # a built-in runbook, from any directory\n  nksrun plan logrotate --out plan.json -o markdown > review.md\n  nksrun plan --detailed-exitcode logrotate rpc-statd   # exit 2 when drift is found\n  nksrun plan ./my-runbooks/logrotate.yaml   # a local file",
+			run:     runPlan, flags: planFlags, formats: fmtAll},
 		{name: "apply", summary: "plan, confirm, apply and verify; or apply a saved plan exactly", usage: "apply [flags] RUNBOOK... | PLAN.json",
-			example: "  nksrun apply runbooks/logrotate.yaml\n  nksrun apply --auto-approve runbooks/logrotate.yaml   # cron\n  nksrun apply plan.json                                # what was reviewed, nothing else",
-			run:     runApply, flags: applyFlags},
-		{name: "show", summary: "render a saved plan", usage: "show [--format text|markdown|json] PLAN.json",
-			example: "  nksrun show plan.json --format markdown", run: runShow, flags: showFlags},
+			example: "  nksrun apply logrotate\n  nksrun apply --auto-approve logrotate   # cron\n  nksrun apply plan.json                  # what was reviewed, nothing else",
+			run:     runApply, flags: applyFlags, formats: fmtAll},
+		{name: "show", summary: "render a saved plan", usage: "show [-o text|markdown|json|yaml] PLAN.json",
+			example: "  nksrun show plan.json -o markdown", run: runShow, flags: showFlags, formats: fmtAll},
 		{name: "validate", summary: "check runbooks without a cluster", usage: "validate RUNBOOK...",
-			example: "  nksrun validate runbooks/*.yaml", run: runValidate},
-		{name: "list", summary: "list runbooks with their guide section and title", usage: "list [DIR]",
-			example: "  nksrun list runbooks", run: runList},
+			example: "  nksrun validate logrotate ./my-runbooks/*.yaml", run: runValidate, flags: validateFlags, formats: fmtData},
+		{name: "list", summary: "list runbooks: guide section, title and where each comes from", usage: "list [DIR]",
+			example: "  nksrun list\n  nksrun list --runbook-dir ./my-runbooks", run: runList, flags: validateFlags, formats: fmtData},
+		{name: "cat", summary: "print a built-in runbook's YAML, or copy it and its files to a directory, to start a local variant", usage: "cat RUNBOOK [--to DIR]",
+			example: "  nksrun cat logrotate > logrotate.yaml\n  nksrun cat logrotate --to ./my-runbooks && nksrun plan --runbook-dir ./my-runbooks logrotate", run: runCat, flags: catFlags},
 		{name: "inventory", summary: "show the resolved nodes, their facts and SSH user", usage: "inventory [flags]",
-			example: "  nksrun inventory --limit magnum.openstack.org/nodegroup=default-worker", run: runInventory, flags: inventoryFlags},
+			example: "  nksrun inventory -l magnum.openstack.org/nodegroup=default-worker", run: runInventory, flags: inventoryFlags, formats: fmtData},
 		{name: "doctor", summary: "run the diagnose part of every runbook and print one table", usage: "doctor [flags] [RUNBOOK...]",
-			example: "  nksrun doctor\n  nksrun doctor --format json", run: runDoctor, flags: doctorFlags},
+			example: "  nksrun doctor\n  nksrun doctor -o markdown > doctor.md\n  nksrun doctor --detailed-exitcode   # exit 2 when a problem is found", run: runDoctor, flags: doctorFlags, formats: fmtAll},
 		{name: "cron", summary: "print a crontab line or a Kubernetes CronJob for a runbook", usage: "cron [flags] RUNBOOK",
 			example: "  nksrun cron runbooks/logrotate.yaml --schedule '0 0 * * *'\n  nksrun cron runbooks/logrotate.yaml --kubernetes > cronjob.yaml", run: runCron, flags: cronFlags},
-		{name: "version", summary: "print the version", usage: "version", run: func(_ context.Context, a *app, _ []string) error {
-			fmt.Fprintf(a.stdout, "nksrun %s\n", Version)
-			return nil
-		}},
+		{name: "config", summary: "show the effective settings and where each comes from", usage: "config view [-o text|json|yaml]",
+			example: "  nksrun config view\n  nksrun config path", run: runConfig, flags: configFlags, formats: fmtData},
+		{name: "completion", summary: "print a shell completion script (bash, zsh, fish)", usage: "completion bash|zsh|fish",
+			example: "  source <(nksrun completion bash)\n  nksrun completion zsh > \"${fpath[1]}/_nksrun\"\n  nksrun completion fish > ~/.config/fish/completions/nksrun.fish", run: runCompletion},
+		{name: "help", summary: "help for a command", usage: "help [COMMAND]", run: runHelp},
+		{name: "version", summary: "print the version", usage: "version [-o text|json|yaml]", run: runVersion, flags: versionFlags, formats: fmtData},
+		{name: "__complete", hidden: true, run: runComplete},
 	}
 }
 
@@ -92,6 +110,9 @@ type app struct {
 	registry       module.Registry
 	secrets        *redact.Secrets
 	log            *eventLog
+	fs             *pflag.FlagSet
+	cfg            *settings
+	builtin        []string // paths of the built-in runbooks loaded
 
 	// What the run did, for run_end and --metrics-file.
 	runbooks []string
@@ -99,41 +120,85 @@ type app struct {
 	report   *plans.Report
 }
 
-// Run runs nksrun with args (without the program name) and returns the exit code.
-func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, registry: modules.Registry(), secrets: &redact.Secrets{}}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		a.usage(stdout)
-		if len(args) == 0 {
-			return ExitUsage
-		}
-		return ExitOK
-	}
-	var cmd *command
+func findCommand(name string) *command {
 	for i := range commands {
-		if commands[i].name == args[0] {
-			cmd = &commands[i]
+		if commands[i].name == name {
+			return &commands[i]
 		}
 	}
-	if cmd == nil {
-		fmt.Fprintf(stderr, "nksrun: unknown command %q\n\n", args[0])
-		a.usage(stderr)
-		return ExitUsage
+	return nil
+}
+
+func commandNames() []string {
+	var out []string
+	for _, c := range commands {
+		if !c.hidden {
+			out = append(out, c.name)
+		}
 	}
+	return out
+}
+
+// newFlagSet is a command's flags, parsed without output: errors are
+// printed once, by Run.
+func newFlagSet(cmd *command, o *options) *pflag.FlagSet {
 	fs := pflag.NewFlagSet("nksrun "+cmd.name, pflag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.SortFlags = false
 	if cmd.flags != nil {
-		cmd.flags(fs, &a.opts)
+		cmd.flags(fs, o)
 	}
 	fs.Usage = func() {}
+	return fs
+}
+
+// Run runs nksrun with args (without the program name) and returns the exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, registry: modules.Registry(), secrets: &redact.Secrets{}}
+	// The cluster of an earlier in-process run (tests) is not this run's.
+	lastCluster.Store(nil)
+	if len(args) == 0 {
+		a.usage(stderr)
+		return ExitUsage
+	}
+	switch args[0] {
+	case "-h", "--help":
+		a.usage(stdout)
+		return ExitOK
+	case "--version":
+		fmt.Fprintln(stdout, versionString())
+		return ExitOK
+	}
+	cmd := findCommand(args[0])
+	if cmd == nil {
+		msg := fmt.Sprintf("nksrun: unknown command %q", args[0])
+		if s := suggest(args[0], commandNames()); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		fmt.Fprintf(stderr, "%s\n(see nksrun --help)\n", msg)
+		return ExitUsage
+	}
+	if cmd.name == "__complete" {
+		// The words to complete are not this command's flags.
+		return a.exit(cmd, runComplete(ctx, a, args[1:]))
+	}
+	fs := newFlagSet(cmd, &a.opts)
+	a.fs = fs
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
 			a.commandHelp(stdout, cmd, fs)
 			return ExitOK
 		}
-		fmt.Fprintf(stderr, "nksrun %s: %v\n(see nksrun %s --help)\n", cmd.name, err, cmd.name)
-		return ExitUsage
+		return a.exit(cmd, usageError{flagError(err, fs)})
+	}
+	// Settings from the environment and the config file fill the flags that
+	// were not given; then every value is checked, before anything is
+	// contacted or written.
+	if err := a.configure(cmd, fs); err != nil {
+		return a.exit(cmd, err)
+	}
+	if err := a.validate(cmd, fs); err != nil {
+		return a.exit(cmd, err)
 	}
 	// The event log exists before anything else happens, so that every run
 	// that got past flag parsing, including one that finds the lock held,
@@ -143,6 +208,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if err != nil {
 			return a.exit(cmd, err)
 		}
+		l.verbose = a.opts.verbose
 		a.log = l
 		a.log.start(cmd.name)
 	}
@@ -150,6 +216,33 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	code := a.exit(cmd, err)
 	a.finish(cmd.name, code, err)
 	return code
+}
+
+// flagError is pflag's message with a suggestion for a mistyped flag.
+func flagError(err error, fs *pflag.FlagSet) string {
+	msg := err.Error()
+	var name string
+	if n, ok := strings.CutPrefix(msg, "unknown flag: --"); ok {
+		name = n
+	} else if n, ok := strings.CutPrefix(msg, "unknown shorthand flag: "); ok {
+		// "'x' in -xyz"
+		if len(n) >= 3 {
+			name = n[1:2]
+		}
+	}
+	if name == "" {
+		return msg
+	}
+	var flags []string
+	fs.VisitAll(func(f *pflag.Flag) {
+		if !f.Hidden {
+			flags = append(flags, f.Name)
+		}
+	})
+	if s := suggest(name, flags); s != "" && len(name) > 1 {
+		msg += fmt.Sprintf("; did you mean --%s?", s)
+	}
+	return msg
 }
 
 // exit prints err once, redacted, and maps it to an exit code.
@@ -160,25 +253,42 @@ func (a *app) exit(cmd *command, err error) int {
 	var ee exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
-			fmt.Fprintln(a.stderr, a.secrets.Redact(ee.msg))
+			fmt.Fprintln(a.stderr, views.Escape(a.secrets.Redact(ee.msg)))
 		}
 		return ee.code
 	}
 	var ue usageError
 	if errors.As(err, &ue) {
-		fmt.Fprintf(a.stderr, "nksrun %s: %s\n(see nksrun %s --help)\n", cmd.name, ue.msg, cmd.name)
+		fmt.Fprintf(a.stderr, "nksrun %s: %s\n(see nksrun help %s)\n", cmd.name, views.Escape(ue.msg), cmd.name)
 		return ExitUsage
 	}
-	fmt.Fprintf(a.stderr, "nksrun %s: %s\n", cmd.name, a.secrets.Redact(err.Error()))
+	fmt.Fprintf(a.stderr, "nksrun %s: %s\n", cmd.name, views.Escape(dedupePrefixes(a.secrets.Redact(err.Error()))))
 	return ExitError
 }
 
-func (a *app) usage(w io.Writer) {
-	fmt.Fprintf(w, "nksrun %s: declarative runbooks for the NKS troubleshooting guide.\n\nUsage: nksrun COMMAND [flags] [args]\n\nCommands:\n", Version)
-	for _, c := range commands {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+// dedupePrefixes removes a context prefix that a wrapped error repeats
+// ("gathering facts: gathering facts: exit 1"), so every error reads with
+// one prefix.
+func dedupePrefixes(msg string) string {
+	parts := strings.Split(msg, ": ")
+	out := parts[:0]
+	for i, p := range parts {
+		if i > 0 && p == parts[i-1] {
+			continue
+		}
+		out = append(out, p)
 	}
-	fmt.Fprintf(w, "\nRun 'nksrun COMMAND --help' for flags and examples.\n")
+	return strings.Join(out, ": ")
+}
+
+func (a *app) usage(w io.Writer) {
+	fmt.Fprintf(w, "nksrun %s: declarative runbooks for the NKS troubleshooting guide.\n\nUsage: nksrun COMMAND [flags] [args]\n\nCommands:\n", version())
+	for _, c := range commands {
+		if !c.hidden {
+			fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		}
+	}
+	fmt.Fprintf(w, "\nRunbooks are built in (nksrun list); a path or --runbook-dir uses local files.\nSettings: flags > NKSRUN_* environment > %s (nksrun config view).\n\nRun 'nksrun help COMMAND' for flags and examples; 'nksrun --version'.\n", displayPath(configPath()))
 }
 
 func (a *app) commandHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
@@ -191,11 +301,61 @@ func (a *app) commandHelp(w io.Writer, c *command, fs *pflag.FlagSet) {
 	}
 }
 
+func runHelp(_ context.Context, a *app, args []string) error {
+	if len(args) == 0 {
+		a.usage(a.stdout)
+		return nil
+	}
+	c := findCommand(args[0])
+	if c == nil || c.hidden {
+		msg := fmt.Sprintf("unknown command %q", args[0])
+		if s := suggest(args[0], commandNames()); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		return usageError{msg}
+	}
+	var o options
+	a.commandHelp(a.stdout, c, newFlagSet(c, &o))
+	return nil
+}
+
+func versionFlags(fs *pflag.FlagSet, o *options) {
+	outputFlag(fs, o, "text, json or yaml")
+}
+
+func runVersion(_ context.Context, a *app, args []string) error {
+	if len(args) > 0 {
+		return usageError{"version takes no arguments"}
+	}
+	switch a.opts.format {
+	case views.FormatJSON:
+		return views.WriteJSON(a.stdout, readBuildInfo())
+	case views.FormatYAML:
+		return views.WriteYAML(a.stdout, readBuildInfo())
+	}
+	fmt.Fprintln(a.stdout, versionString())
+	return nil
+}
+
+// version is the version stamped in plans, logs and the User-Agent.
+func version() string { return readBuildInfo().Version }
+
 // loadRunbooks loads and validates every runbook before any host is
 // contacted; all errors of all files are reported together.
 func (a *app) loadRunbooks(paths []string) ([]*runbook.Runbook, error) {
 	if len(paths) == 0 {
-		return nil, usageError{"no runbook given"}
+		return nil, usageError{"no runbook given (nksrun list shows the built-in ones)"}
+	}
+	refs, err := a.resolveRunbooks(paths)
+	if err != nil {
+		return nil, err
+	}
+	paths = paths[:0:0]
+	for _, r := range refs {
+		paths = append(paths, r.path)
+		if r.origin == originBuiltin {
+			a.builtin = append(a.builtin, r.path)
+		}
 	}
 	var rbs []*runbook.Runbook
 	var errs []string
@@ -231,33 +391,118 @@ func runValidate(_ context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
+	type row struct {
+		Path    string `json:"path"`
+		Name    string `json:"name"`
+		Section string `json:"section"`
+		Steps   int    `json:"steps"`
+	}
+	var rows []row
 	for _, rb := range rbs {
-		fmt.Fprintf(a.stdout, "%s: ok (%s, guide §%s, %d step(s))\n", rb.Path, rb.Name, rb.Section, len(rb.Steps))
+		p := rb.Path
+		if slices.Contains(a.builtin, p) {
+			p = "built-in " + rb.Name // not the cache path it was written to
+		}
+		rows = append(rows, row{p, rb.Name, rb.Section, len(rb.Steps)})
+	}
+	if done, err := a.writeData(rows); done {
+		return err
+	}
+	for _, r := range rows {
+		fmt.Fprintf(a.stdout, "%s: ok (%s, guide §%s, %d step(s))\n", r.Path, r.Name, r.Section, r.Steps)
 	}
 	return nil
 }
 
+// writeData writes v as JSON or YAML when -o asks for it (done = true).
+func (a *app) writeData(v any) (bool, error) {
+	switch a.opts.format {
+	case views.FormatJSON:
+		return true, views.WriteJSON(a.stdout, v)
+	case views.FormatYAML:
+		return true, views.WriteYAML(a.stdout, v)
+	}
+	return false, nil
+}
+
 func runList(_ context.Context, a *app, args []string) error {
-	dir := "runbooks"
-	if len(args) > 0 {
-		dir = args[0]
+	if len(args) > 1 {
+		return usageError{"list takes at most one directory"}
 	}
-	paths, err := runbookFiles(dir)
+	if len(args) == 1 {
+		a.opts.runbookDir = args[0]
+	}
+	refs, err := a.allRunbooks()
 	if err != nil {
 		return err
 	}
-	rbs, err := a.loadRunbooks(paths)
-	if err != nil {
-		return err
+	type row struct {
+		Section string `json:"section"`
+		Name    string `json:"name"`
+		Title   string `json:"title"`
+		Origin  string `json:"origin"`
+		Path    string `json:"path"`
 	}
-	sort.SliceStable(rbs, func(i, j int) bool {
-		return runbook.VersionCompare(rbs[i].Section, rbs[j].Section) < 0
+	var rows []row
+	var errs []string
+	for _, r := range refs {
+		rb, err := runbook.Load(r.path, a.registry)
+		if err != nil {
+			errs = append(errs, err.Error())
+			continue
+		}
+		rows = append(rows, row{rb.Section, rb.Name, rb.Title, r.origin, r.path})
+	}
+	sort.SliceStable(rows, func(i, j int) bool {
+		return runbook.VersionCompare(rows[i].Section, rows[j].Section) < 0
 	})
-	fmt.Fprintf(a.stdout, "%-8s %-26s %s\n", "SECTION", "RUNBOOK", "TITLE")
-	for _, rb := range rbs {
-		fmt.Fprintf(a.stdout, "§%-7s %-26s %s\n", rb.Section, rb.Path, rb.Title)
+	if len(errs) > 0 {
+		return errors.New("invalid runbook:\n" + strings.Join(errs, "\n"))
 	}
-	return nil
+	if done, err := a.writeData(rows); done {
+		return err
+	}
+	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SECTION\tRUNBOOK\tFROM\tTITLE")
+	for _, r := range rows {
+		from := r.Origin
+		if r.Origin != originBuiltin {
+			from = displayPath(r.Path)
+		}
+		fmt.Fprintf(tw, "§%s\t%s\t%s\t%s\n", r.Section, r.Name, from, r.Title)
+	}
+	return tw.Flush()
+}
+
+func catFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringVar(&o.out, "to", "", "write NAME.yaml and the files it uses into this directory instead of printing the YAML")
+}
+
+func runCat(_ context.Context, a *app, args []string) error {
+	if len(args) != 1 {
+		return usageError{"want one built-in runbook name"}
+	}
+	name := strings.TrimSuffix(args[0], ".yaml")
+	if a.opts.out != "" {
+		written, err := writeBuiltin(name, a.opts.out)
+		for _, w := range written {
+			fmt.Fprintf(a.stdout, "wrote %s\n", w)
+		}
+		if err == nil {
+			fmt.Fprintf(a.stdout, "nksrun plan --runbook-dir %s %s   # uses your copy\n", quoteArg(a.opts.out), name)
+		}
+		return err
+	}
+	b, err := fs.ReadFile(runbooks.FS(), name+".yaml")
+	if err != nil {
+		msg := fmt.Sprintf("no built-in runbook %q", args[0])
+		if s := suggest(name, a.runbookNames()); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		return usageError{msg}
+	}
+	_, err = a.stdout.Write(b)
+	return err
 }
 
 func runbookFiles(dir string) ([]string, error) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -278,7 +279,13 @@ func runCron(_ context.Context, a *app, args []string) error {
 	}
 	parts = append(parts, pass...)
 	parts = append(parts, params.words...)
-	parts = append(parts, absPath(rb.Path))
+	rbArg := absPath(rb.Path)
+	if slices.Contains(a.builtin, rb.Path) {
+		// A built-in runbook by name: the line keeps working, with the
+		// runbook of the installed binary, after an upgrade.
+		rbArg = strings.TrimSuffix(filepath.Base(rb.Path), ".yaml")
+	}
+	parts = append(parts, rbArg)
 	last := strings.TrimSuffix(logFile, ".log") + ".last.txt"
 	for i, p := range parts {
 		parts[i] = crontabQuote(p)

@@ -2,17 +2,21 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"nksrun/engine/module"
 	"nksrun/engine/plans"
+	"nksrun/engine/runbook"
+	"nksrun/engine/shell"
 	"nksrun/engine/views"
+
+	"github.com/spf13/pflag"
 )
 
 // doctorRow is one runbook's diagnosis.
@@ -22,20 +26,24 @@ type doctorRow struct {
 	Problem  string   `json:"problem"`
 	Status   string   `json:"status"` // found | unknown | not found | not applicable | error
 	Evidence []string `json:"evidence,omitempty"`
-	Fix      string   `json:"fix,omitempty"`
+	Fix      string   `json:"fix,omitempty"`    // a command that runs as printed
+	Advice   string   `json:"advice,omitempty"` // a finding's recommendation (prose)
 }
 
 // runDoctor plans every runbook (plans change nothing) and condenses each
 // into one row: found when a plan has changes or findings, unknown when a
 // diagnose step could not tell, not applicable when every target was
-// skipped, not found otherwise.
+// skipped, not found otherwise. Rows are in guide order (§1 .. §13); with
+// --detailed-exitcode a found problem exits 2.
 func runDoctor(ctx context.Context, a *app, args []string) error {
 	if len(args) == 0 {
-		paths, err := runbookFiles("runbooks")
+		refs, err := a.allRunbooks()
 		if err != nil {
-			return usageError{err.Error() + "; pass runbook files or run from the nksrun checkout"}
+			return err
 		}
-		args = paths
+		for _, r := range refs {
+			args = append(args, r.path)
+		}
 	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
@@ -45,33 +53,101 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	}
 	rows := make([]doctorRow, 0, len(plan.Runbooks))
 	for i, rp := range plan.Runbooks {
-		rows = append(rows, diagnose(rp, rbs[i].Path))
+		rows = append(rows, diagnose(rp, a.fixCommand(rbs[i].Path)))
 	}
-	if a.opts.format == views.FormatJSON {
-		b, err := json.MarshalIndent(rows, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(engineWriter(a), "%s\n", b)
+	sort.SliceStable(rows, func(i, j int) bool { return runbook.VersionCompare(rows[i].Section, rows[j].Section) < 0 })
+	if err := a.renderDoctor(rows); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(engineWriter(a), 0, 0, 2, ' ', 0)
+	// What earlier rollouts left (held slots, nksrun's cordons) is pending
+	// work too: after the table in the human views, counted by
+	// --detailed-exitcode.
+	left := a.leftovers(ctx)
+	if a.opts.format == views.FormatText || a.opts.format == views.FormatMarkdown {
+		writeLeftovers(engineWriter(a), left)
+	}
+	if a.opts.detailedExitcode {
+		if len(left) > 0 {
+			return exitError{code: ExitChanges}
+		}
+		for _, r := range rows {
+			if r.Status == "found" {
+				return exitError{code: ExitChanges}
+			}
+		}
+	}
+	return nil
+}
+
+func (a *app) renderDoctor(rows []doctorRow) error {
+	w := engineWriter(a)
+	switch a.opts.format {
+	case views.FormatJSON:
+		return views.WriteJSON(w, rows)
+	case views.FormatYAML:
+		return views.WriteYAML(w, rows)
+	case views.FormatMarkdown:
+		fmt.Fprint(w, "## nksrun doctor\n\n| section | problem | status | evidence | fix |\n|---|---|---|---|---|\n")
+		for _, r := range rows {
+			fix := ""
+			if r.Fix != "" {
+				fix = "`" + strings.ReplaceAll(r.Fix, "|", `\|`) + "`"
+			}
+			fmt.Fprintf(w, "| §%s | %s | %s | %s | %s |\n", mdCell(r.Section), mdCell(r.Problem), r.Status, mdCell(truncate(strings.Join(r.Evidence, "; "), 300)), fix)
+		}
+		for _, r := range rows {
+			if r.Advice != "" {
+				fmt.Fprintf(w, "\n- §%s: %s", mdCell(r.Section), mdCell(r.Advice))
+			}
+		}
+		fmt.Fprintln(w)
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SECTION\tPROBLEM\tSTATUS\tEVIDENCE\tFIX")
 	for _, r := range rows {
-		ev := strings.Join(r.Evidence, "; ")
-		fmt.Fprintf(tw, "§%s\t%s\t%s\t%s\t%s\n", r.Section, r.Problem, r.Status, truncate(ev, 100), r.Fix)
+		fmt.Fprintf(tw, "§%s\t%s\t%s\t%s\t%s\n", r.Section, cell(r.Problem), r.Status, cell(truncate(strings.Join(r.Evidence, "; "), 100)), r.Fix)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	writeLeftovers(engineWriter(a), a.leftovers(ctx))
+	for _, r := range rows {
+		if r.Advice != "" {
+			fmt.Fprintf(w, "§%s: %s\n", r.Section, cell(r.Advice))
+		}
+	}
 	return nil
 }
 
-// engineWriter redacts like every other view.
-func engineWriter(a *app) io.Writer { return views.RedactingWriter(a.stdout, a.secrets) }
+func mdCell(s string) string {
+	return strings.NewReplacer("|", `\|`, "<", "&lt;", ">", "&gt;").Replace(cell(s))
+}
 
-func diagnose(rp plans.RunbookPlan, path string) doctorRow {
+// fixCommand is `nksrun apply RUNBOOK` with the connection and selection
+// flags this run was given, so it runs as printed (settings from the
+// environment and config file apply to it as they did here). A built-in
+// runbook is named; a file by its path.
+func (a *app) fixCommand(path string) string {
+	parts := []string{"nksrun", "apply"}
+	for _, name := range []string{"kubeconfig", "context", "inventory", "identity", "user", "port", "known-hosts", "host-key-policy", "jump", "limit", "selector", "include-not-ready", "runbook-dir"} {
+		f := a.fs.Lookup(name)
+		if f == nil || !f.Changed {
+			continue
+		}
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			for _, v := range sv.GetSlice() {
+				parts = append(parts, "--"+name, quoteArg(v))
+			}
+		} else if f.Value.Type() == "bool" {
+			parts = append(parts, "--"+name)
+		} else {
+			parts = append(parts, "--"+name, quoteArg(f.Value.String()))
+		}
+	}
+	return strings.Join(append(parts, quoteArg(a.runbookArg(path))), " ")
+}
+
+func diagnose(rp plans.RunbookPlan, fix string) doctorRow {
 	row := doctorRow{Section: rp.Section, Runbook: rp.Name, Problem: rp.Title}
 	applicable, errs := false, 0
 	var unknown []string
@@ -97,8 +173,8 @@ func diagnose(rp plans.RunbookPlan, path string) doctorRow {
 			}
 			for _, f := range st.Findings {
 				row.Evidence = append(row.Evidence, fmt.Sprintf("%s: %s", t.Name, f.Title))
-				if f.Recommendation != "" && row.Fix == "" {
-					row.Fix = f.Recommendation
+				if f.Recommendation != "" && row.Advice == "" {
+					row.Advice = f.Recommendation
 				}
 			}
 		}
@@ -106,8 +182,8 @@ func diagnose(rp plans.RunbookPlan, path string) doctorRow {
 	switch {
 	case len(row.Evidence) > errs:
 		row.Status = "found"
-		if row.Fix == "" || hasChanges(rp) {
-			row.Fix = "nksrun apply " + relPath(path)
+		if hasChanges(rp) {
+			row.Fix = fix
 		}
 	case errs > 0:
 		row.Status = "error"
@@ -139,4 +215,16 @@ func relPath(p string) string {
 		}
 	}
 	return p
+}
+
+// engineWriter redacts like every other view.
+func engineWriter(a *app) io.Writer { return views.RedactingWriter(a.stdout, a.secrets) }
+
+// quoteArg quotes a word for a command line a person reads and runs: bare
+// when it holds only characters no shell treats specially.
+func quoteArg(s string) string {
+	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_./:=@%+,-") == "" {
+		return s
+	}
+	return shell.Quote(s)
 }

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -237,16 +238,20 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 		e.reset(t)
 		dir := t.TempDir()
 		planFile := filepath.Join(dir, "plan.json")
-		code, md, _ := nksrun(t, append([]string{"plan", "--detailed-exitcode", "-o", planFile, "--format", "markdown"}, append(e.conn(), e.runbook)...)...)
+		code, md, _ := nksrun(t, append([]string{"plan", "--detailed-exitcode", "--out", planFile, "--format", "markdown"}, append(e.conn(), e.runbook)...)...)
 		if code != cli.ExitChanges {
 			t.Fatalf("plan --detailed-exitcode: exit %d, want %d (drift)", code, cli.ExitChanges)
 		}
+		// The three drifted nodes have the same change: one group, one diff.
+		var names []string
 		for _, n := range e.docker {
-			if !strings.Contains(md, "| "+n.Name+" ("+n.User+"@"+n.Address+") | changes | `config` | change |") {
-				t.Errorf("markdown plan has no change row for %s:\n%s", n.Name, md)
-			}
+			names = append(names, n.Name)
 		}
-		if !strings.Contains(md, "```diff\n") || !strings.Contains(md, "-    rotate 5") {
+		sort.Strings(names)
+		if !strings.Contains(md, "#### changes on 3 nodes (the same plan on each)\n\n"+strings.Join(names, ", ")+"\n") || !strings.Contains(md, "| `config` | change |") {
+			t.Errorf("markdown plan has no grouped change for %v:\n%s", names, md)
+		}
+		if !strings.Contains(md, "```diff\n") || strings.Count(md, "-    rotate 5") != 1 {
 			t.Errorf("markdown plan lacks the diff in a fenced block:\n%s", md)
 		}
 		// show renders the saved plan in every format; JSON is the file itself.
@@ -308,7 +313,7 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 	t.Run("on-stale stop applies nothing", func(t *testing.T) {
 		e.reset(t)
 		planFile := filepath.Join(t.TempDir(), "plan.json")
-		if code, _, _ := nksrun(t, append([]string{"plan", "-o", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+		if code, _, _ := nksrun(t, append([]string{"plan", "--out", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
 			t.Fatalf("plan: exit %d", code)
 		}
 		stale := e.docker[2]
@@ -336,7 +341,7 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 	t.Run("edited plan is refused", func(t *testing.T) {
 		e.reset(t)
 		planFile := filepath.Join(t.TempDir(), "plan.json")
-		if code, _, _ := nksrun(t, append([]string{"plan", "-o", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+		if code, _, _ := nksrun(t, append([]string{"plan", "--out", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
 			t.Fatalf("plan: exit %d", code)
 		}
 		b, _ := os.ReadFile(planFile)
@@ -364,7 +369,7 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 	t.Run("expired plan is refused", func(t *testing.T) {
 		e.reset(t)
 		planFile := filepath.Join(t.TempDir(), "plan.json")
-		if code, _, _ := nksrun(t, append([]string{"plan", "-o", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
+		if code, _, _ := nksrun(t, append([]string{"plan", "--out", planFile}, append(e.conn(), e.runbook)...)...); code != 0 {
 			t.Fatalf("plan: exit %d", code)
 		}
 		time.Sleep(1100 * time.Millisecond)

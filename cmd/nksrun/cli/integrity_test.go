@@ -252,7 +252,7 @@ func TestPlanSignKeyFlag(t *testing.T) {
 	}{
 		{"without --out", []string{"--sign-key", f.alice}, ExitUsage, "--sign-key signs the saved plan: pass --out FILE too"},
 		{"missing key", []string{"--sign-key", filepath.Join(f.dir, "nope"), "--out", filepath.Join(f.dir, "p.json")}, ExitError, "signing key: open"},
-		{"public key without agent", []string{"--sign-key", f.write(t, "k.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHbQ1oW0Zi6z0oTL1hQ9E2TK1NQqcyXNEYJ2b8K0dP8n k\n"), "-o", filepath.Join(f.dir, "p.json")}, ExitError, "must be in ssh-agent"},
+		{"public key without agent", []string{"--sign-key", f.write(t, "k.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHbQ1oW0Zi6z0oTL1hQ9E2TK1NQqcyXNEYJ2b8K0dP8n k\n"), "--out", filepath.Join(f.dir, "p.json")}, ExitError, "must be in ssh-agent"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("SSH_AUTH_SOCK", "")

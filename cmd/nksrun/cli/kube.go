@@ -35,7 +35,7 @@ func connectCluster(kubeconfig, context string) (*module.Cluster, error) {
 		return nil, err
 	}
 	cfg.QPS, cfg.Burst = kubeQPS, kubeBurst
-	cfg.UserAgent = "nksrun/" + Version
+	cfg.UserAgent = "nksrun/" + version()
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)

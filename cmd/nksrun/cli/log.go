@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -30,8 +31,13 @@ type eventLog struct {
 	file     *os.File
 	hup      chan os.Signal
 	stop     chan struct{}
-	progress bool // a terminal: one updating line instead of many
+	progress bool      // a terminal: one updating line instead of many
+	tty      io.Writer // that terminal (stderr)
+	verbose  bool      // -v: per-node lines on stderr too
 	count    int
+	total    int // targets expected in this phase (progress line)
+	bad      int // unreachable or failed in this phase
+	shown    bool
 	secrets  *redact.Secrets
 	run      string // run id, on every JSON line
 	started  time.Time
@@ -59,8 +65,11 @@ func newEventLog(format, path string, stderr io.Writer, secrets *redact.Secrets)
 		l.stop = make(chan struct{})
 		signal.Notify(l.hup, syscall.SIGHUP)
 		go l.reopenLoop()
-	} else if !l.json && isTerminal(stderr) {
-		l.progress = true
+	}
+	// A terminal on stderr gets the progress line, unless stderr is where
+	// the JSON lines go.
+	if isTerminal(stderr) && (path != "" || !l.json) {
+		l.progress, l.tty = true, stderr
 	}
 	return l, nil
 }
@@ -106,6 +115,7 @@ func (l *eventLog) event(ev engine.Event) {
 	l.mu.Lock()
 	if ev.Type == engine.EventPhaseStart {
 		l.phase = ev.Phase
+		l.count, l.bad = 0, 0
 	}
 	if ev.Phase == "" {
 		ev.Phase = l.phase
@@ -127,6 +137,12 @@ func (l *eventLog) write(ev engine.Event) {
 	}
 	ev.Time = ev.Time.UTC()
 	ev.Message = l.secrets.Redact(ev.Message)
+	if ev.Type == engine.EventTarget {
+		l.count++
+		if ev.Status == "unreachable" || ev.Status == "failed" {
+			l.bad++
+		}
+	}
 	if l.json {
 		b, err := json.Marshal(ev)
 		if err == nil {
@@ -134,11 +150,41 @@ func (l *eventLog) write(ev engine.Event) {
 			// with another run's line in a shared log file.
 			_, _ = l.w.Write(append(views.RedactJSON(b, l.secrets), '\n'))
 		}
+		if l.progress && engineEvent(ev) {
+			l.drawProgress()
+		}
 		return
 	}
-	if ev.Type == engine.EventTarget {
-		l.count++
+	if l.progress && !l.verbose && l.file != nil {
+		// A log file and a terminal: the lines to the file, the progress
+		// line to the terminal.
+		l.writeLine(ev)
+		if engineEvent(ev) {
+			l.drawProgress()
+		}
+		return
 	}
+	if l.progress && !l.verbose {
+		// A terminal: one line that updates in place. Events in full are
+		// in -v and in the JSON log; the plan and recap on stdout say
+		// what happened to each node, so nothing is printed twice.
+		l.drawProgress()
+		return
+	}
+	if l.file == nil && !l.verbose {
+		// Not a terminal, no log file: per-node events only with -v.
+		return
+	}
+	l.writeLine(ev)
+}
+
+// engineEvent: run_start and run_end are the run's, not progress.
+func engineEvent(ev engine.Event) bool {
+	return ev.Type != engine.EventRunStart && ev.Type != engine.EventRunEnd
+}
+
+// writeLine writes ev as one text line to the log (stderr or the file).
+func (l *eventLog) writeLine(ev engine.Event) {
 	line := ev.Type
 	if ev.Phase != "" {
 		line = ev.Phase + " " + line
@@ -158,11 +204,44 @@ func (l *eventLog) write(ev engine.Event) {
 	if ev.Message != "" {
 		line += ": " + ev.Message
 	}
-	if l.progress {
-		fmt.Fprintf(l.w, "\r\033[K[%d done] %s", l.count, truncate(line, 120))
-		return
+	line = strings.ReplaceAll(views.Escape(line), "\n", `\n`)
+	if l.progress && l.w == l.tty {
+		fmt.Fprint(l.w, "\r\033[K")
+		l.shown = false
 	}
 	fmt.Fprintf(l.w, "%s %s\n", ev.Time.Format(time.RFC3339), line)
+}
+
+// phaseWords names the phases in the progress line.
+var phaseWords = map[string]string{"plan": "planning", "apply": "applying", "recheck": "re-checking"}
+
+// drawProgress rewrites the progress line: "planning 412/1000 nodes, 3
+// unreachable".
+func (l *eventLog) drawProgress() {
+	word := phaseWords[l.phase]
+	if word == "" {
+		word = "working"
+	}
+	line := fmt.Sprintf("%s %d", word, l.count)
+	if l.total > 0 {
+		line += fmt.Sprintf("/%d", l.total)
+	}
+	line += " targets"
+	if l.bad > 0 {
+		line += fmt.Sprintf(", %d unreachable or failed", l.bad)
+	}
+	fmt.Fprintf(l.tty, "\r\033[K%s", line)
+	l.shown = true
+}
+
+// expect sets how many targets the next phase works on.
+func (l *eventLog) expect(n int) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total = n
 }
 
 // start writes run_start: JSON logs always, text logs only to a file (on a
@@ -171,8 +250,8 @@ func (l *eventLog) start(command string) {
 	if l == nil || (!l.json && l.file == nil) {
 		return
 	}
-	l.write(engine.Event{Type: engine.EventRunStart, Command: command, Version: Version, PID: os.Getpid(), Time: l.started,
-		Message: fmt.Sprintf("nksrun %s %s", command, Version)})
+	l.write(engine.Event{Type: engine.EventRunStart, Command: command, Version: version(), PID: os.Getpid(), Time: l.started,
+		Message: fmt.Sprintf("nksrun %s %s", command, version())})
 }
 
 // end writes run_end with the exit code, how long the run took, the targets
@@ -193,8 +272,9 @@ func (l *eventLog) done() {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.progress && l.count > 0 {
-		fmt.Fprint(l.w, "\r\033[K")
+	if l.progress && l.shown {
+		fmt.Fprint(l.tty, "\r\033[K")
+		l.shown = false
 	}
 }
 

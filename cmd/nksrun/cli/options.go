@@ -14,7 +14,9 @@ type options struct {
 	kubeContext     string
 	inventory       string
 	limit           []string
+	selector        string
 	includeNotReady bool
+	runbookDir      string
 
 	// ssh
 	identities    []string
@@ -22,6 +24,7 @@ type options struct {
 	knownHosts    string
 	hostKeyPolicy string
 	jump          string
+	port          int
 	connectTO     time.Duration
 	commandTO     time.Duration
 	maxOutput     string
@@ -34,6 +37,7 @@ type options struct {
 	maxFailures int
 	format      string
 	out         string
+	verbose     bool
 
 	// plan
 	detailedExitcode bool
@@ -70,7 +74,8 @@ func clusterFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config; in-cluster config inside a pod)")
 	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
 	fs.StringVar(&o.inventory, "inventory", "", "static inventory YAML instead of the cluster's nodes")
-	fs.StringArrayVar(&o.limit, "limit", nil, "only these nodes: name, glob (*-node-1) or label selector (key=value); repeatable")
+	fs.StringArrayVar(&o.limit, "limit", nil, "only these nodes, Ansible-style: 'a,b,!c' (names, globs like *-node-1, label selectors key=value; ! excludes); repeatable")
+	fs.StringVarP(&o.selector, "selector", "l", "", "only nodes with these labels, kubectl-style (-l 'key=value,key2!=value2': all must match)")
 	fs.BoolVar(&o.includeNotReady, "include-not-ready", false, "work on NotReady nodes too (skipped by default)")
 }
 
@@ -80,6 +85,7 @@ func sshFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.knownHosts, "known-hosts", "", "known_hosts file (default ~/.ssh/known_hosts)")
 	fs.StringVar(&o.hostKeyPolicy, "host-key-policy", "strict", "unknown host keys: strict (refuse), accept-new (trust on first use and record), insecure (accept anything; warns)")
 	fs.StringVar(&o.jump, "jump", "", "bastion [user@]host[:port] to reach the nodes through")
+	fs.IntVar(&o.port, "port", 0, "SSH port of the nodes (default 22)")
 	fs.DurationVar(&o.connectTO, "connect-timeout", 10*time.Second, "limit for TCP connect and, separately, the SSH handshake")
 	fs.DurationVar(&o.commandTO, "command-timeout", 10*time.Minute, "limit for one command on a node")
 	fs.StringVar(&o.maxOutput, "max-output", "16MiB", "most output (stdout+stderr) kept from one command on a node; more fails that node")
@@ -94,14 +100,16 @@ func runFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.logFormat, "log-format", "text", "progress/log events on stderr (or --log-file): text or json (one object per line)")
 	fs.StringVar(&o.logFile, "log-file", "", "write log events to this file (reopened on SIGHUP, for logrotate)")
 	fs.StringVar(&o.metricsFile, "metrics-file", "", "write Prometheus textfile-collector metrics here at the end of the run")
+	fs.BoolVarP(&o.verbose, "verbose", "v", false, "per-node event lines on stderr and every node of a group listed")
+	runbookDirFlag(fs, o)
 }
 
 func planFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
 	runFlags(fs, o)
-	fs.StringVarP(&o.out, "out", "o", "", "save the plan (JSON) for \"nksrun apply FILE\" and \"nksrun show FILE\"")
-	fs.StringVar(&o.format, "format", "text", "text, markdown (for change reviews) or json")
+	fs.StringVar(&o.out, "out", "", "save the plan file (JSON) for \"nksrun apply FILE\" and \"nksrun show FILE\"")
+	outputFlag(fs, o, "text, markdown (for change reviews), json or yaml")
 	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no changes, 1 = error, 2 = changes pending")
 	signFlags(fs, o)
 }
@@ -110,7 +118,7 @@ func applyFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
 	runFlags(fs, o)
-	fs.StringVar(&o.format, "format", "text", "text or json (plan and recap)")
+	outputFlag(fs, o, "text, markdown, json or yaml (json and yaml: the apply report only)")
 	fs.BoolVar(&o.autoApprove, "auto-approve", false, "do not ask for confirmation (cron, CI); without a terminal apply refuses unless this is set")
 	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "refuse a saved plan older than this (0 = no limit)")
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default one per runbook: ~/.cache/nksrun/RUNBOOK.lock, else $XDG_RUNTIME_DIR/nksrun)")
@@ -120,18 +128,37 @@ func applyFlags(fs *pflag.FlagSet, o *options) {
 }
 
 func showFlags(fs *pflag.FlagSet, o *options) {
-	fs.StringVar(&o.format, "format", "text", "text, markdown or json")
+	outputFlag(fs, o, "text, markdown, json or yaml")
 }
 
 func inventoryFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
 	fs.StringVar(&o.user, "user", "", "SSH user for every node (default: from the node's OS image)")
-	fs.StringVar(&o.format, "format", "text", "text or json")
+	outputFlag(fs, o, "text, json or yaml")
 }
 
 func doctorFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
 	runFlags(fs, o)
-	fs.StringVar(&o.format, "format", "text", "text or json")
+	outputFlag(fs, o, "text, markdown, json or yaml")
+	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no problem found, 1 = error, 2 = a problem was found")
+}
+
+// outputFlag is -o/--output, as in kubectl. --format, its old name, is kept
+// hidden so that scripts written for it keep working.
+func outputFlag(fs *pflag.FlagSet, o *options, values string) {
+	fs.StringVarP(&o.format, "output", "o", "text", "output format: "+values)
+	fs.StringVar(&o.format, "format", "text", "old name of --output")
+	_ = fs.MarkHidden("format")
+}
+
+// runbookDirFlag is where runbook names are looked up before the built-in ones.
+func runbookDirFlag(fs *pflag.FlagSet, o *options) {
+	fs.StringVar(&o.runbookDir, "runbook-dir", "", "look runbook names up in this directory before the built-in runbooks (env NKSRUN_RUNBOOK_DIR)")
+}
+
+func validateFlags(fs *pflag.FlagSet, o *options) {
+	runbookDirFlag(fs, o)
+	outputFlag(fs, o, "text, json or yaml")
 }

@@ -92,7 +92,7 @@ func TestE2ESavedPlanIsReDerived(t *testing.T) {
 		t.Helper()
 		e.reset(t)
 		f := filepath.Join(t.TempDir(), "plan.json")
-		if code, _, _ := nksrun(t, append([]string{"plan", "-o", f}, append(e.conn(), e.runbook)...)...); code != 0 {
+		if code, _, _ := nksrun(t, append([]string{"plan", "--out", f}, append(e.conn(), e.runbook)...)...); code != 0 {
 			t.Fatalf("plan: exit %d", code)
 		}
 		return f

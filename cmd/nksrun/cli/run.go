@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -85,8 +86,15 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 	if err != nil {
 		return nil, err
 	}
-	if s.hosts, err = inventory.Limit(s.hosts, o.limit); err != nil {
+	if s.hosts, err = selectHosts(s.hosts, o.limit, o.selector); err != nil {
 		return nil, err
+	}
+	// --port (or NKSRUN_PORT, the config file, ~/.ssh/config) sets the
+	// nodes' port; a static inventory's own ports give way only to the flag.
+	if o.port > 0 && (o.inventory == "" || a.fs.Changed("port")) {
+		for i := range s.hosts {
+			s.hosts[i].Port = o.port
+		}
 	}
 	if o.user != "" {
 		for i := range s.hosts {
@@ -136,7 +144,7 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		MaxFailures:     o.maxFailures,
 		Secrets:         a.secrets,
 		Observer:        a.log.event,
-		Version:         Version,
+		Version:         version(),
 	})
 	return s, nil
 }
@@ -175,12 +183,44 @@ func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbo
 		return nil, nil, err
 	}
 	defer s.close()
+	a.log.expect(expectedTargets(rbs, len(s.hosts)))
 	plan, err := s.engine.Plan(ctx, rbs, set)
 	a.log.done()
 	return rbs, plan, err
 }
 
+// expectedTargets is how many targets a plan of rbs has: each node for a
+// runbook with node steps, the cluster for one with cluster steps.
+func expectedTargets(rbs []*runbook.Runbook, hosts int) int {
+	n := 0
+	for _, rb := range rbs {
+		if rb.HasScope(module.ScopeNode) {
+			n += hosts
+		}
+		if rb.HasScope(module.ScopeCluster) {
+			n++
+		}
+	}
+	return n
+}
+
+// viewOpts: colour only on a terminal and without NO_COLOR (no-color.org)
+// or TERM=dumb; -v lists every node.
+func (a *app) viewOpts() views.Options {
+	color := isTerminal(a.stdout) && os.Getenv("NO_COLOR") == "" && os.Getenv("TERM") != "dumb"
+	return views.Options{Color: color, Verbose: a.opts.verbose}
+}
+
 func runPlan(ctx context.Context, a *app, args []string) error {
+	if a.opts.out != "" {
+		// Fail before contacting anything when the plan cannot be saved.
+		if st, err := os.Stat(filepath.Dir(a.opts.out)); err != nil || !st.IsDir() {
+			return fmt.Errorf("--out %s: directory %s does not exist", a.opts.out, filepath.Dir(a.opts.out))
+		}
+		if st, err := os.Stat(a.opts.out); err == nil && st.IsDir() {
+			return usageError{fmt.Sprintf("--out %s is a directory; want a file name", a.opts.out)}
+		}
+	}
 	signer, err := a.planSigner()
 	if err != nil {
 		return err
@@ -208,7 +248,7 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
-	if err := views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets); err != nil {
+	if err := views.RenderPlanOpts(a.stdout, plan, a.opts.format, a.secrets, a.viewOpts()); err != nil {
 		return err
 	}
 	var left []module.FindingInfo
@@ -220,7 +260,7 @@ func runPlan(ctx context.Context, a *app, args []string) error {
 		return fmt.Errorf("plan interrupted: %w", context.Cause(ctx))
 	}
 	if plan.HasErrors() {
-		return exitError{ExitError, "nksrun plan: some nodes failed or were unreachable (see above)"}
+		return exitError{ExitError, "nksrun plan: some targets failed or were unreachable (see the plan)"}
 	}
 	if a.opts.detailedExitcode && (plan.HasChanges() || len(left) > 0) {
 		return exitError{code: ExitChanges}
@@ -305,11 +345,6 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	if saved != nil && len(a.opts.set)+len(a.opts.setFiles) > 0 {
 		return usageError{"--set and --set-file do not apply to a saved plan: its params are fixed"}
 	}
-	switch a.opts.onStale {
-	case "continue", "stop":
-	default:
-		return usageError{fmt.Sprintf("--on-stale %q: want continue or stop", a.opts.onStale)}
-	}
 	if !a.opts.autoApprove && !isTerminal(a.stdin) {
 		return exitError{ExitError, "nksrun apply: no terminal to confirm on; pass --auto-approve (cron, CI) to apply without asking"}
 	}
@@ -329,15 +364,18 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	defer s.close()
 	plan := saved
 	if plan == nil {
-		if plan, err = s.engine.Plan(ctx, rbs, set); err != nil {
+		a.log.expect(expectedTargets(rbs, len(s.hosts)))
+		plan, err = s.engine.Plan(ctx, rbs, set)
+		a.log.done()
+		if err != nil {
 			return err
 		}
 		absPlanPaths(plan)
 		a.plan = plan
 	}
-	format := a.opts.format
-	if format != views.FormatJSON {
-		if err := views.RenderPlan(a.stdout, plan, format, a.secrets); err != nil {
+	format, vo := a.opts.format, a.viewOpts()
+	if format == views.FormatText || format == views.FormatMarkdown {
+		if err := views.RenderPlanOpts(a.stdout, plan, format, a.secrets, vo); err != nil {
 			return err
 		}
 	}
@@ -357,25 +395,26 @@ func runApply(ctx context.Context, a *app, args []string) error {
 			a.log.done()
 			rep := engine.StoppedReport(plan, stale, time.Now())
 			a.report = rep
-			if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+			if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
 				return err
 			}
 			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", engine.Stale(stale))}
 		}
 	}
 	if plan.HasChanges() && !a.opts.autoApprove {
-		ok, err := confirm(a.stdin, a.stdout)
+		ok, err := confirm(a.stdin, a.stderr)
 		if err != nil || !ok {
 			return exitError{ExitError, "apply canceled; nothing was changed"}
 		}
 	}
+	a.log.expect(planTargets(plan))
 	rep, err := s.engine.Apply(ctx, plan, stale)
 	a.log.done()
 	if err != nil {
 		return err
 	}
 	a.report = rep
-	if err := views.RenderReport(a.stdout, rep, format, a.secrets); err != nil {
+	if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
@@ -395,18 +434,33 @@ func isTerminal(r any) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-func confirm(in any, out interface{ Write([]byte) (int, error) }) (bool, error) {
-	fmt.Fprint(out, "\nApply these changes? Only 'yes' is accepted: ")
+// openTTY is the terminal the prompt is written to; a variable for tests.
+var openTTY = func() (io.WriteCloser, error) { return os.OpenFile("/dev/tty", os.O_WRONLY, 0) }
+
+// confirm asks on the terminal: the prompt goes to /dev/tty (stderr when
+// there is none), never to stdout, which may be redirected to a file
+// (nksrun apply x > apply.log); the answer is read from stdin, a terminal.
+func confirm(in io.Reader, fallback io.Writer) (bool, error) {
+	return ask(in, fallback, "\nApply these changes? Only 'yes' is accepted: ")
+}
+
+// ask writes question to the terminal (see confirm) and reads a yes.
+func ask(in io.Reader, fallback io.Writer, question string) (bool, error) {
+	var out io.Writer = fallback
+	if tty, err := openTTY(); err == nil {
+		defer tty.Close()
+		out = tty
+	}
+	fmt.Fprint(out, question)
 	return readYes(in)
 }
 
 // readYes reads one line and accepts exactly "yes".
-func readYes(in any) (bool, error) {
-	r, ok := in.(interface{ Read([]byte) (int, error) })
-	if !ok {
+func readYes(in io.Reader) (bool, error) {
+	if in == nil {
 		return false, errors.New("no input")
 	}
-	line, err := bufio.NewReader(r).ReadString('\n')
+	line, err := bufio.NewReader(in).ReadString('\n')
 	if err != nil && line == "" {
 		return false, err
 	}
@@ -425,7 +479,7 @@ func runShow(_ context.Context, a *app, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", args[0], err)
 	}
-	return views.RenderPlan(a.stdout, plan, a.opts.format, a.secrets)
+	return views.RenderPlanOpts(a.stdout, plan, a.opts.format, a.secrets, a.viewOpts())
 }
 
 func runInventory(ctx context.Context, a *app, args []string) error {
@@ -438,19 +492,15 @@ func runInventory(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	defer s.close()
-	if a.opts.format == views.FormatJSON {
-		b, err := json.MarshalIndent(s.hosts, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
+	if done, err := a.writeData(s.hosts); done {
 		return err
 	}
 	tw := tabwriter.NewWriter(a.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tUSER\tREADY\tOS\tKERNEL\tRUNTIME\tNODEGROUP")
 	for _, h := range s.hosts {
 		f := h.Facts
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%v\t%v\t%v\t%v\n", h.Name, h.Address, h.User, f["ready"], f["osImage"], f["kernel"], f["runtime"], f["nodegroup"])
+		// Node names and facts come from the cluster: escaped, one line each.
+		fmt.Fprintln(tw, cell(h.Name)+"\t"+cell(h.Address)+"\t"+cell(h.User)+"\t"+cell(f["ready"])+"\t"+cell(f["osImage"])+"\t"+cell(f["kernel"])+"\t"+cell(f["runtime"])+"\t"+cell(f["nodegroup"]))
 	}
 	return tw.Flush()
 }
@@ -461,6 +511,21 @@ func countStatus(r *plans.Report, status plans.Status) int {
 		if t.Status == status {
 			n++
 		}
+	}
+	return n
+}
+
+// cell is a table cell from cluster data: control characters escaped, on
+// one line, tabs (the column separator) shown as spaces.
+func cell(v any) string {
+	s := views.Escape(fmt.Sprint(v))
+	return strings.NewReplacer("\n", `\n`, "\t", " ").Replace(s)
+}
+
+func planTargets(p *plans.Plan) int {
+	n := 0
+	for _, rp := range p.Runbooks {
+		n += len(rp.Targets)
 	}
 	return n
 }

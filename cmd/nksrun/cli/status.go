@@ -22,16 +22,16 @@ import (
 func init() {
 	commands = append(commands,
 		command{name: "status", summary: "show what rollouts left in the cluster: reboot slots, nodes nksrun cordoned, nodes not back from a reboot", usage: "status [flags]",
-			example: "  nksrun status\n  nksrun status --format json", run: runStatus, flags: statusFlags},
+			example: "  nksrun status\n  nksrun status -o json", run: runStatus, flags: statusFlags, formats: []string{"text", "json"}},
 		command{name: "unlock", summary: "release reboot slots and uncordon the nodes nksrun cordoned (asks first; --force for a live holder)", usage: "unlock [flags]",
-			example: "  nksrun unlock\n  nksrun unlock --auto-approve --force   # the holder is known to be dead", run: runUnlock, flags: unlockFlags},
+			example: "  nksrun unlock\n  nksrun unlock --auto-approve --force   # the holder is known to be dead", run: runUnlock, flags: unlockFlags, formats: []string{"text", "json"}},
 	)
 }
 
 func statusFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
 	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
-	fs.StringVar(&o.format, "format", "text", "text or json")
+	outputFlag(fs, o, "text or json")
 }
 
 func unlockFlags(fs *pflag.FlagSet, o *options) {
@@ -144,8 +144,7 @@ func runUnlock(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if !a.opts.autoApprove {
-		fmt.Fprint(a.stdout, "\nRelease these slots and uncordon the nodes nksrun cordoned? Only 'yes' is accepted: ")
-		ok, err := readYes(a.stdin)
+		ok, err := ask(a.stdin, a.stderr, "\nRelease these slots and uncordon the nodes nksrun cordoned? Only 'yes' is accepted: ")
 		if err != nil || !ok {
 			return exitError{ExitError, "unlock canceled; nothing was changed"}
 		}
