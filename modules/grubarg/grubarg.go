@@ -294,7 +294,7 @@ func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes m
 		return module.Planned{}, fmt.Errorf("%s: %w", p.File, err)
 	}
 	b := parseBoot(probes[probeBoot].Output)
-	cfg, regen, err := target(p, nodeutil.Family(t.Node), b)
+	cfg, regen, err := target(p, nodeutil.GrubFlavor(t.Node), b)
 	if err != nil {
 		return module.Planned{}, err
 	}

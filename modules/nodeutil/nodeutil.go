@@ -34,10 +34,12 @@ func FactString(n *module.Node, key string) string {
 	return s
 }
 
-// Family is the package/boot-loader family of a node: "rhel" (CentOS,
-// Rocky, RHEL, Alma, Fedora, Oracle), "debian" (Debian, Ubuntu) or "".
-// It prefers /etc/os-release's ID (host.os) over the Node's osImage.
-func Family(n *module.Node) string {
+// GrubFlavor is how a node's GRUB is laid out and regenerated: "rhel"
+// (CentOS, Rocky, RHEL, Alma, Fedora, Oracle: grub2-mkconfig, /boot/grub2)
+// or "debian" (Debian, Ubuntu: update-grub, /boot/grub), "" when unknown.
+// (Not node.osFamily, which is the distribution itself.) It prefers
+// /etc/os-release's ID (host.os) over the Node's osImage.
+func GrubFlavor(n *module.Node) string {
 	for _, id := range []string{HostString(n, "os"), FactString(n, "osFamily")} {
 		if f := familyOf(id); f != "" {
 			return f
