@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"nksrun/engine/strictyaml"
 	"os"
 	"path"
 	"sort"
@@ -17,8 +18,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
-
-	"nksrun/engine/runbook"
 )
 
 // NKS node labels.
@@ -213,7 +212,7 @@ func FromFile(file string) ([]Host, error) {
 		return nil, fmt.Errorf("%s: empty inventory", file)
 	}
 	var sf staticFile
-	if err := runbook.DecodeStrict(file, doc.Content[0], &sf); err != nil {
+	if err := strictyaml.DecodeStrict(file, doc.Content[0], &sf); err != nil {
 		return nil, err
 	}
 	hosts := make([]Host, 0, len(sf.Hosts))

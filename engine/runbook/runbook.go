@@ -21,6 +21,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"nksrun/engine/module"
+	"nksrun/engine/strictyaml"
 )
 
 // Runbook is one loaded, validated runbook.
@@ -199,23 +200,23 @@ func Parse(path string, src []byte, reg module.Registry) (*Runbook, error) {
 	if err := dec.Decode(&doc); err != nil {
 		// yaml.v3 reports syntax errors by line only; column 1 is the best
 		// position it allows.
-		return nil, Errors{{Pos: Pos{File: path, Line: yamlErrLine(err), Col: 1}, Msg: "yaml: " + cleanYAMLError(err)}}
+		return nil, Errors{{Pos: Pos{File: path, Line: yamlErrLine(err), Col: 1}, Msg: "yaml: " + strictyaml.CleanYAMLError(err)}}
 	}
 	if len(doc.Content) == 0 {
 		return nil, Errors{{Pos: Pos{File: path, Line: 1, Col: 1}, Msg: "empty runbook"}}
 	}
-	d := &decoder{file: path, lines: strings.Split(string(src), "\n")}
+	d := newDecoder(path, strings.Split(string(src), "\n"))
 	rb := &Runbook{Path: path, Dir: filepath.Dir(path), Source: src}
 	sum := sha256.Sum256(src)
 	rb.Hash = hex.EncodeToString(sum[:])
 	root := doc.Content[0]
-	d.decode(root, reflectValue(rb))
-	if len(d.errs) == 0 {
+	d.Decode(root, reflectValue(rb))
+	if len(d.Errs) == 0 {
 		v := validator{d: d, rb: rb, reg: reg}
 		v.validate(root)
 	}
-	if len(d.errs) > 0 {
-		return nil, d.errs.sorted()
+	if len(d.Errs) > 0 {
+		return nil, d.Errs.Sorted()
 	}
 	return rb, nil
 }
@@ -253,7 +254,7 @@ func keyNode(m *yaml.Node, key string) *yaml.Node {
 }
 
 func (v *validator) errAt(p Pos, format string, args ...any) {
-	v.d.errs = append(v.d.errs, &Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
+	v.d.Errs = append(v.d.Errs, &Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (v *validator) compile(e *Expr, sc scope, asBool bool) {
@@ -261,39 +262,39 @@ func (v *validator) compile(e *Expr, sc scope, asBool bool) {
 		return
 	}
 	if err := compileExpr(e, v.env, sc, asBool); err != nil {
-		v.d.errs = append(v.d.errs, err)
+		v.d.Errs = append(v.d.Errs, err)
 	}
 }
 
 func (v *validator) validate(root *yaml.Node) {
 	rb := v.rb
 	if !nameRE.MatchString(strings.ReplaceAll(rb.Name, "-", "_")) {
-		v.d.errorf(keyNode(root, "name"), "name %q: use lower-case letters, digits, - and _", rb.Name)
+		v.d.Errorf(keyNode(root, "name"), "name %q: use lower-case letters, digits, - and _", rb.Name)
 	}
 	paramsNode := keyNode(root, "params")
 	for name, p := range rb.Params {
 		pn := keyNode(paramsNode, name)
 		if !nameRE.MatchString(name) {
-			v.d.errorf(pn, "param name %q: use lower-case letters, digits and _", name)
+			v.d.Errorf(pn, "param name %q: use lower-case letters, digits and _", name)
 		}
 		if _, err := ConvertParam(p.Type, p.Default); err != nil && p.Default != nil {
-			v.d.errorf(keyNode(pn, "default"), "default: %v", err)
+			v.d.Errorf(keyNode(pn, "default"), "default: %v", err)
 		}
 		if !validTypes[p.Type] {
-			v.d.errorf(keyNode(pn, "type"), "type %q: want one of string, int, bool, list, map", p.Type)
+			v.d.Errorf(keyNode(pn, "type"), "type %q: want one of string, int, bool, list, map", p.Type)
 		}
 	}
 	factsNode := keyNode(root, "facts")
 	for name, f := range rb.Facts {
 		fn := keyNode(factsNode, name)
 		if !nameRE.MatchString(name) {
-			v.d.errorf(fn, "fact name %q: use lower-case letters, digits and _", name)
+			v.d.Errorf(fn, "fact name %q: use lower-case letters, digits and _", name)
 		}
 		if (f.Command == "") == (f.K8s == nil) {
-			v.d.errorf(fn, "fact %q: set exactly one of command or k8s", name)
+			v.d.Errorf(fn, "fact %q: set exactly one of command or k8s", name)
 		}
 		if !parsers[f.Parse] {
-			v.d.errorf(keyNode(fn, "parse"), "parse %q: want one of text, lines, int, json, kv, exitcode", f.Parse)
+			v.d.Errorf(keyNode(fn, "parse"), "parse %q: want one of text, lines, int, json, kv, exitcode", f.Parse)
 		}
 	}
 	var stepLines []int
@@ -309,7 +310,7 @@ func (v *validator) validate(root *yaml.Node) {
 	for name, f := range rb.Facts {
 		if f.When.IsSet() {
 			if f.K8s != nil {
-				v.d.errorf(keyNode(keyNode(factsNode, name), "when"), "fact %q: when applies to command facts only", name)
+				v.d.Errorf(keyNode(keyNode(factsNode, name), "when"), "fact %q: when applies to command facts only", name)
 				continue
 			}
 			v.compile(&f.When, v.env.skipScope(), true)
@@ -341,7 +342,7 @@ func (v *validator) validateVars() {
 		return
 	}
 	if n.Kind != yaml.MappingNode {
-		v.d.errorf(n, "vars: expected a mapping of names to expressions, got %s", kindName(n))
+		v.d.Errorf(n, "vars: expected a mapping of names to expressions, got %s", kindName(n))
 		return
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -354,13 +355,13 @@ func (v *validator) validateVars() {
 		k, val := n.Content[i], n.Content[i+1]
 		switch {
 		case !nameRE.MatchString(k.Value):
-			v.d.errorf(k, "var name %q: use lower-case letters, digits and _", k.Value)
+			v.d.Errorf(k, "var name %q: use lower-case letters, digits and _", k.Value)
 			continue
 		case seen[k.Value]:
-			v.d.errorf(k, "duplicate var %q", k.Value)
+			v.d.Errorf(k, "duplicate var %q", k.Value)
 			continue
 		case val.Kind != yaml.ScalarNode:
-			v.d.errorf(val, "var %s: expected an expression (a string), got %s", k.Value, kindName(val))
+			v.d.Errorf(val, "var %s: expected an expression (a string), got %s", k.Value, kindName(val))
 			continue
 		}
 		seen[k.Value] = true
@@ -372,12 +373,12 @@ func (v *validator) validateVars() {
 }
 
 func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
-	s.Pos = v.d.pos(sn)
+	s.Pos = v.d.Position(sn)
 	if !idRE.MatchString(s.ID) {
-		v.d.errorf(keyNode(sn, "id"), "step id %q: use lower-case letters, digits and _ (it is used as steps.%s)", s.ID, s.ID)
+		v.d.Errorf(keyNode(sn, "id"), "step id %q: use lower-case letters, digits and _ (it is used as steps.%s)", s.ID, s.ID)
 	}
 	if ids[s.ID] {
-		v.d.errorf(keyNode(sn, "id"), "duplicate step id %q", s.ID)
+		v.d.Errorf(keyNode(sn, "id"), "duplicate step id %q", s.ID)
 	}
 	ids[s.ID] = true
 
@@ -392,7 +393,7 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		v.d.errorf(keyNode(sn, "module"), "unknown module %q%s (modules: %s)", s.Module, suggest(s.Module, names), strings.Join(names, ", "))
+		v.d.Errorf(keyNode(sn, "module"), "unknown module %q%s (modules: %s)", s.Module, suggest(s.Module, names), strings.Join(names, ", "))
 		return
 	}
 	mod := factory()
@@ -403,7 +404,7 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 	case s.scope == module.ScopeAny && (s.On == "node" || s.On == "cluster"):
 		s.scope = module.Scope(s.On)
 	case s.On != "" && s.On != string(s.scope):
-		v.d.errorf(keyNode(sn, "on"), "on %q: module %s runs on %s only", s.On, s.Module, s.scope)
+		v.d.Errorf(keyNode(sn, "on"), "on %q: module %s runs on %s only", s.On, s.Module, s.scope)
 	}
 	// The step's condition and parameters see the steps before it on the
 	// same target; the steps after it see its outputs.
@@ -429,7 +430,7 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 			ne := v.d.newExpr(n)
 			e := &ne
 			if n.Kind != yaml.ScalarNode {
-				v.d.errorf(n, "!expr takes a string")
+				v.d.Errorf(n, "!expr takes a string")
 				return
 			}
 			v.compile(e, sc, false)
@@ -437,19 +438,19 @@ func (v *validator) validateStep(s *Step, sn *yaml.Node, ids map[string]bool) {
 		}
 	})
 	params := mod.NewParams()
-	before := len(v.d.errs)
+	before := len(v.d.Errs)
 	v.d.exprPlaceholders = true
-	v.d.decode(&s.With, reflectValue(params))
+	v.d.Decode(&s.With, reflectValue(params))
 	v.d.exprPlaceholders = false
-	if len(v.d.errs) > before {
-		for _, e := range v.d.errs[before:] {
+	if len(v.d.Errs) > before {
+		for _, e := range v.d.Errs[before:] {
 			e.Msg = s.Module + ": " + e.Msg
 		}
 		return
 	}
 	if len(s.exprs) == 0 {
 		if err := mod.Validate(params); err != nil {
-			v.errAt(v.d.pos(&s.With), "%s: %v", s.Module, err)
+			v.errAt(v.d.Position(&s.With), "%s: %v", s.Module, err)
 		}
 	}
 }
