@@ -54,9 +54,15 @@ func (tb *Testbed) initClients() error {
 		Burst:           2000,
 		Timeout:         30 * time.Second,
 	}
-	if tb.Client, err = kubernetes.NewForConfig(tb.RESTConfig); err != nil {
+	client, err := kubernetes.NewForConfig(tb.RESTConfig)
+	if err != nil {
 		return err
 	}
+	// Nodes' watch goroutines (stand-in reboots) read the client: publish it
+	// under the lock they read it with.
+	tb.clientMu.Lock()
+	tb.Client = client
+	tb.clientMu.Unlock()
 	tb.Dynamic, err = dynamic.NewForConfig(tb.RESTConfig)
 	return err
 }
@@ -130,7 +136,7 @@ func (n *Node) fillStatus(st *corev1.NodeStatus, ready bool) {
 }
 
 func (n *Node) createObject(ctx context.Context) error {
-	c := n.tb.Client.CoreV1().Nodes()
+	c := n.tb.kube().CoreV1().Nodes()
 	obj, err := c.Create(ctx, n.nodeObject(), metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("testbed: creating Node %s: %w", n.Name, err)
@@ -145,7 +151,7 @@ func (n *Node) createObject(ctx context.Context) error {
 // SetReady sets the Node's Ready condition (and nodeInfo.bootID) the way the
 // kubelet would; the testbed calls it around stand-in reboots.
 func (n *Node) SetReady(ctx context.Context, ready bool) error {
-	c := n.tb.Client.CoreV1().Nodes()
+	c := n.tb.kube().CoreV1().Nodes()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj, err := c.Get(ctx, n.Name, metav1.GetOptions{})
 		if err != nil {
@@ -163,7 +169,7 @@ func (n *Node) SetReady(ctx context.Context, ready bool) error {
 
 // Ready reports the Node's Ready condition as stored in the API server.
 func (n *Node) Ready(ctx context.Context) (bool, error) {
-	obj, err := n.tb.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+	obj, err := n.tb.kube().CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
 	if err != nil {
 		return false, err
 	}
@@ -173,4 +179,12 @@ func (n *Node) Ready(ctx context.Context) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// kube is the API client for goroutines the testbed started before the API
+// server was up (nil until then).
+func (tb *Testbed) kube() kubernetes.Interface {
+	tb.clientMu.RLock()
+	defer tb.clientMu.RUnlock()
+	return tb.Client
 }

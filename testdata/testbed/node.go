@@ -635,7 +635,7 @@ func (n *Node) watch(inc *incarnation) {
 func (n *Node) rebootFlow(old *incarnation) {
 	killIncarnation(old) // every session drops, as in a real reboot
 	ctx := n.tb.ctx
-	if n.tb.Client != nil {
+	if n.tb.kube() != nil {
 		if err := n.SetReady(ctx, false); err != nil && ctx.Err() == nil {
 			n.tb.logf("testbed: node %s: %v", n.Name, err)
 		}
@@ -667,7 +667,7 @@ func (n *Node) rebootFlow(old *incarnation) {
 		n.tb.logf("testbed: node %s: boot after reboot failed: %v", n.Name, err)
 		return
 	}
-	if n.tb.Client != nil {
+	if n.tb.kube() != nil {
 		if err := n.SetReady(ctx, true); err != nil && ctx.Err() == nil {
 			n.tb.logf("testbed: node %s: %v", n.Name, err)
 		}

@@ -89,6 +89,7 @@ type Testbed struct {
 	Dynamic      dynamic.Interface
 
 	opts      Options
+	clientMu  sync.RWMutex // guards Client for the nodes' own goroutines
 	api       *apiServer
 	ctx       context.Context
 	cancel    context.CancelFunc
