@@ -70,7 +70,7 @@ type run struct {
 func startApply(t *testing.T, tb *testbed.Testbed, args ...string) *run {
 	t.Helper()
 	full := []string{"apply", "--kubeconfig", tb.Kubeconfig, "-i", tb.KeyPath, "--known-hosts", tb.KnownHosts,
-		"--auto-approve", "--lock-file", filepath.Join(t.TempDir(), "apply.lock"), "--format", "json", rollingReboot}
+		"--auto-approve", "--lock-file", filepath.Join(t.TempDir(), "apply.lock"), "--format", "json", "-v", rollingReboot}
 	full = append(full, args...)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &run{cancel: cancel, done: make(chan struct{}), args: args}
