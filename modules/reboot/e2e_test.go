@@ -10,7 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -758,33 +757,6 @@ func TestHaltStatusUnlock(t *testing.T) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// nksrunBinary builds nksrun once per test process, for the test that
-// kills it.
-func nksrunBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nksrun-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "nksrun")
-		if out, err := exec.Command("go", "build", "-o", binPath, "nksrun/cmd/nksrun").CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
 // TestKilledMidRebootNextRunTakesOver: `nksrun apply` is killed (SIGKILL)
 // while a node is rebooting. Its slot stays held until its renewal lapses
 // (lease_duration 6 s) and the node stays cordoned; `Status` shows both.
@@ -793,7 +765,7 @@ func nksrunBinary(t *testing.T) string {
 func TestKilledMidRebootNextRunTakesOver(t *testing.T) {
 	tb := testbed.New(t, testbed.Options{Nodes: []testbed.NodeSpec{rocky, centos}, RebootDelay: 2 * time.Second})
 	ctx := context.Background()
-	bin := nksrunBinary(t)
+	bin := testbed.NksrunBinary(t)
 	first, second := tb.Nodes[0], tb.Nodes[1]
 	var stderr syncBuf
 	cmd := exec.Command(bin, "apply", "--kubeconfig", tb.Kubeconfig, "-i", tb.KeyPath, "--known-hosts", tb.KnownHosts,

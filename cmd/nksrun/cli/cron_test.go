@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"nksrun/cmd/nksrun/cli"
+	"nksrun/testdata/testbed"
 )
 
 func runOK(t *testing.T, args ...string) string {
@@ -647,7 +648,7 @@ func TestCronLineWithSecretRuns(t *testing.T) {
 	if err := os.WriteFile(key, pem.EncodeToMemory(block), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(binary(t), "cron", "--schedule", "@daily", "--inventory", "testdata/static.yaml", "-i", key, "--known-hosts", kh,
+	out, err := exec.Command(testbed.NksrunBinary(t), "cron", "--schedule", "@daily", "--inventory", "testdata/static.yaml", "-i", key, "--known-hosts", kh,
 		"--set-file", "token="+tokenFile, "--log-file", filepath.Join(dir, "logs", "secret.log"), "--lock-file", filepath.Join(dir, "secret.lock"),
 		"testdata/secret-param.yaml").Output()
 	if err != nil {

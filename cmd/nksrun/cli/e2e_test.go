@@ -19,7 +19,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -135,34 +134,6 @@ func reportOf(t *testing.T, stdout string) map[string]plans.TargetResult {
 	return out
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// binary builds nksrun once per test process.
-func binary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "nksrun-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "nksrun")
-		out, err := exec.Command("go", "build", "-o", binPath, "nksrun/cmd/nksrun").CombinedOutput()
-		if err != nil {
-			binErr = err
-			t.Logf("go build: %s", out)
-		}
-	})
-	if binErr != nil {
-		t.Fatalf("building nksrun: %v", binErr)
-	}
-	return binPath
-}
-
 // start runs the binary in the background.
 type proc struct {
 	cmd    *exec.Cmd
@@ -174,7 +145,7 @@ type proc struct {
 
 func start(t *testing.T, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(binary(t), args...), done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(testbed.NksrunBinary(t), args...), done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -561,7 +532,7 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 		e.reset(t)
 		dir := t.TempDir()
 		metrics := filepath.Join(dir, "nksrun.prom")
-		out, err := exec.Command(binary(t), append([]string{"cron", "--schedule", "*/5 * * * *", "--lock-file", e.lockFile,
+		out, err := exec.Command(testbed.NksrunBinary(t), append([]string{"cron", "--schedule", "*/5 * * * *", "--lock-file", e.lockFile,
 			"--log-file", filepath.Join(dir, "logs", "logrotate.log"), "--metrics-file", metrics}, append(e.conn(), e.runbook)...)...).Output()
 		if err != nil {
 			t.Fatal(err)

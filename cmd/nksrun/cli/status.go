@@ -6,7 +6,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"nksrun/engine/module"
+	"nksrun/engine/views"
 	"nksrun/modules/reboot"
 )
 
@@ -56,12 +56,7 @@ func runStatus(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if a.opts.format == "json" {
-		b, err := json.MarshalIndent(st, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
-		return err
+		return views.WriteJSON(a.stdout, st)
 	}
 	return writeState(a.stdout, st, time.Now())
 }
@@ -154,12 +149,7 @@ func runUnlock(ctx context.Context, a *app, args []string) error {
 		return err
 	}
 	if a.opts.format == "json" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(a.stdout, "%s\n", b)
-		return err
+		return views.WriteJSON(a.stdout, res)
 	}
 	for _, l := range []struct {
 		what  string

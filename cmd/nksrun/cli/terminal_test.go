@@ -11,6 +11,7 @@ import (
 
 	"nksrun/cmd/nksrun/cli"
 	"nksrun/engine/shell"
+	"nksrun/testdata/testbed"
 )
 
 // tmuxTerm is a real terminal (a tmux pane) that records every byte the
@@ -80,7 +81,7 @@ func (tm *tmuxTerm) run(line, prompt, answer string) (string, string) {
 func TestE2ETerminal(t *testing.T) {
 	e := newE2E(t)
 	e.reset(t)
-	bin := binary(t)
+	bin := testbed.NksrunBinary(t)
 	tm := newTmux(t)
 	conn := strings.Join(quoteAll(e.conn()), " ")
 	out := filepath.Join(tm.dir, "stdout.txt")
@@ -147,7 +148,7 @@ func quoteAll(args []string) []string {
 func TestE2EDoctor(t *testing.T) {
 	e := newE2E(t)
 	e.reset(t)
-	bin := binary(t) // before leaving the module's directory
+	bin := testbed.NksrunBinary(t) // before leaving the module's directory
 	t.Chdir(t.TempDir())
 	code, out, errs := nksrun(t, append([]string{"doctor", "--detailed-exitcode", "-o", "json"}, e.conn()...)...)
 	if code != cli.ExitChanges {
@@ -202,7 +203,7 @@ func TestE2EDoctor(t *testing.T) {
 // TestBashCompletion loads the bash script into a real bash and completes
 // a command, a runbook name and an -o value with the built binary.
 func TestBashCompletion(t *testing.T) {
-	bin := binary(t)
+	bin := testbed.NksrunBinary(t)
 	script := `source <(nksrun completion bash)
 c() { COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _nksrun; echo "${COMPREPLY[*]}"; }
 c nksrun pl; c nksrun plan logr; c nksrun plan -o m; c nksrun inventory --output j`
