@@ -55,24 +55,21 @@ type Params struct {
 type Module struct{}
 
 // New is the registry factory.
-func New() module.Module { return Module{} }
+func New() module.Module { return module.Adapt[Params](Module{}) }
 
-var _ module.Module = Module{}
+var _ module.Typed[Params] = Module{}
 
 func (Module) Scope() module.Scope { return module.ScopeNode }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: the file's sha256 and path, as installed.
 func (Module) Outputs() []string { return []string{"sha256", "dest"} }
 
-func (Module) NewParams() any { return &Params{} }
-
 var (
 	modeRE = regexp.MustCompile(`^0?[0-7]{3,4}$`)
 	nameRE = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*$`)
 )
 
-func (Module) Validate(p any) error {
-	ps := p.(*Params)
+func (Module) Validate(ps *Params) error {
 	switch {
 	case !path.IsAbs(ps.Dest) || path.Clean(ps.Dest) != ps.Dest:
 		return fmt.Errorf("dest %q must be a clean absolute path", ps.Dest)
@@ -133,8 +130,7 @@ func sum(b []byte) string {
 // processes: it runs on every node at every plan.
 const probeState = "state"
 
-func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
-	p := s.Params.(*Params)
+func (Module) Probes(t module.Target, _ string, p *Params) ([]module.Probe, error) {
 	want, err := desired(t.RunbookDir, p)
 	if err != nil {
 		return nil, err
@@ -192,8 +188,7 @@ type data struct {
 	Cleanup bool `json:"cleanup,omitempty"`
 }
 
-func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes map[string]module.ProbeResult) (module.Planned, error) {
-	p := s.Params.(*Params)
+func (Module) Plan(ctx context.Context, t module.Target, _ string, p *Params, probes map[string]module.ProbeResult) (module.Planned, error) {
 	want, err := desired(t.RunbookDir, p)
 	if err != nil {
 		return module.Planned{}, err
@@ -313,8 +308,7 @@ func installScript(p *Params, d data, planned, stamp string) string {
 
 var hexDigestRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
-func (m Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
-	p := s.Params.(*Params)
+func (m Module) Apply(ctx context.Context, t module.Target, _ string, p *Params, pl module.Planned) (module.Applied, error) {
 	// Every value that reaches the root shell is checked for its format
 	// here, whatever the plan says: params as at load time, digests as hex.
 	if err := m.Validate(p); err != nil {

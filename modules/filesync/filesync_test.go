@@ -28,9 +28,9 @@ func me(t *testing.T) (string, string) {
 	return u.Username, g.Name
 }
 
-func probe(t *testing.T, m Module, tgt module.Target, s module.Step) map[string]module.ProbeResult {
+func probe(t *testing.T, m module.Module, tgt module.Target, s module.Step) map[string]module.ProbeResult {
 	t.Helper()
-	probes, err := m.Probes(tgt, s)
+	probes, err := m.(module.Prober).Probes(tgt, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,19 +45,19 @@ func probe(t *testing.T, m Module, tgt module.Target, s module.Step) map[string]
 	return out
 }
 
-func setup(t *testing.T, content, validate string) (Module, module.Target, module.Step, string) {
+func setup(t *testing.T, content, validate string) (module.Module, module.Target, module.Step, string) {
 	dir := t.TempDir()
 	owner, group := me(t)
 	c := content
 	p := &Params{Dest: filepath.Join(dir, "docker"), Content: &c, Mode: "0644", Owner: owner, Group: group, Validate: validate}
-	m := Module{}
+	m := New()
 	if err := m.Validate(p); err != nil {
 		t.Fatal(err)
 	}
 	return m, module.Target{Node: &module.Node{Name: "n1", Runner: &moduletest.LocalRunner{}}, RunbookDir: dir}, module.Step{ID: "config", Params: p}, p.Dest
 }
 
-func plan(t *testing.T, m Module, tgt module.Target, s module.Step) module.Planned {
+func plan(t *testing.T, m module.Module, tgt module.Target, s module.Step) module.Planned {
 	t.Helper()
 	pl, err := m.Plan(context.Background(), tgt, s, probe(t, m, tgt, s))
 	if err != nil {

@@ -59,9 +59,9 @@ type Params struct {
 type Module struct{}
 
 // New is the registry factory.
-func New() module.Module { return Module{} }
+func New() module.Module { return module.Adapt[Params](Module{}) }
 
-var _ module.Module = Module{}
+var _ module.Typed[Params] = Module{}
 
 func (Module) Scope() module.Scope { return module.ScopeNode }
 
@@ -69,8 +69,6 @@ func (Module) Scope() module.Scope { return module.ScopeNode }
 func (Module) Outputs() []string {
 	return []string{"reboot_required", "config_changed", "in_cmdline", "grub_cfg"}
 }
-
-func (Module) NewParams() any { return &Params{} }
 
 func defaults(p *Params) Params {
 	d := *p
@@ -86,8 +84,8 @@ func defaults(p *Params) Params {
 	return d
 }
 
-func (Module) Validate(p any) error {
-	ps := defaults(p.(*Params))
+func (Module) Validate(params *Params) error {
+	ps := defaults(params)
 	if err := ValidArg(ps.Arg); err != nil {
 		return err
 	}
@@ -134,8 +132,8 @@ func candidates(p Params) []string {
 	return c
 }
 
-func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
-	p := defaults(s.Params.(*Params))
+func (Module) Probes(t module.Target, _ string, params *Params) ([]module.Probe, error) {
+	p := defaults(params)
 	f := shell.Quote(p.File)
 	var b strings.Builder
 	b.WriteString(countFunc)
@@ -262,8 +260,8 @@ func sum(b []byte) string {
 	return hex.EncodeToString(s[:])
 }
 
-func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes map[string]module.ProbeResult) (module.Planned, error) {
-	p := defaults(s.Params.(*Params))
+func (Module) Plan(ctx context.Context, t module.Target, _ string, params *Params, probes map[string]module.ProbeResult) (module.Planned, error) {
+	p := defaults(params)
 	present := p.State == "present"
 	fr := probes[probeFile]
 	if fr.ExitCode == exitAbsent {
@@ -434,8 +432,8 @@ echo "backup=$bak"
 	return b.String()
 }
 
-func (Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
-	p := defaults(s.Params.(*Params))
+func (Module) Apply(ctx context.Context, t module.Target, _ string, params *Params, pl module.Planned) (module.Applied, error) {
+	p := defaults(params)
 	var d data
 	if err := json.Unmarshal(pl.Data, &d); err != nil {
 		return module.Applied{}, fmt.Errorf("plan data: %w", err)

@@ -35,7 +35,7 @@ func planFor(t *testing.T, dir string, p *Params, cmdline string) module.Planned
 	t.Helper()
 	node := &module.Node{Name: "n1", Facts: map[string]any{"osFamily": "rocky", "host": map[string]any{"os": "rocky", "cmdline": cmdline}}, Runner: &moduletest.LocalRunner{}}
 	tg := module.Target{Node: node}
-	probes, err := Module{}.Probes(tg, module.Step{ID: "grub", Params: p})
+	probes, err := New().(module.Prober).Probes(tg, module.Step{ID: "grub", Params: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func planFor(t *testing.T, dir string, p *Params, cmdline string) module.Planned
 		}
 		res[pr.Key] = module.ProbeResult{Output: r.Stdout, ExitCode: r.ExitCode}
 	}
-	pl, err := Module{}.Plan(context.Background(), tg, module.Step{ID: "grub", Params: p}, res)
+	pl, err := New().Plan(context.Background(), tg, module.Step{ID: "grub", Params: p}, res)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestPlanApplyLocal(t *testing.T) {
 				t.Fatalf("reboot_required = %v", pl.Outputs["reboot_required"])
 			}
 			tg := module.Target{Node: &module.Node{Name: "n1", Runner: &moduletest.LocalRunner{}}}
-			ap, err := Module{}.Apply(context.Background(), tg, module.Step{ID: "grub", Params: p}, pl)
+			ap, err := New().Apply(context.Background(), tg, module.Step{ID: "grub", Params: p}, pl)
 			got, _ := os.ReadFile(file)
 			baks, _ := filepath.Glob(file + ".nksrun-*")
 			if mode != "ok" {
@@ -132,7 +132,7 @@ func TestPlanApplyLocal(t *testing.T) {
 			}
 			// A stale plan is refused.
 			os.WriteFile(file, []byte(original+"# edited by someone\n"), 0o640)
-			if _, err := (Module{}).Apply(context.Background(), tg, module.Step{ID: "grub", Params: p}, pl); err == nil || !strings.Contains(err.Error(), "stale") {
+			if _, err := New().Apply(context.Background(), tg, module.Step{ID: "grub", Params: p}, pl); err == nil || !strings.Contains(err.Error(), "stale") {
 				t.Fatalf("stale apply: %v", err)
 			}
 		})

@@ -65,9 +65,9 @@ type EnvEdit struct {
 type Module struct{}
 
 // New is the registry factory.
-func New() module.Module { return Module{} }
+func New() module.Module { return module.Adapt[Params](Module{}) }
 
-var _ module.Module = Module{}
+var _ module.Typed[Params] = Module{}
 
 func (Module) Name() string        { return "k8s_patch" }
 func (Module) Scope() module.Scope { return module.ScopeCluster }
@@ -75,10 +75,7 @@ func (Module) Scope() module.Scope { return module.ScopeCluster }
 // Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
 func (Module) Outputs() []string { return append([]string(nil), kubeutil.Outputs...) }
 
-func (Module) NewParams() any { return &Params{} }
-
-func (Module) Validate(p any) error {
-	ps := p.(*Params)
+func (Module) Validate(ps *Params) error {
 	if ps.APIVersion == "" || ps.Kind == "" {
 		return errors.New("apiVersion and kind are required")
 	}
@@ -136,8 +133,7 @@ func selector(ps *Params) kubeutil.Selector {
 	return s
 }
 
-func (m Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
-	ps := s.Params.(*Params)
+func (m Module) Plan(ctx context.Context, t module.Target, _ string, ps *Params, _ map[string]module.ProbeResult) (module.Planned, error) {
 	objs, err := kubeutil.List(ctx, t.Cluster, selector(ps))
 	if err != nil {
 		return module.Planned{}, err
@@ -145,8 +141,8 @@ func (m Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[
 	return kubeutil.PlanEdits(ctx, t, objs, EditFor(ps), kubeutil.Options{Verb: "patch", GuardNoOp: ps.Patch != nil})
 }
 
-func (m Module) Apply(ctx context.Context, t module.Target, s module.Step, p module.Planned) (module.Applied, error) {
-	return kubeutil.ApplyEdits(ctx, t, p, EditFor(s.Params.(*Params)), "patch")
+func (m Module) Apply(ctx context.Context, t module.Target, _ string, params *Params, p module.Planned) (module.Applied, error) {
+	return kubeutil.ApplyEdits(ctx, t, p, EditFor(params), "patch")
 }
 
 // EditFor is the per-object edit the params describe.

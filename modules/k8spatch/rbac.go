@@ -7,12 +7,11 @@ import (
 	"nksrun/modules/kubeutil"
 )
 
-var _ module.APIUser = Module{}
+var _ module.TypedAPIUser[Params] = Module{}
 
 // RBAC: k8s_patch previews with a server-side dry-run patch and applies with
 // a resourceVersion precondition (get, patch; list when it selects).
-func (Module) RBAC(params any) ([]module.Rule, error) {
-	p := params.(*Params)
+func (Module) RBAC(p *Params) ([]module.Rule, error) {
 	if p.Kind == "" {
 		return nil, fmt.Errorf("kind is only known at run time: no least-privilege rule can be derived (set kind literally in the step)")
 	}

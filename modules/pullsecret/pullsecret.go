@@ -72,19 +72,16 @@ func (p *Params) defaults() {
 type Module struct{}
 
 // New is the registry factory.
-func New() module.Module { return Module{} }
+func New() module.Module { return module.Adapt[Params](Module{}) }
 
-var _ module.Module = Module{}
+var _ module.Typed[Params] = Module{}
 
 func (Module) Scope() module.Scope { return module.ScopeCluster }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: the number of namespaces whose secret or service account changes.
 func (Module) Outputs() []string { return []string{"count"} }
 
-func (Module) NewParams() any { return &Params{} }
-
-func (Module) Validate(p any) error {
-	ps := p.(*Params)
+func (Module) Validate(ps *Params) error {
 	hasFile := ps.CredentialsFile != ""
 	hasEnv := ps.UsernameEnv != "" || ps.PasswordEnv != ""
 	if hasFile && hasEnv {
@@ -206,8 +203,7 @@ type saPlan struct {
 	RV     string `json:"resourceVersion,omitempty"`
 }
 
-func (m Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
-	ps := s.Params.(*Params)
+func (m Module) Plan(ctx context.Context, t module.Target, _ string, ps *Params, _ map[string]module.ProbeResult) (module.Planned, error) {
 	ps.defaults()
 	refs, err := targets(ps)
 	if err != nil {
@@ -318,8 +314,7 @@ func (m Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[
 	}, nil
 }
 
-func (m Module) Apply(ctx context.Context, t module.Target, s module.Step, p module.Planned) (module.Applied, error) {
-	ps := s.Params.(*Params)
+func (m Module) Apply(ctx context.Context, t module.Target, _ string, ps *Params, p module.Planned) (module.Applied, error) {
 	ps.defaults()
 	var plans []nsPlan
 	if err := json.Unmarshal(p.Data, &plans); err != nil {

@@ -7,7 +7,7 @@ import (
 	"nksrun/engine/module"
 )
 
-var _ module.APIUser = Module{}
+var _ module.TypedAPIUser[Params] = Module{}
 
 // RBAC: pull_secret reads, creates (a server-side dry run when planning)
 // and updates one docker-registry Secret and adds it to the ServiceAccounts
@@ -17,8 +17,8 @@ var _ module.APIUser = Module{}
 // time cannot be turned into Roles, and create on Secrets in every
 // namespace would let the holder create a service-account token Secret
 // anywhere and read it back: refused.
-func (Module) RBAC(params any) ([]module.Rule, error) {
-	p := *params.(*Params)
+func (Module) RBAC(params *Params) ([]module.Rule, error) {
+	p := *params
 	p.defaults()
 	refs, err := targets(&p)
 	if err != nil {

@@ -6,12 +6,11 @@ import (
 	"nksrun/engine/module"
 )
 
-var _ module.APIUser = (*Module)(nil)
+var _ module.TypedAPIUser[Params] = (*Module)(nil)
 
 // RBAC: reboot cordons and drains through the Eviction API (PDBs
 // honoured), serialises reboots with a Lease and uncordons what it cordoned.
-func (*Module) RBAC(params any) ([]module.Rule, error) {
-	p := params.(*Params)
+func (*Module) RBAC(p *Params) ([]module.Rule, error) {
 	lockNS := p.LockNamespace
 	if lockNS == "" {
 		lockNS = "kube-system"

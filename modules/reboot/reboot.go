@@ -138,21 +138,23 @@ func NewIdentity() Identity {
 
 // New is the registry factory: a fresh identity per run.
 func New() module.Module {
+	return module.Adapt[Params](newModule())
+}
+
+// newModule is one run's reboot state: a fresh identity, no slot in use.
+func newModule() *Module {
 	id := NewIdentity()
 	return &Module{id: id, holder: id.String(), inUse: map[int]bool{}, leases: map[int]*lease{}}
 }
 
-var _ module.Module = (*Module)(nil)
+var _ module.Typed[Params] = (*Module)(nil)
 
 func (*Module) Scope() module.Scope { return module.ScopeNode }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: whether the node was rebooted and its boot id after.
 func (*Module) Outputs() []string { return []string{"rebooted", "boot_id"} }
 
-func (*Module) NewParams() any { return &Params{} }
-
-func (*Module) Validate(p any) error {
-	ps := p.(*Params)
+func (*Module) Validate(ps *Params) error {
 	for name, v := range map[string]int{"serial": ps.Serial, "drain_timeout": ps.DrainTimeout, "evict_retry": ps.EvictRetry, "reboot_timeout": ps.RebootTimeout,
 		"ready_timeout": ps.ReadyTimeout, "lock_timeout": ps.LockTimeout, "lease_duration": ps.LeaseDuration, "halt_hold": ps.HaltHold, "max_failures": ps.MaxFailures} {
 		if v < 0 {
@@ -168,8 +170,8 @@ func (*Module) Validate(p any) error {
 	return nil
 }
 
-func (m *Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
-	p := defaults(s.Params.(*Params))
+func (m *Module) Plan(ctx context.Context, t module.Target, _ string, params *Params, _ map[string]module.ProbeResult) (module.Planned, error) {
+	p := defaults(params)
 	if t.Cluster == nil || t.Cluster.Clientset == nil {
 		return module.Planned{}, errors.New("a safe reboot needs the cluster (cordon, drain, Ready): set --kubeconfig")
 	}
@@ -350,8 +352,8 @@ func (m *Module) free(slot int) {
 	m.mu.Unlock()
 }
 
-func (m *Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
-	p := defaults(s.Params.(*Params))
+func (m *Module) Apply(ctx context.Context, t module.Target, _ string, params *Params, pl module.Planned) (module.Applied, error) {
+	p := defaults(params)
 	if t.Cluster == nil || t.Cluster.Clientset == nil {
 		return module.Applied{}, errors.New("a safe reboot needs the cluster: set --kubeconfig")
 	}

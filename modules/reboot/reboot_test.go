@@ -80,7 +80,7 @@ func TestClassify(t *testing.T) {
 }
 
 func TestValidateAndDefaults(t *testing.T) {
-	m := New().(*Module)
+	m := newModule()
 	if err := m.Validate(&Params{Serial: -1}); err == nil {
 		t.Fatal("negative serial accepted")
 	}
@@ -88,7 +88,7 @@ func TestValidateAndDefaults(t *testing.T) {
 	if d.Serial != 1 || d.MaxFailures != 1 || d.LockName != "nksrun-reboot" || d.LockNamespace != "kube-system" || d.Command != "reboot" {
 		t.Fatalf("%+v", d)
 	}
-	if New().(*Module).holder == m.holder {
+	if newModule().holder == m.holder {
 		t.Fatal("two runs share a holder identity")
 	}
 }

@@ -271,10 +271,10 @@ func TestDrainRefusesEmptyDirWithoutOptIn(t *testing.T) {
 	if evicted != 0 {
 		t.Fatalf("%d pods evicted before the refusal", evicted)
 	}
-	m := New().(*Module)
+	m := newModule()
 	tgt := module.Target{Node: &module.Node{Name: "n1"}, Cluster: &module.Cluster{Clientset: cs}}
 	for _, optIn := range []bool{false, true} {
-		pl, err := m.Plan(context.Background(), tgt, module.Step{ID: "reboot", Params: &Params{DeleteEmptyDirData: optIn}}, nil)
+		pl, err := m.Plan(context.Background(), tgt, "reboot", &Params{DeleteEmptyDirData: optIn}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

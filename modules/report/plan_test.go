@@ -21,14 +21,14 @@ func TestPlanActions(t *testing.T) {
 		{"unknown", Params{Title: "t", Unknown: "image pinned by digest"}, module.Unknown, "image pinned by digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Module{}.Plan(context.Background(), module.Target{}, module.Step{Params: &tc.p}, nil)
+			got, err := New().Plan(context.Background(), module.Target{}, module.Step{Params: &tc.p}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got.Action != tc.action || got.Reason != tc.reason {
 				t.Errorf("got %s %q, want %s %q", got.Action, got.Reason, tc.action, tc.reason)
 			}
-			if a, err := (Module{}).Apply(context.Background(), module.Target{}, module.Step{Params: &tc.p}, got); err != nil || a.Changed {
+			if a, err := New().Apply(context.Background(), module.Target{}, module.Step{Params: &tc.p}, got); err != nil || a.Changed {
 				t.Errorf("apply changed something: %+v %v", a, err)
 			}
 		})

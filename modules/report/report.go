@@ -31,19 +31,16 @@ type Params struct {
 type Module struct{}
 
 // New is the registry factory.
-func New() module.Module { return Module{} }
+func New() module.Module { return module.Adapt[Params](Module{}) }
 
-var _ module.Module = Module{}
+var _ module.Typed[Params] = Module{}
 
 func (Module) Scope() module.Scope { return module.ScopeAny }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: whether the finding holds.
 func (Module) Outputs() []string { return []string{"found"} }
 
-func (Module) NewParams() any { return &Params{} }
-
-func (Module) Validate(p any) error {
-	ps := p.(*Params)
+func (Module) Validate(ps *Params) error {
 	switch ps.Severity {
 	case "", "info", "warning", "critical":
 	default:
@@ -55,8 +52,7 @@ func (Module) Validate(p any) error {
 	return nil
 }
 
-func (Module) Plan(_ context.Context, _ module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
-	p := s.Params.(*Params)
+func (Module) Plan(_ context.Context, _ module.Target, _ string, p *Params, _ map[string]module.ProbeResult) (module.Planned, error) {
 	if !p.Found && p.Unknown != "" {
 		return module.Planned{Action: module.Unknown, Summary: "unknown: " + p.Title, Reason: p.Unknown, Outputs: map[string]any{"found": false, "unknown": true}}, nil
 	}
@@ -77,6 +73,6 @@ func (Module) Plan(_ context.Context, _ module.Target, s module.Step, _ map[stri
 
 // Apply is never called for findings (they are not changes) and is a no-op
 // for unknowns: a report changes nothing.
-func (Module) Apply(context.Context, module.Target, module.Step, module.Planned) (module.Applied, error) {
+func (Module) Apply(context.Context, module.Target, string, *Params, module.Planned) (module.Applied, error) {
 	return module.Applied{}, nil
 }

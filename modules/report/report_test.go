@@ -36,18 +36,18 @@ func TestValidate(t *testing.T) {
 // says so, and the plan carries no data for it.
 func TestFindingChangesNothing(t *testing.T) {
 	p := &Params{Found: true, Title: "x"}
-	pl, err := Module{}.Plan(context.Background(), module.Target{}, module.Step{Params: p}, nil)
+	pl, err := New().Plan(context.Background(), module.Target{}, module.Step{Params: p}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if pl.Action != module.Finding || len(pl.Data) != 0 || pl.Fingerprint != nil || len(pl.Findings) != 1 {
 		t.Fatalf("plan = %+v", pl)
 	}
-	ap, err := Module{}.Apply(context.Background(), module.Target{}, module.Step{Params: p}, pl)
+	ap, err := New().Apply(context.Background(), module.Target{}, module.Step{Params: p}, pl)
 	if err != nil || ap.Changed {
 		t.Fatalf("apply = %+v, %v; want unchanged", ap, err)
 	}
-	if _, ok := any(Module{}).(module.Prober); ok {
+	if _, ok := New().(module.Prober); ok {
 		t.Fatal("report reads nothing from nodes: it must not probe")
 	}
 }

@@ -46,19 +46,16 @@ type Module struct {
 }
 
 // New is the registry factory.
-func New() module.Module { return &Module{} }
+func New() module.Module { return module.Adapt[Params](&Module{}) }
 
-var _ module.Module = (*Module)(nil)
+var _ module.Typed[Params] = (*Module)(nil)
 
 func (*Module) Scope() module.Scope { return module.ScopeCluster }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
 func (*Module) Outputs() []string { return append([]string(nil), kubeutil.Outputs...) }
 
-func (*Module) NewParams() any { return &Params{} }
-
-func (*Module) Validate(p any) error {
-	ps := p.(*Params)
+func (*Module) Validate(ps *Params) error {
 	switch ps.Kind {
 	case "DaemonSet", "Deployment", "StatefulSet":
 	default:
@@ -79,8 +76,7 @@ func (m *Module) now() time.Time {
 	return time.Now()
 }
 
-func (m *Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
-	ps := s.Params.(*Params)
+func (m *Module) Plan(ctx context.Context, t module.Target, _ string, ps *Params, _ map[string]module.ProbeResult) (module.Planned, error) {
 	sel := kubeutil.Selector{APIVersion: "apps/v1", Kind: ps.Kind, Namespace: ps.Namespace, Name: ps.Name, LabelSelector: ps.LabelSelector}
 	if ps.Names != nil {
 		sel.ByNames, sel.Names = true, *ps.Names
@@ -111,8 +107,7 @@ func (m *Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map
 	return p, nil
 }
 
-func (m *Module) Apply(ctx context.Context, t module.Target, s module.Step, p module.Planned) (module.Applied, error) {
-	ps := s.Params.(*Params)
+func (m *Module) Apply(ctx context.Context, t module.Target, _ string, ps *Params, p module.Planned) (module.Applied, error) {
 	applied, err := kubeutil.ApplyEdits(ctx, t, p, nil, "restart")
 	if err != nil || !ps.Wait {
 		return applied, err

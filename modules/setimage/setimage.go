@@ -50,19 +50,16 @@ type Rule struct {
 type Module struct{}
 
 // New is the registry factory.
-func New() module.Module { return Module{} }
+func New() module.Module { return module.Adapt[Params](Module{}) }
 
-var _ module.Module = Module{}
+var _ module.Typed[Params] = Module{}
 
 func (Module) Scope() module.Scope { return module.ScopeCluster }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: what kubeutil.PlanEdits and ApplyEdits register.
 func (Module) Outputs() []string { return append([]string(nil), kubeutil.Outputs...) }
 
-func (Module) NewParams() any { return &Params{} }
-
-func (Module) Validate(p any) error {
-	ps := p.(*Params)
+func (Module) Validate(ps *Params) error {
 	if (len(ps.Containers) == 0) == (len(ps.Rules) == 0) {
 		return errors.New("give exactly one of containers or rules")
 	}
@@ -99,8 +96,7 @@ func anchor(re string) string {
 	return re
 }
 
-func (Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[string]module.ProbeResult) (module.Planned, error) {
-	ps := s.Params.(*Params)
+func (Module) Plan(ctx context.Context, t module.Target, _ string, ps *Params, _ map[string]module.ProbeResult) (module.Planned, error) {
 	// Jobs' pod templates are immutable: only when asked for by kind.
 	var kinds []kubeutil.Kind
 	for _, k := range kubeutil.WorkloadKinds {
@@ -125,8 +121,8 @@ func (Module) Plan(ctx context.Context, t module.Target, s module.Step, _ map[st
 	return kubeutil.PlanEdits(ctx, t, objs, editFor(ps), kubeutil.Options{Verb: "set image on"})
 }
 
-func (Module) Apply(ctx context.Context, t module.Target, s module.Step, p module.Planned) (module.Applied, error) {
-	return kubeutil.ApplyEdits(ctx, t, p, editFor(s.Params.(*Params)), "set image on")
+func (Module) Apply(ctx context.Context, t module.Target, _ string, params *Params, p module.Planned) (module.Applied, error) {
+	return kubeutil.ApplyEdits(ctx, t, p, editFor(params), "set image on")
 }
 
 func editFor(ps *Params) kubeutil.Edit {

@@ -33,21 +33,18 @@ type Params struct {
 type Module struct{}
 
 // New is the registry factory.
-func New() module.Module { return Module{} }
+func New() module.Module { return module.Adapt[Params](Module{}) }
 
-var _ module.Module = Module{}
+var _ module.Typed[Params] = Module{}
 
 func (Module) Scope() module.Scope { return module.ScopeNode }
 
 // Outputs are the keys later steps read as steps.<id>.<key>: the units' states before and after, and those restarted.
 func (Module) Outputs() []string { return []string{"before", "after", "restarted"} }
 
-func (Module) NewParams() any { return &Params{} }
-
 var unitRE = regexp.MustCompile(`^[A-Za-z0-9:_.@\\-]+$`)
 
-func (Module) Validate(p any) error {
-	ps := p.(*Params)
+func (Module) Validate(ps *Params) error {
 	if len(ps.Units) == 0 {
 		return errors.New("units: list at least one unit")
 	}
@@ -79,8 +76,8 @@ func stateScript(units []string) string {
 	return fmt.Sprintf("for u in %s; do s=$(systemctl is-active \"$u\" 2>/dev/null | head -n 1); echo \"$u ${s:-unknown}\"; done", strings.Join(q, " "))
 }
 
-func (Module) Probes(t module.Target, s module.Step) ([]module.Probe, error) {
-	return []module.Probe{{Key: probeState, Command: stateScript(s.Params.(*Params).Units), Sudo: true}}, nil
+func (Module) Probes(t module.Target, _ string, params *Params) ([]module.Probe, error) {
+	return []module.Probe{{Key: probeState, Command: stateScript(params.Units), Sudo: true}}, nil
 }
 
 func parseStates(out []byte) map[string]string {
@@ -114,8 +111,7 @@ func describe(units []string, st map[string]string) string {
 	return strings.Join(parts, ", ")
 }
 
-func (Module) Plan(ctx context.Context, t module.Target, s module.Step, probes map[string]module.ProbeResult) (module.Planned, error) {
-	p := s.Params.(*Params)
+func (Module) Plan(ctx context.Context, t module.Target, _ string, p *Params, probes map[string]module.ProbeResult) (module.Planned, error) {
 	st := parseStates(probes[probeState].Output)
 	var restart []string
 	for _, u := range p.Units {
@@ -190,8 +186,7 @@ done
 `, strings.Join(q, " "), always, wait, stateScript(p.Units))
 }
 
-func (Module) Apply(ctx context.Context, t module.Target, s module.Step, pl module.Planned) (module.Applied, error) {
-	p := s.Params.(*Params)
+func (Module) Apply(ctx context.Context, t module.Target, _ string, p *Params, pl module.Planned) (module.Applied, error) {
 	var d data
 	if err := json.Unmarshal(pl.Data, &d); err != nil {
 		return module.Applied{}, fmt.Errorf("plan data: %w", err)

@@ -16,7 +16,7 @@ func TestPlan(t *testing.T) {
 	}
 	plan := func(out string, always bool) module.Planned {
 		p.Always = always
-		pl, err := m.Plan(context.Background(), module.Target{}, module.Step{Params: p}, map[string]module.ProbeResult{probeState: {Output: []byte(out)}})
+		pl, err := m.Plan(context.Background(), module.Target{}, "", p, map[string]module.ProbeResult{probeState: {Output: []byte(out)}})
 		if err != nil {
 			t.Fatal(err)
 		}
