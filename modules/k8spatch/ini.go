@@ -56,6 +56,17 @@ func parseBool(s string) (bool, bool) {
 
 // SetINIWith is SetINI with a value comparison (nil: exact).
 func SetINIWith(doc, section string, set map[string]string, equal ValueEqual) (string, []string) {
+	// Section and key names are compared as the file's are read: trimmed
+	// (a name with outer blanks could never be found again, and every run
+	// would add another copy; found by FuzzSetINI).
+	section = strings.TrimSpace(section)
+	if len(set) > 0 {
+		trimmed := make(map[string]string, len(set))
+		for k, v := range set {
+			trimmed[strings.TrimSpace(k)] = v
+		}
+		set = trimmed
+	}
 	if equal == nil {
 		equal = func(have string, bare bool, want string) bool { return !bare && have == want }
 	}
