@@ -288,19 +288,7 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 	slices.Sort(kept)
 	fmt.Fprintf(&g, "unchanged objects: %s\n", strings.Join(kept, ", "))
 
-	again, err := plan()
-	if err != nil {
-		t.Fatalf("plan after apply: %v", err)
-	}
-	want := cs.Expect.Again
-	if want == "" {
-		want = module.NoOp
-	}
-	if again.Action != want {
-		t.Errorf("not idempotent: the plan after apply is %s %q (reason %q), want %s", again.Action, again.Summary, again.Reason, want)
-	}
-	g.WriteString("\n")
-	writePlan(&g, "plan after apply", again)
+	checkAgain(t, plan, cs.Expect.Again, &g)
 	finish()
 }
 

@@ -392,21 +392,27 @@ func RunCase(t testing.TB, m module.Module, path string) {
 		}
 	}
 
-	// Idempotence: the state apply left must plan as a no-op.
+	checkAgain(t, plan, c.Expect.Again, &g)
+	finish(t, path, node, &g, c.Secrets)
+}
+
+// checkAgain is the idempotence check of every case: planning again over
+// the state apply left must give expect (no-op unless the case says
+// otherwise), and that plan goes into the golden file.
+func checkAgain(t testing.TB, plan func() (module.Planned, error), expect module.Action, g *strings.Builder) {
+	t.Helper()
 	again, err := plan()
 	if err != nil {
 		t.Fatalf("plan after apply: %v", err)
 	}
-	wantAgain := c.Expect.Again
-	if wantAgain == "" {
-		wantAgain = module.NoOp
+	if expect == "" {
+		expect = module.NoOp
 	}
-	if again.Action != wantAgain {
-		t.Errorf("not idempotent: the plan after apply is %s %q (reason %q), want %s", again.Action, again.Summary, again.Reason, wantAgain)
+	if again.Action != expect {
+		t.Errorf("not idempotent: the plan after apply is %s %q (reason %q), want %s", again.Action, again.Summary, again.Reason, expect)
 	}
 	g.WriteString("\n")
-	writePlan(&g, "plan after apply", again)
-	finish(t, path, node, &g, c.Secrets)
+	writePlan(g, "plan after apply", again)
 }
 
 func finish(t testing.TB, path string, node *SimNode, g *strings.Builder, secrets []string) {
