@@ -182,7 +182,7 @@ func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbo
 	if err != nil {
 		return nil, nil, err
 	}
-	defer s.close()
+	a.deferClose(s.close)
 	a.log.expect(expectedTargets(rbs, len(s.hosts)))
 	plan, err := s.engine.Plan(ctx, rbs, set)
 	a.log.done()
@@ -361,7 +361,7 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	a.deferClose(s.close)
 	plan := saved
 	if plan == nil {
 		a.log.expect(expectedTargets(rbs, len(s.hosts)))
