@@ -21,7 +21,7 @@ import (
 
 // BuiltinProbes are the host.* facts, read over SSH in the same round trip
 // as everything else a node needs.
-var BuiltinProbes = []module.Probe{{Key: hostProbeKey, Command: hostScript}}
+var BuiltinProbes = []module.Probe{{Key: hostProbeKey, Command: hostScript, Sudo: true}}
 
 const hostProbeKey = "host"
 
@@ -66,45 +66,92 @@ func IdentityMismatch(node, host map[string]any) string {
 	return "identity mismatch: the host at this address is not this Node (" + strings.Join(why, "; ") + ")"
 }
 
-// Run runs every probe of a node in one exec (as root: probes only
-// read) and splits the output.
+// Run runs every probe of a node in one exec and splits the output. Root
+// probes run through sudo; probes that asked not to be root run first, as
+// the login user, in the same exec (RunOpts.UserScript), so that they cost
+// no sudo of their own.
 func Run(ctx context.Context, r module.Runner, probes []module.Probe) (map[string]module.ProbeResult, error) {
 	if len(probes) == 0 {
 		return map[string]module.ProbeResult{}, nil
 	}
-	script, boundary := Script(probes)
-	res, err := r.Run(ctx, script, module.RunOpts{Sudo: true})
+	var user, root []module.Probe
+	for _, p := range probes {
+		if p.Sudo {
+			root = append(root, p)
+		} else {
+			user = append(user, p)
+		}
+	}
+	boundary := newBoundary()
+	userScript := script(boundary, user, 0)
+	opts := module.RunOpts{Sudo: true, UserScript: userScript}
+	command := script(boundary, root, len(user))
+	if len(root) == 0 {
+		opts, command = module.RunOpts{}, userScript
+	}
+	res, err := r.Run(ctx, command, opts)
 	if err != nil {
 		return nil, err
 	}
-	if res.ExitCode != 0 && len(res.Stdout) == 0 {
+	rootStarted := len(root) == 0 || bytes.Contains(res.Stdout, frameStart(boundary, len(user)))
+	if res.ExitCode != 0 && (len(res.Stdout) == 0 || !rootStarted) {
+		// Nothing ran as root: sudo (or the shell) refused.
 		return nil, fmt.Errorf("gathering facts: exit %d: %s", res.ExitCode, firstLine(res.Stderr))
 	}
-	out, err := ParseOutput(res.Stdout, boundary, probes)
+	out, err := ParseOutput(res.Stdout, boundary, append(user, root...))
 	if err != nil {
 		return nil, fmt.Errorf("gathering facts: %w (exit %d: %s)", err, res.ExitCode, firstLine(res.Stderr))
 	}
 	return out, nil
 }
 
-// Script is one sh script running every probe. Each probe's output is
-// framed by a random boundary line, so no file content can forge a frame.
-func Script(probes []module.Probe) (script, boundary string) {
+// Script is one sh script, run as root, running every probe (a probe that
+// asked not to be root runs through `sudo -u` the login user). Each probe's
+// output is framed by a random boundary line, so no file content can forge
+// a frame.
+func Script(probes []module.Probe) (string, string) {
+	all := make([]module.Probe, len(probes))
+	for i, p := range probes {
+		all[i] = asRoot(p)
+	}
+	boundary := newBoundary()
+	return script(boundary, all, 0), boundary
+}
+
+// asRoot is p as a command of a root script: as root, or, when it asked
+// not to be root, as the login user through sudo.
+func asRoot(p module.Probe) module.Probe {
+	if !p.Sudo {
+		p.Command = fmt.Sprintf("sudo -n -u \"${SUDO_USER:-$(id -un)}\" -- sh -c %s", shell.Quote(p.Command))
+		p.Sudo = true
+	}
+	return p
+}
+
+func newBoundary() string {
 	var nonce [12]byte
 	_, _ = rand.Read(nonce[:])
-	boundary = "--nksrun-" + hex.EncodeToString(nonce[:])
+	return "--nksrun-" + hex.EncodeToString(nonce[:])
+}
+
+func frameStart(boundary string, i int) []byte {
+	return []byte(fmt.Sprintf("%s %d\n", boundary, i))
+}
+
+// script frames probes, numbered from first on.
+func script(boundary string, probes []module.Probe, first int) string {
 	var b strings.Builder
 	for i, p := range probes {
-		fmt.Fprintf(&b, "printf '%%s\\n' '%s %d'\n( %s\n) </dev/null 2>/dev/null\nprintf '\\n%s rc=%%d\\n' $?\n", boundary, i, p.Command, boundary)
+		fmt.Fprintf(&b, "printf '%%s\\n' '%s %d'\n( %s\n) </dev/null 2>/dev/null\nprintf '\\n%s rc=%%d\\n' $?\n", boundary, first+i, p.Command, boundary)
 	}
-	return b.String(), boundary
+	return b.String()
 }
 
 // ParseOutput splits the output of Script.
 func ParseOutput(data []byte, boundary string, probes []module.Probe) (map[string]module.ProbeResult, error) {
 	out := make(map[string]module.ProbeResult, len(probes))
 	for i, p := range probes {
-		start := []byte(fmt.Sprintf("%s %d\n", boundary, i))
+		start := frameStart(boundary, i)
 		j := bytes.Index(data, start)
 		if j < 0 {
 			return nil, fmt.Errorf("output of %q is missing", p.Command)
@@ -169,13 +216,8 @@ func FactProbes(rb *runbook.Runbook, env map[string]any) []module.Probe {
 				continue
 			}
 		}
-		cmd := f.Command
-		if !f.Sudo {
-			// Probes run as root in one exec; a fact that asked not to be
-			// root runs as the login user.
-			cmd = fmt.Sprintf("sudo -n -u \"${SUDO_USER:-$(id -un)}\" -- sh -c %s", shell.Quote(f.Command))
-		}
-		out = append(out, module.Probe{Key: "fact." + name, Command: cmd})
+		// A fact that asked not to be root runs as the login user.
+		out = append(out, module.Probe{Key: "fact." + name, Command: f.Command, Sudo: f.Sudo})
 	}
 	return out
 }

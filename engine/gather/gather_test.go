@@ -16,9 +16,10 @@ import (
 func TestRunProbesOneRoundTrip(t *testing.T) {
 	probes := []module.Probe{
 		{Key: "plain", Command: "echo hello"},
-		{Key: "noeol", Command: "printf 'no newline'"},
+		{Key: "noeol", Command: "printf 'no newline'", Sudo: true},
 		{Key: "empty", Command: "true"},
-		{Key: "fails", Command: "echo partial; exit 3"},
+		{Key: "fails", Command: "echo partial; exit 3", Sudo: true},
+		{Key: "userfails", Command: "echo user partial; exit 4"},
 		// Output that looks like a frame must not confuse the parser.
 		{Key: "forged", Command: "printf '%s\\n' '--nksrun-000000000000000000000000 1' 'x rc=0'"},
 		{Key: "multi", Command: "printf 'a\\n\\nb\\n'"},
@@ -33,19 +34,79 @@ func TestRunProbesOneRoundTrip(t *testing.T) {
 		t.Fatalf("probes took %d execs, want 1", r.Calls.Load())
 	}
 	want := map[string]module.ProbeResult{
-		"plain":  {Output: []byte("hello\n")},
-		"noeol":  {Output: []byte("no newline")},
-		"empty":  {Output: []byte{}},
-		"fails":  {Output: []byte("partial\n"), ExitCode: 3},
-		"forged": {Output: []byte("--nksrun-000000000000000000000000 1\nx rc=0\n")},
-		"multi":  {Output: []byte("a\n\nb\n")},
-		"stderr": {Output: []byte("out\n")},
+		"plain":     {Output: []byte("hello\n")},
+		"noeol":     {Output: []byte("no newline")},
+		"empty":     {Output: []byte{}},
+		"fails":     {Output: []byte("partial\n"), ExitCode: 3},
+		"userfails": {Output: []byte("user partial\n"), ExitCode: 4},
+		"forged":    {Output: []byte("--nksrun-000000000000000000000000 1\nx rc=0\n")},
+		"multi":     {Output: []byte("a\n\nb\n")},
+		"stderr":    {Output: []byte("out\n")},
 	}
 	for k, w := range want {
 		g := got[k]
 		if string(g.Output) != string(w.Output) || g.ExitCode != w.ExitCode {
 			t.Errorf("%s = %q rc=%d, want %q rc=%d", k, g.Output, g.ExitCode, w.Output, w.ExitCode)
 		}
+	}
+}
+
+// fakeRunner answers one exec with canned output and keeps what it was sent.
+type fakeRunner struct {
+	res     func(command string, opts module.RunOpts) module.RunResult
+	command string
+	opts    module.RunOpts
+}
+
+func (f *fakeRunner) Run(_ context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
+	f.command, f.opts = command, opts
+	return f.res(command, opts), nil
+}
+
+// Probes that asked not to be root ride on the root exec as its user
+// script: no sudo of their own (each cost a node about 5 ms of CPU and an
+// auth log line), and when sudo refuses, the error says so.
+func TestUserProbesRideWithoutSudo(t *testing.T) {
+	probes := []module.Probe{
+		{Key: "root", Command: "id -u", Sudo: true},
+		{Key: "user", Command: "df -P /"},
+	}
+	f := &fakeRunner{res: func(string, module.RunOpts) module.RunResult { return module.RunResult{} }}
+	_, _ = Run(context.Background(), f, probes)
+	if !f.opts.Sudo || !strings.Contains(f.opts.UserScript, "df -P /") || strings.Contains(f.opts.UserScript, "sudo") {
+		t.Fatalf("user probe not in the user script: opts %+v", f.opts)
+	}
+	if strings.Contains(f.command, "df -P") || strings.Contains(f.command, "sudo") || !strings.Contains(f.command, "id -u") {
+		t.Fatalf("root script: %q", f.command)
+	}
+
+	// sudo refused: the user part printed its frame, the root part never ran.
+	refused := &fakeRunner{res: func(_ string, o module.RunOpts) module.RunResult {
+		b := o.UserScript[strings.Index(o.UserScript, "--nksrun-"):]
+		boundary := b[:strings.IndexByte(b, ' ')]
+		return module.RunResult{
+			Stdout:   []byte(boundary + " 0\n/dev/sda 1 2 3\n\n" + boundary + " rc=0\n"),
+			Stderr:   []byte("sudo: a password is required\n"),
+			ExitCode: 1,
+		}
+	}}
+	_, err := Run(context.Background(), refused, probes)
+	if err == nil || !strings.Contains(err.Error(), "sudo: a password is required") {
+		t.Fatalf("refused sudo: err = %v, want the sudo message", err)
+	}
+
+	// Only user probes: no sudo at all.
+	f = &fakeRunner{res: func(string, module.RunOpts) module.RunResult { return module.RunResult{} }}
+	_, _ = Run(context.Background(), f, probes[1:])
+	if f.opts.Sudo || f.opts.UserScript != "" || !strings.Contains(f.command, "df -P /") {
+		t.Fatalf("user-only probes: command %q opts %+v", f.command, f.opts)
+	}
+
+	// Where probes must ride on a root command (verify after a change),
+	// a user probe goes through sudo -u the login user.
+	script, _ := Script(probes)
+	if !strings.Contains(script, `sudo -n -u "${SUDO_USER:-$(id -un)}" -- sh -c 'df -P /'`) {
+		t.Fatalf("root script for a user probe: %q", script)
 	}
 }
 

@@ -106,6 +106,11 @@ type RunOpts struct {
 	// unless configured). Going over fails the command with an
 	// *OutputLimitError and ends it on the node.
 	MaxOutput int64
+	// UserScript, if set, runs first, as the login user (never through
+	// sudo), with no stdin; its stdout comes before the command's and its
+	// exit status is ignored. Fact commands that asked not to be root ride
+	// on the root exec this way instead of costing a sudo of their own.
+	UserScript string
 }
 
 // DefaultMaxOutput is the default cap on one command's stdout+stderr. Every
@@ -217,7 +222,8 @@ type Probe struct {
 	// Key is unique within the step; Plan looks the output up by it.
 	Key     string
 	Command string
-	Sudo    bool
+	// Sudo: the probe runs as root; otherwise as the login user.
+	Sudo bool
 }
 
 // ProbeResult is one probe's output.

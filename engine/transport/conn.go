@@ -227,7 +227,7 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 	}
 	// No pty: a prompt (sudo, ssh host keys of a nested ssh) reads EOF and
 	// fails instead of waiting forever.
-	if err := sess.Start(wrapCommand(command, opts.Sudo)); err != nil {
+	if err := sess.Start(wrapCommand(command, opts.Sudo, opts.UserScript)); err != nil {
 		return module.RunResult{}, c.wrap(fmt.Errorf("%w: start command: %v", ErrConnectionLost, err))
 	}
 	if stdin != nil {
@@ -380,13 +380,22 @@ func (r readerOnly) Read(p []byte) (int, error) {
 // Should it not lead its group (a server that does not setsid), it first
 // makes one with `setsid` rather than report a group shared with others;
 // without /proc or setsid the command runs all the same, unreported.
-func wrapCommand(command string, sudo bool) string {
+//
+// A user script (RunOpts.UserScript) runs in the wrapper itself, as the
+// login user, in a subshell with no stdin, before the exec: same group,
+// same session, no sudo.
+func wrapCommand(command string, sudo bool, userScript string) string {
 	run := `exec sh -c "$1"`
 	if sudo {
 		run = `exec sudo -n -- sh -c "$1"`
 	}
-	w := strings.ReplaceAll(groupWrapper, "RUN", run)
-	return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " " + shell.Quote(command)
+	if userScript == "" {
+		w := strings.ReplaceAll(groupWrapper, "RUN", run)
+		return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " " + shell.Quote(command)
+	}
+	w := strings.ReplaceAll(groupWrapper, "RUN", `( eval "$3" ) </dev/null; `+run)
+	w = strings.Replace(w, `"$1" again;`, `"$1" again "$3";`, 1)
+	return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " " + shell.Quote(command) + " '' " + shell.Quote(userScript)
 }
 
 // groupWrapper is run as `sh -c W W CMD` ($0 is W itself, so that it can

@@ -75,16 +75,24 @@ func TestWrapCommandLocal(t *testing.T) {
 			t.Fatalf("%q: %v: %s", cmd, err, want)
 		}
 		for _, sudo := range []bool{false, true} {
-			c := exec.Command("sh", "-c", wrapCommand(cmd, sudo))
-			c.Env = append(os.Environ(), path)
-			got, err := c.CombinedOutput()
-			// The wrapper's first line (its process group) comes first.
-			marker, got, ok := bytes.Cut(got, []byte("\n"))
-			if _, isGroup := parsePgidLine(marker); !ok || !isGroup {
-				t.Errorf("sudo=%v %q: first line %q is not the process group", sudo, cmd, marker)
-			}
-			if err != nil || !bytes.Equal(got, want) {
-				t.Errorf("sudo=%v %q:\n got %q (%v)\nwant %q", sudo, cmd, got, err, want)
+			// A user script (the same tricky text) runs first; its output
+			// comes before the command's.
+			for _, user := range []string{"", cmd} {
+				want := want
+				if user != "" {
+					want = append(append([]byte{}, want...), want...)
+				}
+				c := exec.Command("sh", "-c", wrapCommand(cmd, sudo, user))
+				c.Env = append(os.Environ(), path)
+				got, err := c.CombinedOutput()
+				// The wrapper's first line (its process group) comes first.
+				marker, got, ok := bytes.Cut(got, []byte("\n"))
+				if _, isGroup := parsePgidLine(marker); !ok || !isGroup {
+					t.Errorf("sudo=%v user=%v %q: first line %q is not the process group", sudo, user != "", cmd, marker)
+				}
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("sudo=%v user=%v %q:\n got %q (%v)\nwant %q", sudo, user != "", cmd, got, err, want)
+				}
 			}
 		}
 	}

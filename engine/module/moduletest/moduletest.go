@@ -74,9 +74,18 @@ func (l *LocalRunner) Run(ctx context.Context, command string, opts module.RunOp
 
 	viaSudo := opts.Sudo && os.Geteuid() != 0
 	var cmd *exec.Cmd
-	if viaSudo {
+	switch {
+	case opts.UserScript != "":
+		// As the SSH transport does: the user script in a subshell of the
+		// (unprivileged) shell, then the command in its place.
+		run := `exec sh -c "$2"`
+		if viaSudo {
+			run = `exec sudo -n -- sh -c "$2"`
+		}
+		cmd = exec.Command("sh", "-c", `( eval "$1" ) </dev/null; `+run, "sh", opts.UserScript, command)
+	case viaSudo:
 		cmd = exec.Command("sudo", "-n", "--", "sh", "-c", command)
-	} else {
+	default:
 		cmd = exec.Command("sh", "-c", command)
 	}
 	// Its own process group, so that ending it ends its children too.

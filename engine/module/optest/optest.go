@@ -660,6 +660,12 @@ func (n *SimNode) Run(ctx context.Context, command string, opts module.RunOpts) 
 		args = append(args, "-r")
 	}
 	args = append(args, "--", "sh", "-c", setup.String(), "node")
+	if opts.UserScript != "" {
+		// Everything runs as the node's root here; the user script still
+		// comes first, in the node's namespace, as on a real node.
+		command = "( eval " + shell.Quote(opts.UserScript) + " ) </dev/null\n" + command
+		opts.UserScript = ""
+	}
 	var q []string
 	for _, a := range append(args, command) {
 		q = append(q, shell.Quote(a))

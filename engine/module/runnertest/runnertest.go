@@ -11,6 +11,10 @@
 //   - RunOpts.Stdin is streamed to the command, which sees EOF after it;
 //   - RunOpts.Sudo runs the command as root, or fails: never silently as
 //     someone else;
+//   - RunOpts.UserScript runs first, as the login user (whoever a command
+//     without Sudo runs as), with no stdin; its stdout precedes the
+//     command's and neither its exit status nor an `exit` in it changes
+//     what the command does;
 //   - a command past its timeout (RunOpts.Timeout) fails with an error
 //     matching module.ErrCommandTimeout, and a cancelled context with one
 //     matching context.Canceled; in both cases the command's processes are
@@ -62,6 +66,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) module.Runner, caps ...Capab
 	t.Run("stdout and stderr kept apart", s.streams)
 	t.Run("stdin streamed", s.stdin)
 	t.Run("sudo", s.sudo)
+	t.Run("user script first", s.userScript)
 	t.Run("concurrent runs", s.concurrent)
 	t.Run("timeout ends the command", func(t *testing.T) { s.stopped(t, "timeout") })
 	t.Run("cancel ends the command", func(t *testing.T) { s.stopped(t, "cancel") })
@@ -264,6 +269,26 @@ func (s suite) sudo(t *testing.T) {
 	res = run(t, ctx, r, "cat; id -u >&2", module.RunOpts{Sudo: true, Stdin: strings.NewReader("payload")})
 	if string(res.Stdout) != "payload" || strings.TrimSpace(string(res.Stderr)) != "0" {
 		t.Fatalf("sudo with stdin: %q %q", res.Stdout, res.Stderr)
+	}
+}
+
+func (s suite) userScript(t *testing.T) {
+	r := s.newRunner(t)
+	ctx := testContext(t)
+	login := strings.TrimSpace(string(run(t, ctx, r, "id -u", module.RunOpts{}).Stdout))
+	root := !s.noSudo
+	cmdUID := login
+	if root {
+		cmdUID = "0"
+	}
+	res := run(t, ctx, r, "cat; id -u", module.RunOpts{
+		Sudo:       root,
+		Stdin:      strings.NewReader("payload\n"),
+		UserScript: "cat; id -u; echo 'it'\"'\"'s the user'; exit 7",
+	})
+	want := login + "\nit's the user\npayload\n" + cmdUID + "\n"
+	if string(res.Stdout) != want || res.ExitCode != 0 {
+		t.Fatalf("user script then command: stdout %q exit %d, want %q exit 0", res.Stdout, res.ExitCode, want)
 	}
 }
 
