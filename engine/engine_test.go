@@ -33,10 +33,10 @@ import (
 type lineModule struct{}
 
 type lineParams struct {
-	Path  string `yaml:"path" json:"path"`
-	Want  string `yaml:"want" json:"want"`
-	Fail  bool   `yaml:"fail" json:"fail,omitempty"`
-	Panic bool   `yaml:"panic" json:"panic,omitempty"`
+	Path  string `yaml:"path"`
+	Want  string `yaml:"want"`
+	Fail  bool   `yaml:"fail,omitempty"`
+	Panic bool   `yaml:"panic,omitempty"`
 }
 
 func (lineModule) Name() string         { return "line" }
