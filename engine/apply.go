@@ -187,7 +187,7 @@ func (e *Engine) applyStep(ctx context.Context, t module.Target, sp plans.StepPl
 		// Strict: a key this module does not have (a plan from an
 		// nksrun whose parameter names differ) is refused, not dropped.
 		if err := module.ParamsFromJSON(sp.Params, params); err != nil {
-			return module.Applied{}, fmt.Errorf("%s: params in plan: %w", sp.Module, err)
+			return module.Applied{}, fmt.Errorf("params in plan: %w", err)
 		}
 	}
 	return mod.Apply(ctx, t, module.Step{ID: sp.ID, Params: params}, sp.Planned)
