@@ -2,6 +2,7 @@ package module
 
 import (
 	"bytes"
+	"encoding"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -105,7 +106,22 @@ func nullIsNil(n *yaml.Node, out reflect.Value) bool {
 	return false
 }
 
-var durationType = reflect.TypeOf(time.Duration(0))
+var (
+	durationType      = reflect.TypeOf(time.Duration(0))
+	yamlMarshalerType = reflect.TypeOf((*yaml.Marshaler)(nil)).Elem()
+	jsonMarshalerType = reflect.TypeOf((*json.Marshaler)(nil)).Elem()
+	textMarshalerType = reflect.TypeOf((*encoding.TextMarshaler)(nil)).Elem()
+)
+
+// ownEncoding reports whether t (or *t) says how it is encoded.
+func ownEncoding(t reflect.Type) bool {
+	for _, i := range []reflect.Type{yamlMarshalerType, jsonMarshalerType, textMarshalerType} {
+		if t.Implements(i) || (t.Kind() != reflect.Pointer && t.Kind() != reflect.Interface && reflect.PointerTo(t).Implements(i)) {
+			return true
+		}
+	}
+	return false
+}
 
 // writeValue writes v as JSON; at names it in errors (params.patch.spec[0]).
 func writeValue(b *bytes.Buffer, v reflect.Value, at string) error {
@@ -115,6 +131,13 @@ func writeValue(b *bytes.Buffer, v reflect.Value, at string) error {
 	}
 	if v.Type() == durationType {
 		return writeString(b, time.Duration(v.Int()).String(), at)
+	}
+	if ownEncoding(v.Type()) {
+		// Written field by field it would lose what its own encoding
+		// keeps (a time.Time has no exported fields: "{}"), and the
+		// strict decoder reads it field by field: parameters are plain
+		// data.
+		return fmt.Errorf("%s: a %s has an encoding of its own and cannot be a parameter", at, v.Type())
 	}
 	switch v.Kind() {
 	case reflect.Pointer, reflect.Interface:

@@ -167,6 +167,9 @@ func TestParamsToJSONRefuses(t *testing.T) {
 		{"NaN", kitchen{Ratio: math.NaN()}, "params.ratio: NaN cannot be written"},
 		{"infinity deep down", kitchen{Free: map[string]any{"a": []any{math.Inf(1)}}}, "params.free.a[0]: +Inf cannot be written"},
 		{"non-string map keys", kitchen{Free: map[int]string{1: "x"}}, "params.free: a map with int keys"},
+		{"a type with its own encoding", struct {
+			T time.Time `yaml:"t"`
+		}{time.Now()}, "params.t: a time.Time has an encoding of its own"},
 		{"a channel", struct {
 			C chan int `yaml:"c"`
 		}{make(chan int)}, "params.c: a chan int cannot be written"},
