@@ -3,7 +3,6 @@ package engine
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -185,7 +184,9 @@ func (e *Engine) applyStep(ctx context.Context, t module.Target, sp plans.StepPl
 	}
 	params := mod.NewParams()
 	if len(sp.Params) > 0 {
-		if err := json.Unmarshal(sp.Params, params); err != nil {
+		// Strict: a key this module does not have (a plan from an
+		// nksrun whose parameter names differ) is refused, not dropped.
+		if err := module.ParamsFromJSON(sp.Params, params); err != nil {
 			return module.Applied{}, fmt.Errorf("params in plan: %w", err)
 		}
 	}

@@ -5,7 +5,6 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -189,12 +188,6 @@ func forEach(ctx context.Context, n, forks int, fn func(i int), onPanic func(i i
 		}(i)
 	}
 	wg.Wait()
-}
-
-// stepParamsJSON is how evaluated params travel in a plan.
-func stepParamsJSON(p any) (json.RawMessage, error) {
-	b, err := json.Marshal(p)
-	return b, err
 }
 
 func (e *Engine) target(rb *runbook.Runbook, node *module.Node) module.Target {

@@ -33,10 +33,10 @@ import (
 type lineModule struct{}
 
 type lineParams struct {
-	Path  string `yaml:"path" json:"path"`
-	Want  string `yaml:"want" json:"want"`
-	Fail  bool   `yaml:"fail" json:"fail,omitempty"`
-	Panic bool   `yaml:"panic" json:"panic,omitempty"`
+	Path  string `yaml:"path"`
+	Want  string `yaml:"want"`
+	Fail  bool   `yaml:"fail,omitempty"`
+	Panic bool   `yaml:"panic,omitempty"`
 }
 
 func (lineModule) Name() string         { return "line" }
@@ -354,6 +354,36 @@ func TestSavedPlanEditsAreRefused(t *testing.T) {
 				t.Errorf("file changed: %q", b)
 			}
 		})
+	}
+}
+
+// TestSavedPlanOtherParamNamesRefused: params in a plan are read by their
+// yaml names, strictly. A plan whose params use other names (Go field names,
+// as json.Marshal wrote them without tags; encoding/json matched those
+// case-insensitively) fails the step with an error naming the key, and
+// nothing is written, even when apply is not preceded by Rederive.
+func TestSavedPlanOtherParamNamesRefused(t *testing.T) {
+	e, rb, paths := setupEngine(t, []node{{name: "a", ready: true, file: "v1"}}, nil, Options{}, testRunbook)
+	ctx := context.Background()
+	p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := &p.Runbooks[0].Targets[0].Steps[0]
+	if !strings.HasPrefix(string(sp.Params), `{"path":`) || !strings.Contains(string(sp.Params), `"want":"v2"`) {
+		t.Fatalf("params in the plan = %s, want them under their yaml names", sp.Params)
+	}
+	sp.Params = json.RawMessage(strings.NewReplacer(`"path"`, `"Path"`, `"want"`, `"Want"`).Replace(string(sp.Params)))
+	rep, err := e.Apply(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Targets[0]
+	if r.Status != plans.StatusFailed || !strings.Contains(r.Reason, `params in plan: params:1:2: unknown key "Path" (did you mean "path"?)`) {
+		t.Errorf("apply: %s %q, want failed with the unknown key", r.Status, r.Reason)
+	}
+	if b, _ := os.ReadFile(paths["a"]); string(b) != "v1" {
+		t.Errorf("file changed: %q", b)
 	}
 }
 

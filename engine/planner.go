@@ -415,9 +415,10 @@ func (e *Engine) planStep(ctx context.Context, rbName string, t module.Target, s
 	if err != nil {
 		return sp, err
 	}
-	raw, err := stepParamsJSON(ps.params)
+	// Params travel in the plan under their yaml names (the runbook's).
+	raw, err := module.ParamsToJSON(ps.params)
 	if err != nil {
-		return sp, err
+		return sp, fmt.Errorf("%s: %w", s.Module, err)
 	}
 	sp.Params = raw
 	sp.Planned = planned

@@ -151,26 +151,37 @@ func (d *Decoder) Decode(n *yaml.Node, out reflect.Value) {
 	}
 }
 
-// fieldInfo describes one struct field as it appears in YAML.
-type fieldInfo struct {
-	name     string
-	index    int
-	required bool
+// Field is one struct field as it appears in YAML: the decoder reads and
+// engine/module's plan-file encoder writes parameters by these same rules,
+// so the two cannot disagree on a name.
+type Field struct {
+	Name     string // the yaml tag's name, else the field name in lower case
+	Index    int    // in the struct
+	Required bool   // `nks:"required"`
+	// OmitEmpty: the yaml tag says `,omitempty` (the decoder does not care;
+	// encoders leave an empty value out).
+	OmitEmpty bool
 }
 
-func structFields(t reflect.Type) []fieldInfo {
-	var fs []fieldInfo
+// Fields lists the fields of struct type t that YAML sees: exported ones
+// not tagged `yaml:"-"`, in declaration order.
+func Fields(t reflect.Type) []Field {
+	var fs []Field
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		tag := f.Tag.Get("yaml")
 		if tag == "-" || !f.IsExported() {
 			continue
 		}
-		name, _, _ := strings.Cut(tag, ",")
+		name, opts, _ := strings.Cut(tag, ",")
 		if name == "" {
 			name = strings.ToLower(f.Name)
 		}
-		fs = append(fs, fieldInfo{name: name, index: i, required: f.Tag.Get("nks") == "required"})
+		omit := false
+		for _, o := range strings.Split(opts, ",") {
+			omit = omit || o == "omitempty"
+		}
+		fs = append(fs, Field{Name: name, Index: i, Required: f.Tag.Get("nks") == "required", OmitEmpty: omit})
 	}
 	return fs
 }
@@ -180,12 +191,12 @@ func (d *Decoder) decodeStruct(n *yaml.Node, out reflect.Value) {
 		d.Errorf(n, "expected a mapping, got %s", KindName(n))
 		return
 	}
-	fields := structFields(out.Type())
-	byName := map[string]fieldInfo{}
+	fields := Fields(out.Type())
+	byName := map[string]Field{}
 	names := make([]string, 0, len(fields))
 	for _, f := range fields {
-		byName[f.name] = f
-		names = append(names, f.name)
+		byName[f.Name] = f
+		names = append(names, f.Name)
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -200,11 +211,11 @@ func (d *Decoder) decodeStruct(n *yaml.Node, out reflect.Value) {
 			continue
 		}
 		seen[k.Value] = true
-		d.Decode(v, out.Field(f.index))
+		d.Decode(v, out.Field(f.Index))
 	}
 	for _, f := range fields {
-		if f.required && !seen[f.name] {
-			d.Errorf(n, "missing required key %q", f.name)
+		if f.Required && !seen[f.Name] {
+			d.Errorf(n, "missing required key %q", f.Name)
 		}
 	}
 }

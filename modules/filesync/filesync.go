@@ -34,21 +34,21 @@ import (
 // Params are file_sync's parameters.
 type Params struct {
 	// Dest is the absolute path on the node.
-	Dest string `yaml:"dest" json:"dest" nks:"required"`
+	Dest string `yaml:"dest" nks:"required"`
 	// Src is a local file, relative to the runbook's directory.
-	Src string `yaml:"src" json:"src,omitempty"`
+	Src string `yaml:"src,omitempty"`
 	// Content is the file content inline (exactly one of src/content).
-	Content *string `yaml:"content" json:"content,omitempty"`
-	Mode    string  `yaml:"mode" json:"mode,omitempty"`   // default 0644
-	Owner   string  `yaml:"owner" json:"owner,omitempty"` // default root
-	Group   string  `yaml:"group" json:"group,omitempty"` // default root
+	Content *string `yaml:"content,omitempty"`
+	Mode    string  `yaml:"mode,omitempty"`  // default 0644
+	Owner   string  `yaml:"owner,omitempty"` // default root
+	Group   string  `yaml:"group,omitempty"` // default root
 	// Backup keeps the replaced file as DEST.<timestamp>.nksrun-backup~.
-	Backup bool `yaml:"backup" json:"backup,omitempty"`
+	Backup bool `yaml:"backup,omitempty"`
 	// Validate runs on the uploaded temp file before it replaces DEST; %s is
 	// the temp file's path (e.g. "logrotate -d %s").
-	Validate string `yaml:"validate" json:"validate,omitempty"`
+	Validate string `yaml:"validate,omitempty"`
 	// Sensitive hides the content: no diff, and the plan stores only its hash.
-	Sensitive bool `yaml:"sensitive" json:"sensitive,omitempty"`
+	Sensitive bool `yaml:"sensitive,omitempty"`
 }
 
 // Module is file_sync.

@@ -39,20 +39,20 @@ import (
 // Params are grub_arg's parameters.
 type Params struct {
 	// Arg is one kernel argument, e.g. cgroup.memory=nokmem.
-	Arg string `yaml:"arg" json:"arg" nks:"required"`
+	Arg string `yaml:"arg" nks:"required"`
 	// State is present (default) or absent.
-	State string `yaml:"state" json:"state,omitempty"`
+	State string `yaml:"state,omitempty"`
 	// Variable is the /etc/default/grub variable (default GRUB_CMDLINE_LINUX).
-	Variable string `yaml:"variable" json:"variable,omitempty"`
+	Variable string `yaml:"variable,omitempty"`
 	// File is the defaults file (default /etc/default/grub).
-	File string `yaml:"file" json:"file,omitempty"`
+	File string `yaml:"file,omitempty"`
 	// GrubCfg overrides the generated config's path (default: the live one
 	// for the OS family: the EFI grub.cfg when the node boots with EFI and
 	// has a full one there, else /boot/grub2/grub.cfg or /boot/grub/grub.cfg).
-	GrubCfg string `yaml:"grub_cfg" json:"grub_cfg,omitempty"`
+	GrubCfg string `yaml:"grub_cfg,omitempty"`
 	// Regenerate overrides the command that regenerates GrubCfg (run as root
 	// through sh -c).
-	Regenerate string `yaml:"regenerate" json:"regenerate,omitempty"`
+	Regenerate string `yaml:"regenerate,omitempty"`
 }
 
 // Module is grub_arg.

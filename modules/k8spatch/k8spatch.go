@@ -25,40 +25,40 @@ import (
 
 // Params are k8s_patch's parameters.
 type Params struct {
-	APIVersion    string    `yaml:"apiVersion" json:"apiVersion" nks:"required"`
-	Kind          string    `yaml:"kind" json:"kind" nks:"required"`
-	Namespace     string    `yaml:"namespace" json:"namespace,omitempty"`
-	Name          string    `yaml:"name" json:"name,omitempty"`
-	Names         *[]string `yaml:"names" json:"names,omitempty"` // set (even empty): only these names
-	LabelSelector string    `yaml:"labelSelector" json:"labelSelector,omitempty"`
+	APIVersion    string    `yaml:"apiVersion" nks:"required"`
+	Kind          string    `yaml:"kind" nks:"required"`
+	Namespace     string    `yaml:"namespace,omitempty"`
+	Name          string    `yaml:"name,omitempty"`
+	Names         *[]string `yaml:"names,omitempty"` // set (even empty): only these names
+	LabelSelector string    `yaml:"labelSelector,omitempty"`
 
 	// A raw patch: Type json (Patch is a list of RFC 6902 ops; `test` ops
 	// are guards: when one fails the object is left alone), merge or
 	// strategic (Patch is an object).
-	Type  string `yaml:"type" json:"type,omitempty"`
-	Patch any    `yaml:"patch" json:"patch,omitempty"`
+	Type  string `yaml:"type,omitempty"`
+	Patch any    `yaml:"patch,omitempty"`
 
-	INI              *INIEdit  `yaml:"ini" json:"ini,omitempty"`
-	Env              []EnvEdit `yaml:"env" json:"env,omitempty"`
-	RemoveFinalizers bool      `yaml:"remove_finalizers" json:"remove_finalizers,omitempty"`
+	INI              *INIEdit  `yaml:"ini,omitempty"`
+	Env              []EnvEdit `yaml:"env,omitempty"`
+	RemoveFinalizers bool      `yaml:"remove_finalizers,omitempty"`
 }
 
 // INIEdit edits the INI document in data[Key] of a Secret or ConfigMap.
 type INIEdit struct {
-	Key     string            `yaml:"key" json:"key" nks:"required"`
-	Section string            `yaml:"section" json:"section" nks:"required"`
-	Set     map[string]string `yaml:"set" json:"set,omitempty"`
-	Unset   []string          `yaml:"unset" json:"unset,omitempty"`
+	Key     string            `yaml:"key" nks:"required"`
+	Section string            `yaml:"section" nks:"required"`
+	Set     map[string]string `yaml:"set,omitempty"`
+	Unset   []string          `yaml:"unset,omitempty"`
 	// Bool compares the set values as gcfg bools (True, yes, 1 … all mean
 	// true), so an option already set in another spelling is left alone.
-	Bool bool `yaml:"bool" json:"bool,omitempty"`
+	Bool bool `yaml:"bool,omitempty"`
 }
 
 // EnvEdit sets/unsets env vars of one container ("*" = every container).
 type EnvEdit struct {
-	Container string            `yaml:"container" json:"container" nks:"required"`
-	Set       map[string]string `yaml:"set" json:"set,omitempty"`
-	Unset     []string          `yaml:"unset" json:"unset,omitempty"`
+	Container string            `yaml:"container" nks:"required"`
+	Set       map[string]string `yaml:"set,omitempty"`
+	Unset     []string          `yaml:"unset,omitempty"`
 }
 
 // Module is k8s_patch.

@@ -40,20 +40,20 @@ import (
 // Params are pull_secret's parameters.
 type Params struct {
 	// Namespaces: their ServiceAccount ServiceAccount gets the Secret.
-	Namespaces []string `yaml:"namespaces" json:"namespaces"`
+	Namespaces []string `yaml:"namespaces"`
 	// ServiceAccounts ("namespace/name") get the Secret too: the ones the
 	// failing pods run as, which are often not "default".
-	ServiceAccounts []string `yaml:"service_accounts" json:"service_accounts,omitempty"`
-	SecretName      string   `yaml:"secret_name" json:"secret_name,omitempty"`         // default dockerhub-pull
-	Server          string   `yaml:"server" json:"server,omitempty"`                   // default https://index.docker.io/v1/
-	ServiceAccount  string   `yaml:"service_account" json:"service_account,omitempty"` // default "default"
+	ServiceAccounts []string `yaml:"service_accounts,omitempty"`
+	SecretName      string   `yaml:"secret_name,omitempty"`     // default dockerhub-pull
+	Server          string   `yaml:"server,omitempty"`          // default https://index.docker.io/v1/
+	ServiceAccount  string   `yaml:"service_account,omitempty"` // default "default"
 	// CredentialsFile is a docker config.json (`{"auths": …}`, as written by
 	// `docker login`) used as the Secret's content.
-	CredentialsFile string `yaml:"credentials_file" json:"credentials_file,omitempty"`
+	CredentialsFile string `yaml:"credentials_file,omitempty"`
 	// UsernameEnv/PasswordEnv name environment variables holding the
 	// credentials (the names, never the values, are in the runbook).
-	UsernameEnv string `yaml:"username_env" json:"username_env,omitempty"`
-	PasswordEnv string `yaml:"password_env" json:"password_env,omitempty"`
+	UsernameEnv string `yaml:"username_env,omitempty"`
+	PasswordEnv string `yaml:"password_env,omitempty"`
 }
 
 func (p *Params) defaults() {

@@ -63,21 +63,21 @@ var ErrInterrupted = errors.New("interrupted")
 
 // Params are reboot's parameters. Durations are in seconds.
 type Params struct {
-	Serial             int    `yaml:"serial" json:"serial,omitempty"`                             // nodes down at once (default 1)
-	Command            string `yaml:"command" json:"command,omitempty"`                           // default "reboot" (as root)
-	Force              bool   `yaml:"force" json:"force,omitempty"`                               // evict pods that have no controller
-	DeleteEmptyDirData bool   `yaml:"delete_emptydir_data" json:"delete_emptydir_data,omitempty"` // evict pods with emptyDir data
-	DrainTimeout       int    `yaml:"drain_timeout" json:"drain_timeout,omitempty"`               // default 300
-	EvictRetry         int    `yaml:"evict_retry" json:"evict_retry,omitempty"`                   // seconds between 429 retries (default 5)
-	RebootTimeout      int    `yaml:"reboot_timeout" json:"reboot_timeout,omitempty"`             // new boot id over SSH (default 600)
-	ReadyTimeout       int    `yaml:"ready_timeout" json:"ready_timeout,omitempty"`               // Node Ready after boot (default 300)
-	LockTimeout        int    `yaml:"lock_timeout" json:"lock_timeout,omitempty"`                 // waiting for a slot (default 3600)
-	LockNamespace      string `yaml:"lock_namespace" json:"lock_namespace,omitempty"`             // default kube-system
-	LockName           string `yaml:"lock_name" json:"lock_name,omitempty"`                       // default nksrun-reboot
-	LeaseDuration      int    `yaml:"lease_duration" json:"lease_duration,omitempty"`             // default 60
-	HaltHold           int    `yaml:"halt_hold" json:"halt_hold,omitempty"`                       // how long a halted rollout keeps the lock (default 86400)
-	MaxFailures        int    `yaml:"max_failures" json:"max_failures,omitempty"`                 // failed nodes that stop the rollout (default 1)
-	Reason             string `yaml:"reason" json:"reason,omitempty"`                             // why, shown in plan, logs and on the Lease
+	Serial             int    `yaml:"serial,omitempty"`               // nodes down at once (default 1)
+	Command            string `yaml:"command,omitempty"`              // default "reboot" (as root)
+	Force              bool   `yaml:"force,omitempty"`                // evict pods that have no controller
+	DeleteEmptyDirData bool   `yaml:"delete_emptydir_data,omitempty"` // evict pods with emptyDir data
+	DrainTimeout       int    `yaml:"drain_timeout,omitempty"`        // default 300
+	EvictRetry         int    `yaml:"evict_retry,omitempty"`          // seconds between 429 retries (default 5)
+	RebootTimeout      int    `yaml:"reboot_timeout,omitempty"`       // new boot id over SSH (default 600)
+	ReadyTimeout       int    `yaml:"ready_timeout,omitempty"`        // Node Ready after boot (default 300)
+	LockTimeout        int    `yaml:"lock_timeout,omitempty"`         // waiting for a slot (default 3600)
+	LockNamespace      string `yaml:"lock_namespace,omitempty"`       // default kube-system
+	LockName           string `yaml:"lock_name,omitempty"`            // default nksrun-reboot
+	LeaseDuration      int    `yaml:"lease_duration,omitempty"`       // default 60
+	HaltHold           int    `yaml:"halt_hold,omitempty"`            // how long a halted rollout keeps the lock (default 86400)
+	MaxFailures        int    `yaml:"max_failures,omitempty"`         // failed nodes that stop the rollout (default 1)
+	Reason             string `yaml:"reason,omitempty"`               // why, shown in plan, logs and on the Lease
 }
 
 func defaults(p *Params) Params {

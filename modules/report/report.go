@@ -15,16 +15,16 @@ import (
 // expressions over facts.
 type Params struct {
 	// Found says whether the problem is present; false plans a no-op "not found".
-	Found          bool     `yaml:"found" json:"found"`
-	Severity       string   `yaml:"severity" json:"severity"` // info | warning | critical (default warning)
-	Title          string   `yaml:"title" json:"title" nks:"required"`
-	Evidence       []string `yaml:"evidence" json:"evidence,omitempty"`
-	Recommendation string   `yaml:"recommendation" json:"recommendation,omitempty"`
+	Found          bool     `yaml:"found"`
+	Severity       string   `yaml:"severity"` // info | warning | critical (default warning)
+	Title          string   `yaml:"title" nks:"required"`
+	Evidence       []string `yaml:"evidence,omitempty"`
+	Recommendation string   `yaml:"recommendation,omitempty"`
 	// Unknown, when not empty and the problem is not found, says why it
 	// cannot be told either way (an image pinned by digest, an object it
 	// may not read, a version it cannot parse): the step plans `unknown`
 	// with that reason instead of "not found". Unknown is not healthy.
-	Unknown string `yaml:"unknown" json:"unknown,omitempty"`
+	Unknown string `yaml:"unknown,omitempty"`
 }
 
 // Module is report.

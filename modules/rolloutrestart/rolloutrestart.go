@@ -29,13 +29,13 @@ const Annotation = "kubectl.kubernetes.io/restartedAt"
 
 // Params are rollout_restart's parameters.
 type Params struct {
-	Kind          string    `yaml:"kind" json:"kind" nks:"required"` // DaemonSet | Deployment | StatefulSet
-	Namespace     string    `yaml:"namespace" json:"namespace,omitempty"`
-	Name          string    `yaml:"name" json:"name,omitempty"`
-	Names         *[]string `yaml:"names" json:"names,omitempty"`
-	LabelSelector string    `yaml:"labelSelector" json:"labelSelector,omitempty"`
-	Wait          bool      `yaml:"wait" json:"wait,omitempty"`
-	Timeout       string    `yaml:"timeout" json:"timeout,omitempty"` // Go duration, default 5m
+	Kind          string    `yaml:"kind" nks:"required"` // DaemonSet | Deployment | StatefulSet
+	Namespace     string    `yaml:"namespace,omitempty"`
+	Name          string    `yaml:"name,omitempty"`
+	Names         *[]string `yaml:"names,omitempty"`
+	LabelSelector string    `yaml:"labelSelector,omitempty"`
+	Wait          bool      `yaml:"wait,omitempty"`
+	Timeout       string    `yaml:"timeout,omitempty"` // Go duration, default 5m
 }
 
 // Module is rollout_restart.

@@ -27,23 +27,23 @@ type Params struct {
 	// Kind: one workload kind; empty = Deployments, DaemonSets,
 	// StatefulSets and CronJobs (a Job's pod template is immutable: the API
 	// server refuses the change, so Jobs are only patched when asked for).
-	Kind          string `yaml:"kind" json:"kind,omitempty"`
-	Namespace     string `yaml:"namespace" json:"namespace,omitempty"`
-	Name          string `yaml:"name" json:"name,omitempty"`
-	LabelSelector string `yaml:"labelSelector" json:"labelSelector,omitempty"`
+	Kind          string `yaml:"kind,omitempty"`
+	Namespace     string `yaml:"namespace,omitempty"`
+	Name          string `yaml:"name,omitempty"`
+	LabelSelector string `yaml:"labelSelector,omitempty"`
 	// Containers maps container (or init container) name → image.
-	Containers map[string]string `yaml:"containers" json:"containers,omitempty"`
+	Containers map[string]string `yaml:"containers,omitempty"`
 	// Rules rewrite every image they match (first matching rule wins).
-	Rules []Rule `yaml:"rules" json:"rules,omitempty"`
+	Rules []Rule `yaml:"rules,omitempty"`
 }
 
 // Rule rewrites the repository part of an image (tag and digest are kept).
 // With Regex, From is a regular expression matched against the whole
 // repository and To may use $1…; otherwise From is a prefix replaced by To.
 type Rule struct {
-	From  string `yaml:"from" json:"from" nks:"required"`
-	To    string `yaml:"to" json:"to" nks:"required"`
-	Regex bool   `yaml:"regex" json:"regex,omitempty"`
+	From  string `yaml:"from" nks:"required"`
+	To    string `yaml:"to" nks:"required"`
+	Regex bool   `yaml:"regex,omitempty"`
 }
 
 // Module is set_image.

@@ -21,12 +21,12 @@ import (
 // Params are systemd_restart's parameters.
 type Params struct {
 	// Units to keep active, restarted in this order (rpcbind before rpc-statd).
-	Units []string `yaml:"units" json:"units" nks:"required"`
+	Units []string `yaml:"units" nks:"required"`
 	// Always restarts every unit, even active ones.
-	Always bool `yaml:"always" json:"always,omitempty"`
+	Always bool `yaml:"always,omitempty"`
 	// Wait is how long (seconds) a restarted unit may take to become active
 	// (default 30).
-	Wait int `yaml:"wait" json:"wait,omitempty"`
+	Wait int `yaml:"wait,omitempty"`
 }
 
 // Module is systemd_restart.

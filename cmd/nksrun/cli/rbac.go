@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -11,6 +12,7 @@ import (
 
 	"nksrun/engine/module"
 	"nksrun/engine/runbook"
+	"nksrun/engine/strictyaml"
 	"nksrun/modules/kubeutil"
 )
 
@@ -97,8 +99,17 @@ func runbookRBAC(rb *runbook.Runbook, reg module.Registry, set map[string]string
 			var known map[string]any
 			known, unknown = evalKeys(s, env)
 			p = mod.NewParams()
-			b, _ := json.Marshal(known)
-			_ = json.Unmarshal(b, p)
+			// known holds values by their yaml names, as a plan file
+			// does, and is decoded the same way, strictly. What does not
+			// decode is left out like the unknown ones, and said (without
+			// the error: it would quote values, which may be secrets).
+			raw, err := module.ParamsToJSON(known)
+			if err == nil {
+				err = misfits(module.ParamsFromJSON(raw, p))
+			}
+			if err != nil {
+				notes = append(notes, fmt.Sprintf("step %s (%s): some parameters do not fit the module; their rules are left out", s.ID, s.Module))
+			}
 			notes = append(notes, fmt.Sprintf("step %s (%s): %s only known at run time; its rules come from the other parameters", s.ID, s.Module, strings.Join(unknown, ", ")))
 		}
 		need, err := user.RBAC(p)
@@ -226,6 +237,25 @@ func evalKeys(s *runbook.Step, env map[string]any) (map[string]any, []string) {
 		}
 	}
 	return known, unknown
+}
+
+// misfits drops from a strict decoding error the required keys that are
+// missing: those are the parameters only known at run time.
+func misfits(err error) error {
+	var es strictyaml.Errors
+	if !errors.As(err, &es) {
+		return err
+	}
+	var left strictyaml.Errors
+	for _, e := range es {
+		if !strings.HasPrefix(e.Msg, "missing required key") {
+			left = append(left, e)
+		}
+	}
+	if len(left) == 0 {
+		return nil
+	}
+	return left
 }
 
 // mergeRules joins rules on the same objects (verbs united, first reason

@@ -245,7 +245,8 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 	}
 	slices.Sort(named)
 
-	ap, err := m.Apply(ctx, tgt, step, pl)
+	// Apply gets the params as a saved plan holds them, like pl.
+	ap, err := m.Apply(ctx, tgt, module.Step{ID: step.ID, Params: AsInPlan(t, m, params)}, pl)
 	if cs.Expect.ApplyError != "" {
 		if err == nil || !strings.Contains(err.Error(), cs.Expect.ApplyError) {
 			t.Fatalf("apply error = %v, want one containing %q", err, cs.Expect.ApplyError)

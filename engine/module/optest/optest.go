@@ -28,6 +28,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
 	"slices"
@@ -204,6 +205,26 @@ func DecodeParams(m module.Module, n *yaml.Node) (any, error) {
 	return p, nil
 }
 
+// AsInPlan returns params as apply gets them from a saved plan: written by
+// module.ParamsToJSON and read back by module.ParamsFromJSON into a fresh
+// m.NewParams(). Anything lost or changed on the way is an error: what was
+// reviewed is what runs.
+func AsInPlan(t testing.TB, m module.Module, params any) any {
+	t.Helper()
+	raw, err := module.ParamsToJSON(params)
+	if err != nil {
+		t.Fatalf("params into the plan: %v", err)
+	}
+	back := m.NewParams()
+	if err := module.ParamsFromJSON(raw, back); err != nil {
+		t.Fatalf("params from the plan %s: %v", raw, err)
+	}
+	if !reflect.DeepEqual(back, params) {
+		t.Errorf("params changed on their way through the plan file:\n got %#v\nwant %#v\n(JSON %s)", back, params, raw)
+	}
+	return back
+}
+
 // RunCase runs one node or any-scope case file (see Run).
 func RunCase(t testing.TB, m module.Module, path string) {
 	if abs, err := filepath.Abs(path); err == nil {
@@ -351,7 +372,8 @@ func RunCase(t testing.TB, m module.Module, path string) {
 		fmt.Fprintf(&g, "\n== between plan and apply\n%s\n", c.Expect.Between)
 		before = node.Snapshot(t)
 	}
-	ap, err := m.Apply(ctx, tgt, step, pl)
+	// Apply gets the params as a saved plan holds them, like pl.
+	ap, err := m.Apply(ctx, tgt, module.Step{ID: step.ID, Params: AsInPlan(t, m, params)}, pl)
 	g.WriteString("\n== apply sends\n")
 	for _, cmd := range rec.cmds {
 		g.WriteString(cmd)
