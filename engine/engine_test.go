@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"nksrun/engine/module"
@@ -480,5 +481,48 @@ func TestFactWhen(t *testing.T) {
 	}
 	if got := strings.Count(string(b), "x"); got != 1 {
 		t.Errorf("the fact's command ran %d times for two nodes, want once (node a only)", got)
+	}
+}
+
+// closingRunner is a local runner that counts its Close calls.
+type closingRunner struct {
+	*moduletest.LocalRunner
+	closed *atomic.Int64
+}
+
+func (c closingRunner) Close() error { c.closed.Add(1); return nil }
+
+type closingConnector struct{ closed *atomic.Int64 }
+
+func (c closingConnector) Connect(context.Context, inventory.Host) (module.Runner, error) {
+	return closingRunner{&moduletest.LocalRunner{}, c.closed}, nil
+}
+
+// TestClosePlanned: a run that only plans lets each node's connection go
+// as soon as the node is planned, not at the end of the run (what held
+// 1,000 connections' memory at once); one that will apply keeps them.
+func TestClosePlanned(t *testing.T) {
+	nodes := []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true, file: "v2"}}
+	for _, closePlanned := range []bool{true, false} {
+		closed := &atomic.Int64{}
+		e, rb, _ := setupEngine(t, nodes, nil, Options{Connector: closingConnector{closed}, ClosePlanned: closePlanned}, testRunbook)
+		p, err := e.Plan(context.Background(), []*runbook.Runbook{rb}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := statuses(p); !strings.HasPrefix(got["a"], "changes") || !strings.HasPrefix(got["b"], "ok") {
+			t.Fatalf("ClosePlanned=%v: plan %v", closePlanned, got)
+		}
+		want := int64(0)
+		if closePlanned {
+			want = 2
+		}
+		if n := closed.Load(); n != want {
+			t.Errorf("ClosePlanned=%v: %d connections closed by the end of the plan, want %d", closePlanned, n, want)
+		}
+		e.Close()
+		if n := closed.Load(); n != 2 {
+			t.Errorf("ClosePlanned=%v: %d connections closed after Close, want 2 (each once)", closePlanned, n)
+		}
 	}
 }

@@ -143,6 +143,9 @@ func (e *Engine) planHost(ctx context.Context, runs []*runbookRun, cluster *runb
 		}
 		e.gatherAndFinish(ctx, ws)
 	}
+	if e.o.ClosePlanned {
+		e.release(h.Name)
+	}
 	for j, r := range runs {
 		if works[j] == nil {
 			continue

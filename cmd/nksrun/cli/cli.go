@@ -124,6 +124,9 @@ type app struct {
 	// sshd tear its session down at once, and at 200 nodes that CPU, on a
 	// machine the nodes share, delayed the report by about 0.3 s.
 	closeLater []func()
+	// planOnly: this run plans and applies nothing (plan, doctor), so a
+	// node's connection closes once the node is planned.
+	planOnly bool
 }
 
 // deferClose registers f to run once the command has reported.

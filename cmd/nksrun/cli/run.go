@@ -145,6 +145,7 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		Secrets:         a.secrets,
 		Observer:        a.log.event,
 		Version:         version(),
+		ClosePlanned:    a.planOnly,
 	})
 	return s, nil
 }
@@ -178,6 +179,7 @@ func (a *app) planRunbooks(ctx context.Context, args []string) ([]*runbook.Runbo
 	if err != nil {
 		return nil, nil, err
 	}
+	a.planOnly = true
 	s, err := a.open(ctx, needsCluster(rbs), needsSSH(rbs))
 	if err != nil {
 		return nil, nil, err
