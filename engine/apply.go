@@ -224,7 +224,7 @@ func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan, env map[string]any) (
 			probes = append(probes, gather.BuiltinProbes...)
 		}
 		if uses[runbook.EnvFacts] {
-			probes = append(probes, gather.FactProbes(rb, env)...)
+			probes = append(probes, gather.FactProbes(rb, env, nil)...)
 		}
 	}
 	return checks, probes

@@ -198,7 +198,8 @@ func BenchmarkLoadRunbook(b *testing.B) {
 func BenchmarkProbeParse200(b *testing.B) {
 	rb := loadBenchRunbook(b)
 	want := wantConfig(b)
-	probes := append(append([]module.Probe{}, gather.BuiltinProbes...), gather.FactProbes(rb, nil)...)
+	probes := append(append([]module.Probe{}, gather.BuiltinProbes...), gather.FactProbes(rb, nil, nil)...,
+	)
 	probes = append(probes, module.Probe{Key: "step.config.state", Command: "stat -c ... head -c (file_sync's state probe)"})
 	// Record one node's answer once, then replay it with each call's
 	// boundary, so the loop measures gather.Run, not the canned node.

@@ -471,6 +471,7 @@ func TestSavedPlanAppliedTwice(t *testing.T) {
 func TestFactWhen(t *testing.T) {
 	mark := filepath.Join(t.TempDir(), "ran")
 	src := strings.Replace(testRunbook, "nodes:\n", fmt.Sprintf("facts:\n  marked:\n    when: node.name == \"a\"\n    command: echo x >> %s; echo yes\n    sudo: true\nnodes:\n", mark), 1)
+	src = strings.Replace(src, "title: done", `title: !expr '"done " + (facts.marked ?? "")'`, 1)
 	e, rb, _ := setupEngine(t, []node{{name: "a", ready: true}, {name: "b", ready: true}}, nil, Options{}, src)
 	if _, err := e.Plan(context.Background(), []*runbook.Runbook{rb}, nil); err != nil {
 		t.Fatal(err)
@@ -481,6 +482,37 @@ func TestFactWhen(t *testing.T) {
 	}
 	if got := strings.Count(string(b), "x"); got != 1 {
 		t.Errorf("the fact's command ran %d times for two nodes, want once (node a only)", got)
+	}
+}
+
+// TestVerifyOnlyFactsAtApply: a fact only verify reads costs nothing at
+// plan time; apply's verify reads it fresh after the change.
+func TestVerifyOnlyFactsAtApply(t *testing.T) {
+	mark := filepath.Join(t.TempDir(), "ran")
+	src := strings.Replace(testRunbook, "nodes:\n", fmt.Sprintf("facts:\n  content:\n    command: echo x >> %s; echo v2\n    sudo: true\nnodes:\n", mark), 1)
+	src += "verify:\n  - that: facts.content == params.want\n    message: the file holds the wanted content\n"
+	e, rb, paths := setupEngine(t, []node{{name: "a", ready: true, file: "v1"}}, nil, Options{}, src)
+	ctx := context.Background()
+	p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err == nil {
+		t.Fatal("planning read a fact only verify uses")
+	}
+	rep, err := e.Apply(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := rep.Targets[0]
+	if r.Status != plans.StatusChanged || len(r.Verify) != 1 || !r.Verify[0].OK {
+		t.Fatalf("apply: %s %q verify %+v", r.Status, r.Reason, r.Verify)
+	}
+	if b, _ := os.ReadFile(mark); strings.Count(string(b), "x") != 1 {
+		t.Errorf("verify read the fact %d times, want once", strings.Count(string(b), "x"))
+	}
+	if b, _ := os.ReadFile(paths["a"]); string(b) != "v2" {
+		t.Errorf("file = %q", b)
 	}
 }
 

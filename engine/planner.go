@@ -232,7 +232,8 @@ func (e *Engine) startNode(ctx context.Context, rb *runbook.Runbook, params map[
 	w.node = &module.Node{Name: h.Name, Address: h.Address, Facts: h.Facts, Runner: runner}
 	w.t = e.target(rb, w.node)
 	w.prepared = make([]*preparedStep, len(rb.Steps))
-	w.probes = gather.FactProbes(rb, w.env.Map())
+	planFacts, _ := rb.PlanReads()
+	w.probes = gather.FactProbes(rb, w.env.Map(), planFacts)
 	for i := range rb.Steps {
 		s := &rb.Steps[i]
 		if s.Scope() != module.ScopeNode || !static(s) {
@@ -301,7 +302,8 @@ func (e *Engine) finishNode(ctx context.Context, w *nodeWork, host map[string]an
 		return
 	}
 	env.Host = host
-	if err := env.EvalVars(rb); err != nil {
+	_, planVars := rb.PlanReads()
+	if err := env.EvalVarsOnly(rb, planVars); err != nil {
 		w.finish(plans.StatusFailed, err.Error())
 		return
 	}

@@ -204,11 +204,12 @@ func HostFacts(res map[string]module.ProbeResult) map[string]any {
 
 // FactProbes are the declared command facts of a runbook, as probes.
 // env (params, node, cluster) decides facts with a when; nil reads them all.
-func FactProbes(rb *runbook.Runbook, env map[string]any) []module.Probe {
+// only, if not nil, narrows them to those names (runbook.PlanReads).
+func FactProbes(rb *runbook.Runbook, env map[string]any, only map[string]bool) []module.Probe {
 	var out []module.Probe
 	for _, name := range sortedKeys(rb.Facts) {
 		f := rb.Facts[name]
-		if f.Command == "" {
+		if f.Command == "" || (only != nil && !only[name]) {
 			continue
 		}
 		if f.When.IsSet() && env != nil {

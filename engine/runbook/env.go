@@ -88,11 +88,18 @@ func (e *Env) Map() map[string]any {
 
 // EvalVars computes the runbook's vars in file order (each sees the ones
 // above it) and stores them in e.Vars.
-func (e *Env) EvalVars(rb *Runbook) error {
+func (e *Env) EvalVars(rb *Runbook) error { return e.EvalVarsOnly(rb, nil) }
+
+// EvalVarsOnly is EvalVars for the vars in only (nil: all); the others are
+// left out (planning skips those only verify reads, see PlanReads).
+func (e *Env) EvalVarsOnly(rb *Runbook, only map[string]bool) error {
 	m := e.Map()
 	vars := map[string]any{}
 	m[EnvVars] = vars
 	for i := range rb.Vars {
+		if only != nil && !only[rb.Vars[i].Name] {
+			continue
+		}
 		v, err := rb.Vars[i].Expr.Eval(m)
 		if err != nil {
 			return fmt.Errorf("vars.%s: %w", rb.Vars[i].Name, err)

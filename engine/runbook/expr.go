@@ -32,6 +32,9 @@ type Expr struct {
 	// host, facts, cluster, steps). The engine uses it to gather everything a
 	// node needs in one round trip.
 	Uses map[string]bool
+	// Members are the names read under facts and vars (facts.x, vars.y,
+	// facts["x"]); "*" when the whole map is read some other way.
+	Members map[string]map[string]bool
 }
 
 // IsSet reports whether the expression was written in the runbook.
@@ -127,7 +130,48 @@ func compileExpr(e *Expr, d *declEnv, sc scope, asBool bool) *Error {
 	e.Uses = map[string]bool{}
 	node := prog.Node()
 	ast.Walk(&node, identCollector(e.Uses))
+	mc := &memberCollector{members: map[string]map[string]bool{}, whole: map[string]int{}}
+	ast.Walk(&node, mc)
+	for root, n := range mc.whole {
+		if n > 0 {
+			mc.add(root, "*")
+		}
+	}
+	e.Members = mc.members
 	return nil
+}
+
+// memberCollector records facts.x / vars.y reads. Every identifier facts
+// or vars counts once in whole; a member read with a constant name takes
+// its identifier back, so what is left was read as a whole map.
+type memberCollector struct {
+	members map[string]map[string]bool
+	whole   map[string]int
+}
+
+func (c *memberCollector) add(root, name string) {
+	if c.members[root] == nil {
+		c.members[root] = map[string]bool{}
+	}
+	c.members[root][name] = true
+}
+
+func (c *memberCollector) Visit(n *ast.Node) {
+	switch x := (*n).(type) {
+	case *ast.IdentifierNode:
+		if x.Value == EnvFacts || x.Value == EnvVars {
+			c.whole[x.Value]++
+		}
+	case *ast.MemberNode:
+		id, ok := x.Node.(*ast.IdentifierNode)
+		if !ok || (id.Value != EnvFacts && id.Value != EnvVars) {
+			return
+		}
+		if name, ok := x.Property.(*ast.StringNode); ok {
+			c.add(id.Value, name.Value)
+			c.whole[id.Value]--
+		}
+	}
 }
 
 type identCollector map[string]bool

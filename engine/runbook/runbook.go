@@ -47,6 +47,54 @@ type Runbook struct {
 	Vars     []Var     `yaml:"-"`
 	Steps    []Step    `yaml:"steps" nks:"required"`
 	Verify   []Check   `yaml:"verify"`
+
+	// planFacts, planVars: see PlanReads.
+	planFacts, planVars map[string]bool
+}
+
+// PlanReads is what planning a node needs beyond params, node and host:
+// the facts and vars that its node steps' conditions and parameters read,
+// directly or through other vars. Facts and vars that only verify reads
+// are not read at plan time (verify reads its own, fresh, after the
+// change): logrotate's plan no longer hashes all of /etc/logrotate.d on
+// every node. nil means all (an expression reads the whole map).
+func (rb *Runbook) PlanReads() (facts, vars map[string]bool) {
+	return rb.planFacts, rb.planVars
+}
+
+// computePlanReads fills planFacts and planVars from the compiled
+// expressions.
+func (rb *Runbook) computePlanReads() {
+	facts, vars := map[string]bool{}, map[string]bool{}
+	all := false
+	take := func(e *Expr) {
+		for root, into := range map[string]map[string]bool{EnvFacts: facts, EnvVars: vars} {
+			for name := range e.Members[root] {
+				all = all || name == "*"
+				into[name] = true
+			}
+		}
+	}
+	for i := range rb.Steps {
+		s := &rb.Steps[i]
+		if s.Scope() != module.ScopeNode {
+			continue
+		}
+		take(&s.When)
+		for _, e := range s.exprs {
+			take(e)
+		}
+	}
+	// A var reads only vars above it: walking up closes the set.
+	for i := len(rb.Vars) - 1; i >= 0; i-- {
+		if vars[rb.Vars[i].Name] {
+			take(&rb.Vars[i].Expr)
+		}
+	}
+	if all {
+		return
+	}
+	rb.planFacts, rb.planVars = facts, vars
 }
 
 // Var is one computed value of `vars:`.
@@ -218,6 +266,7 @@ func Parse(path string, src []byte, reg module.Registry) (*Runbook, error) {
 	if len(d.Errs) > 0 {
 		return nil, d.Errs.Sorted()
 	}
+	rb.computePlanReads()
 	return rb, nil
 }
 

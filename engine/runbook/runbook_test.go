@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -243,5 +244,68 @@ steps:
 	}
 	if rb.Steps[0].Uses()["vars"] != true {
 		t.Errorf("step using vars is not marked as such: %v", rb.Steps[0].Uses())
+	}
+}
+
+// TestPlanReads: planning a node reads the facts and vars its node steps
+// use, directly or through vars; what only verify reads waits for verify.
+func TestPlanReads(t *testing.T) {
+	const head = `name: t
+title: t
+section: "0"
+facts:
+  a: {command: echo a}
+  b: {command: echo b}
+  c: {command: echo c}
+`
+	tests := []struct {
+		name  string
+		body  string
+		facts string // sorted, comma separated; "all" = nil
+		vars  string
+	}{
+		{"step when and with", `steps:
+  - {id: r, module: report, when: 'facts.a != ""', with: {title: !expr 'facts["b"] ?? "x"'}}
+verify:
+  - {that: 'facts.c == "c"', message: m}
+`, "a,b", ""},
+		{"through vars, verify-only var left out", `vars:
+  x: facts.a
+  y: vars.x + "!"
+  z: facts.c
+steps:
+  - {id: r, module: report, with: {title: !expr vars.y}}
+verify:
+  - {that: 'vars.z == "c"', message: m}
+`, "a", "x,y"},
+		{"optional chain", `steps:
+  - {id: r, module: report, with: {title: !expr 'facts.b?.x ?? "none"'}}
+`, "b", ""},
+		{"the whole map", `steps:
+  - {id: r, module: report, with: {title: !expr 'string(len(facts))'}}
+`, "all", "all"},
+	}
+	join := func(m map[string]bool) string {
+		if m == nil {
+			return "all"
+		}
+		var s []string
+		for k := range m {
+			s = append(s, k)
+		}
+		slices.Sort(s)
+		return strings.Join(s, ",")
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rb, err := runbook.Parse("t.yaml", []byte(head+tt.body), modules.Registry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			facts, vars := rb.PlanReads()
+			if join(facts) != tt.facts || join(vars) != tt.vars {
+				t.Errorf("PlanReads = facts %q vars %q, want %q %q", join(facts), join(vars), tt.facts, tt.vars)
+			}
+		})
 	}
 }
