@@ -118,6 +118,7 @@ type app struct {
 	runbooks []string
 	plan     *plans.Plan
 	report   *plans.Report
+	clusters []*clusterRun // a many-cluster plan or doctor run
 }
 
 func findCommand(name string) *command {
