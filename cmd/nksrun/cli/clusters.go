@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -65,6 +66,9 @@ func (a *app) planClusters(ctx context.Context, refs []clusterRef, rbs []*runboo
 }
 
 func (a *app) planCluster(ctx context.Context, r *clusterRun, rbs []*runbook.Runbook, set map[string]string, conn engine.Connector, gate chan struct{}) error {
+	if r.problem != "" {
+		return errors.New(r.problem)
+	}
 	cluster, err := connectCluster(a.opts.kubeconfig, r.context)
 	if err != nil {
 		return err

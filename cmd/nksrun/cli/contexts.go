@@ -68,6 +68,7 @@ func (a *app) checkContexts(cmd *command, fs *pflag.FlagSet) error {
 type clusterRef struct {
 	context string
 	server  string
+	problem string // what is wrong with the context's kubeconfig entries
 }
 
 // resolveContexts reads the kubeconfig (contacts nothing) and returns the
@@ -111,8 +112,14 @@ func (a *app) resolveContexts() ([]clusterRef, error) {
 	refs := make([]clusterRef, len(names))
 	for i, n := range names {
 		refs[i] = clusterRef{context: n}
-		if c := cfg.Clusters[cfg.Contexts[n].Cluster]; c != nil {
+		kc := cfg.Contexts[n]
+		if c := cfg.Clusters[kc.Cluster]; c != nil {
 			refs[i].server = c.Server
+		} else {
+			refs[i].problem = fmt.Sprintf("kubeconfig: context %q names cluster %q, which the kubeconfig does not have", n, kc.Cluster)
+		}
+		if _, ok := cfg.AuthInfos[kc.AuthInfo]; kc.AuthInfo != "" && !ok && refs[i].problem == "" {
+			refs[i].problem = fmt.Sprintf("kubeconfig: context %q names user %q, which the kubeconfig does not have", n, kc.AuthInfo)
 		}
 	}
 	return refs, nil
