@@ -85,14 +85,14 @@ func clusterFlags(fs *pflag.FlagSet, o *options) {
 // one-cluster command is refused with a clear reason (validate), not as an
 // unknown flag; plan and doctor (manyContexts) show and honour them.
 func contextFlags(fs *pflag.FlagSet, o *options) {
-	fs.StringArrayVar(&o.contexts, "context", nil, "kubeconfig context to use")
+	fs.StringArrayVar(&o.contexts, "context", nil, "`NAME` of the kubeconfig context to use")
 	fs.BoolVar(&o.allContexts, "all-contexts", false, "every context of the kubeconfig (plan and doctor only)")
 	_ = fs.MarkHidden("all-contexts")
 }
 
 // manyContexts makes --context repeatable and shows --all-contexts.
 func manyContexts(fs *pflag.FlagSet) {
-	fs.Lookup("context").Usage = "kubeconfig context to use; repeatable: one run over several clusters, in parallel, one report grouped by cluster (the config file's context is the default, used when none is given)"
+	fs.Lookup("context").Usage = "`NAME` of the kubeconfig context to use; repeatable: one run over several clusters, in parallel, one report grouped by cluster (the config file's context is the default, used when none is given)"
 	fs.Lookup("all-contexts").Usage = "every context of the kubeconfig, sorted by name, as if each were given with --context"
 	fs.Lookup("all-contexts").Hidden = false
 }
