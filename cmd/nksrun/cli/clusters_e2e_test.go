@@ -265,6 +265,52 @@ func TestManyClustersE2E(t *testing.T) {
 		t.Errorf("refused apply changed b-node-1:\n%s", b)
 	}
 
+	// One known_hosts for both clusters is keyed by address: when b-node-0's
+	// address is recorded with another cluster's node key (two clusters
+	// using the same private address), b-node-0 is refused as a changed
+	// host key, on that node only, also under accept-new, and the file is
+	// not rewritten.
+	khShared := filepath.Join(t.TempDir(), "known_hosts")
+	aKeys, err := os.ReadFile(c.a.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bKeys, err := os.ReadFile(c.b.KnownHosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(strings.TrimSpace(string(bKeys)), "\n") {
+		if !strings.HasPrefix(l, c.b.Nodes[0].Address+" ") {
+			lines = append(lines, l)
+		}
+	}
+	aFirst := strings.SplitN(strings.TrimSpace(string(aKeys)), "\n", 2)[0]
+	lines = append(lines, c.b.Nodes[0].Address+" "+strings.SplitN(aFirst, " ", 2)[1])
+	shared := strings.TrimSpace(string(aKeys)) + "\n" + strings.Join(lines, "\n") + "\n"
+	if err := os.WriteFile(khShared, []byte(shared), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conn := append(append([]string{}, c.conn[:len(c.conn)-1]...), khShared)
+	code, out, _ = nksrun(t, append([]string{"plan", "--all-contexts", "--host-key-policy", "accept-new", "-o", "json"}, append(conn, c.runbook)...)...)
+	data.Clusters = nil
+	if err := json.Unmarshal([]byte(out), &data); err != nil || code != 1 {
+		t.Fatalf("shared address: exit %d, %v\n%s", code, err, out)
+	}
+	for i, cl := range data.Clusters {
+		for _, tg := range cl.Plan.Runbooks[0].Targets {
+			if bad := tg.Name == "b-node-0"; bad != (tg.Status == "unreachable") || (i == 0 && tg.Status != "ok") {
+				t.Errorf("shared address: %s %s", tg.Name, tg.Status)
+			}
+		}
+	}
+	if !strings.Contains(out, "host key CHANGED") {
+		t.Errorf("shared address: b-node-0's reason does not say the host key changed:\n%s", out)
+	}
+	if b, _ := os.ReadFile(khShared); string(b) != shared {
+		t.Errorf("known_hosts rewritten:\n%s", b)
+	}
+
 	// Cluster b's API server stopped: b is that cluster's error, a is still
 	// planned and reported, exit 1.
 	if err := c.b.Close(); err != nil {
