@@ -33,14 +33,36 @@ type clusterRun struct {
 // one known_hosts) and one --forks gate across all clusters. A cluster that
 // cannot be planned is that cluster's error; the others still run.
 func (a *app) planClusters(ctx context.Context, refs []clusterRef, rbs []*runbook.Runbook, set map[string]string) ([]*clusterRun, error) {
-	var conn engine.Connector
-	if needsSSH(rbs) {
-		d, err := a.dialer()
-		if err != nil {
+	// Each cluster's settings: the run's, with its context's from the
+	// config file. Clusters with the same SSH settings (all of them, unless
+	// the config file sets some per context) share one dialer, so one
+	// handshake admission window; all share the --forks gate.
+	opts := make([]*options, len(refs))
+	conns := make([]engine.Connector, len(refs))
+	dialers := map[string]sshConnector{}
+	for i, ref := range refs {
+		o := a.opts
+		if err := a.applyContextSettings(&o, a.fs, ref.context, false); err != nil {
 			return nil, err
 		}
-		defer d.d.Close()
-		conn = d
+		opts[i] = &o
+		if !needsSSH(rbs) {
+			continue
+		}
+		key := strings.Join([]string{strings.Join(o.identities, "\x00"), o.knownHosts, o.jump}, "\x01")
+		d, ok := dialers[key]
+		if !ok {
+			var err error
+			if d, err = a.dialerFor(&o); err != nil {
+				if a.cfg != nil && len(a.cfg.contexts[ref.context]) > 0 {
+					return nil, fmt.Errorf("context %s (with its settings from %s): %w", ref.context, displayPath(a.cfg.path), err)
+				}
+				return nil, err
+			}
+			defer d.d.Close()
+			dialers[key] = d
+		}
+		conns[i] = d
 	}
 	gate := make(chan struct{}, a.opts.forks)
 	runs := make([]*clusterRun, len(refs))
@@ -48,6 +70,7 @@ func (a *app) planClusters(ctx context.Context, refs []clusterRef, rbs []*runboo
 	for i, ref := range refs {
 		r := &clusterRun{clusterRef: ref}
 		runs[i] = r
+		o, conn := opts[i], conns[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -57,7 +80,7 @@ func (a *app) planClusters(ctx context.Context, refs []clusterRef, rbs []*runboo
 					r.err = fmt.Errorf("internal error: %v", v)
 				}
 			}()
-			r.err = a.planCluster(ctx, r, rbs, set, conn, gate)
+			r.err = a.planCluster(ctx, r, o, rbs, set, conn, gate)
 		}()
 	}
 	wg.Wait()
@@ -65,7 +88,7 @@ func (a *app) planClusters(ctx context.Context, refs []clusterRef, rbs []*runboo
 	return runs, nil
 }
 
-func (a *app) planCluster(ctx context.Context, r *clusterRun, rbs []*runbook.Runbook, set map[string]string, conn engine.Connector, gate chan struct{}) error {
+func (a *app) planCluster(ctx context.Context, r *clusterRun, o *options, rbs []*runbook.Runbook, set map[string]string, conn engine.Connector, gate chan struct{}) error {
 	if r.problem != "" {
 		return errors.New(r.problem)
 	}
@@ -77,7 +100,7 @@ func (a *app) planCluster(ctx context.Context, r *clusterRun, rbs []*runbook.Run
 	if err != nil {
 		return err
 	}
-	if hosts, err = a.selectHosts(hosts); err != nil {
+	if hosts, err = a.selectHostsFor(o, hosts); err != nil {
 		return err
 	}
 	a.log.expectMore(expectedTargets(rbs, len(hosts)))

@@ -311,6 +311,39 @@ func TestManyClustersE2E(t *testing.T) {
 		t.Errorf("known_hosts rewritten:\n%s", b)
 	}
 
+	// Each cluster its own key and known_hosts, from the config file's
+	// contexts: section (what two clusters sharing addresses need): the
+	// same report without -i or --known-hosts on the command line.
+	cfgDir := t.TempDir()
+	cfgFile := filepath.Join(cfgDir, "config.yaml")
+	var cfgText strings.Builder
+	cfgText.WriteString("contexts:\n")
+	for name, tb := range map[string]*testbed.Testbed{"a": c.a, "b": c.b} {
+		key, err := os.ReadFile(tb.KeyPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kh, err := os.ReadFile(tb.KnownHosts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for file, b := range map[string][]byte{"key-" + name: key, "kh-" + name: kh} {
+			if err := os.WriteFile(filepath.Join(cfgDir, file), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cfgText.WriteString("  " + name + ":\n    identity: " + filepath.Join(cfgDir, "key-"+name) + "\n    known_hosts: " + filepath.Join(cfgDir, "kh-"+name) + "\n")
+	}
+	if err := os.WriteFile(cfgFile, []byte(cfgText.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NKSRUN_CONFIG", cfgFile)
+	code, out, _ = nksrun(t, "plan", "--kubeconfig", c.kubeconfig, "--all-contexts", "--detailed-exitcode", c.runbook)
+	if code != 2 || c.normalize(out) != got {
+		t.Errorf("per-context identity and known_hosts: exit %d, report differs:\n%s", code, c.normalize(out))
+	}
+	t.Setenv("NKSRUN_CONFIG", filepath.Join(cfgDir, "none.yaml"))
+
 	// Cluster b's API server stopped: b is that cluster's error, a is still
 	// planned and reported, exit 1.
 	if err := c.b.Close(); err != nil {

@@ -239,3 +239,65 @@ func TestManyContextsUnreachable(t *testing.T) {
 		t.Errorf("broken context: exit %d\n%s", code, out)
 	}
 }
+
+// The config file's contexts: section sets SSH settings per context: for a
+// one-cluster run its context's apply (flags and environment still win); a
+// key a context cannot set is refused with a suggestion.
+func TestContextSettings(t *testing.T) {
+	home := isolate(t)
+	cfg := filepath.Join(home, "nksrun.yaml")
+	t.Setenv("NKSRUN_CONFIG", cfg)
+	write := func(s string) {
+		t.Helper()
+		if err := os.WriteFile(cfg, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("user: top\ncontexts:\n  prod-a:\n    user: alice\n    identity: [~/a.pem]\n    known_hosts: ~/kh-a\n  prod-b:\n    jump: ops@bastion-b\n")
+	view := func(args ...string) map[string]configRow {
+		t.Helper()
+		code, out, errs := run(append([]string{"config", "view", "-o", "json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("config view %v: %d %s", args, code, errs)
+		}
+		var v struct{ Settings []configRow }
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			t.Fatal(err)
+		}
+		rows := map[string]configRow{}
+		for _, r := range v.Settings {
+			rows[r.Key] = r
+		}
+		return rows
+	}
+	src := "file " + displayPath(cfg)
+	for _, tc := range []struct {
+		args                    []string
+		env                     string
+		user, userSrc, kh, khSrc string
+	}{
+		{nil, "", "top", src, "", "default"},
+		{[]string{"--context", "prod-a"}, "", "alice", src + " (contexts.prod-a)", filepath.Join(home, "kh-a"), src + " (contexts.prod-a)"},
+		{[]string{"--context", "prod-a", "--user", "bob"}, "", "bob", "flag --user", filepath.Join(home, "kh-a"), src + " (contexts.prod-a)"},
+		{[]string{"--context", "prod-a"}, "carol", "carol", "env NKSRUN_USER", filepath.Join(home, "kh-a"), src + " (contexts.prod-a)"},
+		{[]string{"--context", "prod-b"}, "", "top", src, "", "default"},
+	} {
+		t.Setenv("NKSRUN_USER", tc.env)
+		rows := view(tc.args...)
+		if r := rows["user"]; r.Value != tc.user || r.Source != tc.userSrc {
+			t.Errorf("%v: user %q from %q, want %q from %q", tc.args, r.Value, r.Source, tc.user, tc.userSrc)
+		}
+		if r := rows["known_hosts"]; r.Value != tc.kh || r.Source != tc.khSrc {
+			t.Errorf("%v: known_hosts %q from %q, want %q from %q", tc.args, r.Value, r.Source, tc.kh, tc.khSrc)
+		}
+	}
+	t.Setenv("NKSRUN_USER", "")
+	write("contexts:\n  prod-a:\n    usr: alice\n")
+	if code, _, errs := run("plan", "logrotate"); code != ExitUsage || !strings.Contains(errs, `contexts.prod-a: unknown key "usr"`) || !strings.Contains(errs, `did you mean "user"?`) {
+		t.Errorf("unknown key in contexts: %d %s", code, errs)
+	}
+	write("contexts:\n  prod-a:\n    port: 2222\n")
+	if code, _, errs := run("plan", "logrotate"); code != ExitUsage || !strings.Contains(errs, "a context may set user, identity, known_hosts, jump") {
+		t.Errorf("key a context cannot set: %d %s", code, errs)
+	}
+}

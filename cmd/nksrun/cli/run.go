@@ -117,7 +117,12 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 
 // selectHosts applies --limit, --selector, --port and --user to an inventory.
 func (a *app) selectHosts(hosts []inventory.Host) ([]inventory.Host, error) {
-	o := &a.opts
+	return a.selectHostsFor(&a.opts, hosts)
+}
+
+// selectHostsFor is selectHosts with o's settings (a cluster's, in a
+// many-cluster run).
+func (a *app) selectHostsFor(o *options, hosts []inventory.Host) ([]inventory.Host, error) {
 	hosts, err := selectHosts(hosts, o.limit, o.selector)
 	if err != nil {
 		return nil, err
@@ -140,8 +145,10 @@ func (a *app) selectHosts(hosts []inventory.Host) ([]inventory.Host, error) {
 
 // dialer is the run's SSH transport. One serves every cluster of a run:
 // its handshake admission and known_hosts are the process's, not per cluster.
-func (a *app) dialer() (sshConnector, error) {
-	o := &a.opts
+func (a *app) dialer() (sshConnector, error) { return a.dialerFor(&a.opts) }
+
+// dialerFor is dialer with o's settings.
+func (a *app) dialerFor(o *options) (sshConnector, error) {
 	policy, err := transport.ParseHostKeyPolicy(o.hostKeyPolicy)
 	if err != nil {
 		return sshConnector{}, usageError{err.Error()}
