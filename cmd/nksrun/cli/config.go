@@ -54,15 +54,15 @@ var sshNotHonoured = []string{"Host blocks other than 'Host *' (per-node setting
 // settings are the values from the environment, the config file and
 // ~/.ssh/config, and where each effective value came from.
 type settings struct {
-	path    string
-	file    map[string][]string
+	path string
+	file map[string][]string
 	// contexts are the config file's per-context SSH settings
 	// (contexts: {NAME: {user, identity, known_hosts, jump}}): context ->
 	// key -> values.
 	contexts map[string]map[string][]string
-	ssh     map[string][]string
-	sshPath string
-	source  map[string]string // flag name -> flag | env NAME | file | ~/.ssh/config | default
+	ssh      map[string][]string
+	sshPath  string
+	source   map[string]string // flag name -> flag | env NAME | file | ~/.ssh/config | default
 }
 
 // configPath is $NKSRUN_CONFIG, else $XDG_CONFIG_HOME/nksrun/config.yaml,

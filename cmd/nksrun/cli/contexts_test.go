@@ -272,8 +272,8 @@ func TestContextSettings(t *testing.T) {
 	}
 	src := "file " + displayPath(cfg)
 	for _, tc := range []struct {
-		args                    []string
-		env                     string
+		args                     []string
+		env                      string
 		user, userSrc, kh, khSrc string
 	}{
 		{nil, "", "top", src, "", "default"},
