@@ -301,3 +301,42 @@ func TestContextSettings(t *testing.T) {
 		t.Errorf("key a context cannot set: %d %s", code, errs)
 	}
 }
+
+// A many-cluster plan writes one series set per cluster, labelled with
+// it; a one-cluster run's unlabelled series and each cluster's are kept
+// apart when runs share the file.
+func TestManyContextsMetrics(t *testing.T) {
+	isolate(t)
+	kc := writeKubeconfig(t, map[string]string{"prod-a": deadServer(t), "prod-b": deadServer(t)})
+	key, _ := writeKey(t, t.TempDir(), "id_ed25519")
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	if err := os.WriteFile(kh, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := filepath.Join(t.TempDir(), "nksrun.prom")
+	rb := "../../../runbooks/logrotate.yaml"
+	if code, _, errs := run("plan", "--kubeconfig", kc, "--all-contexts", "-i", key, "--known-hosts", kh, "--metrics-file", m, rb); code != ExitError {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	if code, _, errs := run("plan", "--kubeconfig", kc, "--context", "prod-a", "-i", key, "--known-hosts", kh, "--metrics-file", m, rb); code != ExitError {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	b, err := os.ReadFile(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "nksrun_last_run_success{") {
+			got = append(got, l)
+		}
+	}
+	want := []string{
+		`nksrun_last_run_success{cluster="prod-a",runbook="logrotate",phase="plan"} 0`,
+		`nksrun_last_run_success{cluster="prod-b",runbook="logrotate",phase="plan"} 0`,
+		`nksrun_last_run_success{runbook="logrotate",phase="plan"} 0`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("series:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
