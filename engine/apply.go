@@ -42,7 +42,7 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) 
 		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return gather.Kubernetes(ctx, e.o.Cluster, rb) })
 		results := make([]plans.TargetResult, len(rp.Targets))
 		fails := &failures{limit: e.o.MaxFailures}
-		forEach(ctx, len(rp.Targets), e.o.Forks, func(j int) {
+		forEach(ctx, len(rp.Targets), e.slots(), func(j int) {
 			tp := &rp.Targets[j]
 			if fails.exceeded() {
 				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}

@@ -30,6 +30,11 @@ type Options struct {
 	Hosts     []inventory.Host // inventory after --limit
 	// Forks bounds how many nodes are worked on at once.
 	Forks int
+	// Gate, when set, is a semaphore shared with other Engines of the
+	// process (one per cluster in a many-cluster plan): its capacity is the
+	// process-wide --forks, so N clusters never work on N×forks nodes at
+	// once on one controller's CPU. Nil: each phase has its own Forks slots.
+	Gate chan struct{}
 	// IncludeNotReady plans NotReady nodes too (they are skipped by default).
 	IncludeNotReady bool
 	// MaxFailures stops starting new targets once this many have failed or
@@ -184,11 +189,19 @@ func (f *failures) exceeded() bool {
 	return f.limit > 0 && f.n >= f.limit
 }
 
-// forEach runs fn for each index with at most forks at once. A panic in fn
-// (a module's bug, a malformed plan) is recovered and handed to onPanic for
-// that index: it fails that target, never the run or the other targets.
-func forEach(ctx context.Context, n, forks int, fn func(i int), onPanic func(i int, v any)) {
-	sem := make(chan struct{}, forks)
+// slots is the semaphore of one forEach: the shared Gate, or Forks of its own.
+func (e *Engine) slots() chan struct{} {
+	if e.o.Gate != nil {
+		return e.o.Gate
+	}
+	return make(chan struct{}, e.o.Forks)
+}
+
+// forEach runs fn for each index with at most cap(sem) at once. A panic in
+// fn (a module's bug, a malformed plan) is recovered and handed to onPanic
+// for that index: it fails that target, never the run or the other targets.
+// fn must not call forEach with the same sem (a shared Gate would deadlock).
+func forEach(ctx context.Context, n int, sem chan struct{}, fn func(i int), onPanic func(i int, v any)) {
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
 		select {

@@ -25,8 +25,9 @@ type Event struct {
 	V       int       `json:"v"`
 	Time    time.Time `json:"time"`
 	Type    string    `json:"type"`
-	Run     string    `json:"run,omitempty"`   // run id, the same on every line of one run
-	Phase   string    `json:"phase,omitempty"` // plan | recheck | apply
+	Run     string    `json:"run,omitempty"`     // run id, the same on every line of one run
+	Cluster string    `json:"cluster,omitempty"` // kubeconfig context, when one run covers several clusters
+	Phase   string    `json:"phase,omitempty"`   // plan | recheck | apply
 	Runbook string    `json:"runbook,omitempty"`
 	Target  string    `json:"target,omitempty"`
 	Step    string    `json:"step,omitempty"`

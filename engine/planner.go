@@ -103,7 +103,7 @@ func (e *Engine) planRunbooks(ctx context.Context, rbs []*runbook.Runbook, set m
 	}
 	if len(onNodes) > 0 {
 		hosts := e.o.Hosts
-		forEach(ctx, len(hosts), e.o.Forks, func(i int) {
+		forEach(ctx, len(hosts), e.slots(), func(i int) {
 			e.planHost(ctx, onNodes, cluster, hosts[i], i)
 		}, func(i int, v any) {
 			for _, r := range onNodes {

@@ -94,7 +94,7 @@ func (e *Engine) Rederive(ctx context.Context, p *plans.Plan) ([]StaleTarget, er
 			return nil, fmt.Errorf("runbook %s: re-checking the plan: %w", rp.Name, err)
 		}
 		e.withPlanTime(p.CreatedAt, func() {
-			forEach(ctx, len(todo), e.o.Forks, func(j int) {
+			forEach(ctx, len(todo), e.slots(), func(j int) {
 				tp := todo[j]
 				var fresh plans.TargetPlan
 				reason := ""

@@ -73,7 +73,7 @@ var commands []command
 func init() {
 	commands = []command{
 		{name: "plan", summary: "read facts and show what apply would change (changes nothing)", usage: "plan [flags] RUNBOOK...",
-			example: "  nksrun plan logrotate                      # a built-in runbook, from any directory\n  nksrun plan logrotate --out plan.json -o markdown > review.md\n  nksrun plan --detailed-exitcode logrotate rpc-statd   # exit 2 when drift is found\n  nksrun plan ./my-runbooks/logrotate.yaml   # a local file",
+			example: "  nksrun plan logrotate                      # a built-in runbook, from any directory\n  nksrun plan logrotate --out plan.json -o markdown > review.md\n  nksrun plan --detailed-exitcode logrotate rpc-statd   # exit 2 when drift is found\n  nksrun plan ./my-runbooks/logrotate.yaml   # a local file\n  nksrun plan --context prod-a --context prod-b logrotate   # two clusters, one report\n  nksrun plan --all-contexts --detailed-exitcode logrotate  # every context of the kubeconfig",
 			run:     runPlan, flags: planFlags, formats: fmtAll},
 		{name: "apply", summary: "plan, confirm, apply and verify; or apply a saved plan exactly", usage: "apply [flags] RUNBOOK... | PLAN.json",
 			example: "  nksrun apply logrotate\n  nksrun apply --auto-approve logrotate   # cron\n  nksrun apply plan.json                  # what was reviewed, nothing else",
@@ -89,7 +89,7 @@ func init() {
 		{name: "inventory", summary: "show the resolved nodes, their facts and SSH user", usage: "inventory [flags]",
 			example: "  nksrun inventory -l magnum.openstack.org/nodegroup=default-worker", run: runInventory, flags: inventoryFlags, formats: fmtData},
 		{name: "doctor", summary: "run the diagnose part of every runbook and print one table", usage: "doctor [flags] [RUNBOOK...]",
-			example: "  nksrun doctor\n  nksrun doctor -o markdown > doctor.md\n  nksrun doctor --detailed-exitcode   # exit 2 when a problem is found", run: runDoctor, flags: doctorFlags, formats: fmtAll},
+			example: "  nksrun doctor\n  nksrun doctor -o markdown > doctor.md\n  nksrun doctor --detailed-exitcode   # exit 2 when a problem is found\n  nksrun doctor --all-contexts        # every cluster of the kubeconfig, one table each", run: runDoctor, flags: doctorFlags, formats: fmtAll},
 		{name: "cron", summary: "print a crontab line or a Kubernetes CronJob for a runbook", usage: "cron [flags] RUNBOOK",
 			example: "  nksrun cron runbooks/logrotate.yaml --schedule '0 0 * * *'\n  nksrun cron runbooks/logrotate.yaml --kubernetes > cronjob.yaml", run: runCron, flags: cronFlags},
 		{name: "config", summary: "show the effective settings and where each comes from", usage: "config view [-o text|json|yaml]",
@@ -119,14 +119,13 @@ type app struct {
 	plan     *plans.Plan
 	report   *plans.Report
 
-	// closeLater runs when the command's output is written and run_end
-	// logged: closing a few hundred SSH connections makes every node's
-	// sshd tear its session down at once, and at 200 nodes that CPU, on a
-	// machine the nodes share, delayed the report by about 0.3 s.
+	// closeLater runs once the command's output is written and run_end
+	// logged, so the report never waits on connection teardown.
 	closeLater []func()
 	// planOnly: this run plans and applies nothing (plan, doctor), so a
 	// node's connection closes once the node is planned.
 	planOnly bool
+	clusters []*clusterRun // a many-cluster plan or doctor run
 }
 
 // deferClose registers f to run once the command has reported.

@@ -81,7 +81,7 @@ func (a *app) nodeNames(cmd *command, words []string) []string {
 		hosts, err = inventory.FromFile(a.opts.inventory)
 	} else {
 		var c *module.Cluster
-		if c, err = connectCluster(a.opts.kubeconfig, a.opts.kubeContext); err == nil {
+		if c, err = connectCluster(a.opts.kubeconfig, a.opts.kubeContext()); err == nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
 			hosts, err = inventory.FromCluster(ctx, c.Clientset)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -53,11 +54,15 @@ var sshNotHonoured = []string{"Host blocks other than 'Host *' (per-node setting
 // settings are the values from the environment, the config file and
 // ~/.ssh/config, and where each effective value came from.
 type settings struct {
-	path    string
-	file    map[string][]string
-	ssh     map[string][]string
-	sshPath string
-	source  map[string]string // flag name -> flag | env NAME | file | ~/.ssh/config | default
+	path string
+	file map[string][]string
+	// contexts are the config file's per-context SSH settings
+	// (contexts: {NAME: {user, identity, known_hosts, jump}}): context ->
+	// key -> values.
+	contexts map[string]map[string][]string
+	ssh      map[string][]string
+	sshPath  string
+	source   map[string]string // flag name -> flag | env NAME | file | ~/.ssh/config | default
 }
 
 // configPath is $NKSRUN_CONFIG, else $XDG_CONFIG_HOME/nksrun/config.yaml,
@@ -109,6 +114,12 @@ func loadSettings() (*settings, error) {
 			keys = append(keys, st.key)
 		}
 		for k, v := range raw {
+			if k == "contexts" {
+				if s.contexts, err = parseContextSettings(s.path, v); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			if !knownKey(k) {
 				msg := fmt.Sprintf("config %s: unknown key %q", s.path, k)
 				if sg := suggest(k, keys); sg != "" {
@@ -129,6 +140,45 @@ func loadSettings() (*settings, error) {
 	}
 	s.ssh, s.sshPath = readSSHConfig()
 	return s, nil
+}
+
+// contextKeys are the settings a context may override in the config file:
+// what differs between clusters on the SSH side.
+var contextKeys = []string{"user", "identity", "known_hosts", "jump"}
+
+// parseContextSettings reads the config file's contexts: section.
+func parseContextSettings(path string, v any) (map[string]map[string][]string, error) {
+	m, ok := v.(map[string]any)
+	if !ok && v != nil {
+		return nil, usageError{fmt.Sprintf("config %s: contexts: want a map of context name to settings (%s)", path, strings.Join(contextKeys, ", "))}
+	}
+	out := map[string]map[string][]string{}
+	for name, sv := range m {
+		sm, ok := sv.(map[string]any)
+		if !ok && sv != nil {
+			return nil, usageError{fmt.Sprintf("config %s: contexts.%s: want settings (%s)", path, name, strings.Join(contextKeys, ", "))}
+		}
+		out[name] = map[string][]string{}
+		for k, val := range sm {
+			if !slices.Contains(contextKeys, k) {
+				msg := fmt.Sprintf("config %s: contexts.%s: unknown key %q (a context may set %s)", path, name, k, strings.Join(contextKeys, ", "))
+				if sg := suggest(k, contextKeys); sg != "" {
+					msg += fmt.Sprintf("; did you mean %q?", sg)
+				}
+				return nil, usageError{msg}
+			}
+			switch val := val.(type) {
+			case []any:
+				for _, e := range val {
+					out[name][k] = append(out[name][k], fmt.Sprint(e))
+				}
+			case nil:
+			default:
+				out[name][k] = []string{fmt.Sprint(val)}
+			}
+		}
+	}
+	return out, nil
 }
 
 func knownKey(k string) bool {
@@ -251,6 +301,51 @@ func (a *app) configure(cmd *command, fs *pflag.FlagSet) error {
 		f.Changed = false
 		s.source[st.flag] = src
 	}
+	// One cluster: its context's settings from the config file apply now
+	// (a many-cluster run applies each cluster's in contextOptions).
+	if c := fs.Lookup("context"); c != nil && !a.opts.allContexts && len(a.opts.contexts) == 1 {
+		if err := a.applyContextSettings(&a.opts, fs, a.opts.contexts[0], true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyContextSettings sets in o the config file's settings for context
+// name, except those given as a flag or in the environment, which win.
+// record notes the source (config view) for the run's own options.
+func (a *app) applyContextSettings(o *options, fs *pflag.FlagSet, name string, record bool) error {
+	if a.cfg == nil {
+		return nil
+	}
+	over := a.cfg.contexts[name]
+	for _, st := range settingsTable {
+		vals, ok := over[st.key]
+		if !ok || fs.Lookup(st.flag) == nil {
+			continue
+		}
+		if src := a.cfg.source[st.flag]; strings.HasPrefix(src, "flag ") || strings.HasPrefix(src, "env ") {
+			continue
+		}
+		for i := range vals {
+			if st.path {
+				vals[i] = expandHome(strings.TrimSpace(vals[i]))
+			}
+		}
+		switch st.key {
+		case "user":
+			o.user = vals[0]
+		case "identity":
+			o.identities = append([]string(nil), vals...)
+		case "known_hosts":
+			o.knownHosts = vals[0]
+		case "jump":
+			o.jump = vals[0]
+		}
+		if record {
+			a.cfg.source[st.flag] = "file " + displayPath(a.cfg.path) + " (contexts." + name + ")"
+		}
+	}
 	return nil
 }
 
@@ -293,7 +388,7 @@ func runConfig(_ context.Context, a *app, args []string) error {
 		}
 		rows = append(rows, configRow{st.key, "--" + st.flag, st.env, v, a.cfg.source[st.flag]})
 	}
-	if done, err := a.writeData(map[string]any{"config_file": a.cfg.path, "ssh_config": a.cfg.sshPath, "settings": rows, "ssh_config_not_honoured": sshNotHonoured}); done {
+	if done, err := a.writeData(map[string]any{"config_file": a.cfg.path, "ssh_config": a.cfg.sshPath, "settings": rows, "contexts": a.cfg.contexts, "ssh_config_not_honoured": sshNotHonoured}); done {
 		return err
 	}
 	w := views.RedactingWriter(a.stdout, a.secrets)
@@ -318,6 +413,13 @@ func runConfig(_ context.Context, a *app, args []string) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nPrecedence: flag > environment > config file > ~/.ssh/config (Host *) > default.\nNot honoured from ~/.ssh/config: %s.\n", strings.Join(sshNotHonoured, "; "))
+	for _, name := range sortedKeys(a.cfg.contexts) {
+		var kv []string
+		for _, k := range sortedKeys(a.cfg.contexts[name]) {
+			kv = append(kv, k+"="+strings.Join(a.cfg.contexts[name][k], ","))
+		}
+		fmt.Fprintf(w, "context %s: %s\n", views.Escape(name), views.Escape(strings.Join(kv, " ")))
+	}
+	fmt.Fprintf(w, "\nPrecedence: flag > environment > config file (contexts.NAME, then top level) > ~/.ssh/config (Host *) > default.\nNot honoured from ~/.ssh/config: %s.\n", strings.Join(sshNotHonoured, "; "))
 	return nil
 }

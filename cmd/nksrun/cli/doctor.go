@@ -45,6 +45,9 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 			args = append(args, r.path)
 		}
 	}
+	if a.opts.many() {
+		return runDoctorClusters(ctx, a, args)
+	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
 	rbs, plan, err := a.planRunbooks(ctx, args)
@@ -53,7 +56,7 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	}
 	rows := make([]doctorRow, 0, len(plan.Runbooks))
 	for i, rp := range plan.Runbooks {
-		rows = append(rows, diagnose(rp, a.fixCommand(rbs[i].Path)))
+		rows = append(rows, diagnose(rp, a.fixCommand(rbs[i].Path, "")))
 	}
 	sort.SliceStable(rows, func(i, j int) bool { return runbook.VersionCompare(rows[i].Section, rows[j].Section) < 0 })
 	if err := a.renderDoctor(rows); err != nil {
@@ -79,8 +82,9 @@ func runDoctor(ctx context.Context, a *app, args []string) error {
 	return nil
 }
 
-func (a *app) renderDoctor(rows []doctorRow) error {
-	w := engineWriter(a)
+func (a *app) renderDoctor(rows []doctorRow) error { return a.renderDoctorTo(engineWriter(a), rows) }
+
+func (a *app) renderDoctorTo(w io.Writer, rows []doctorRow) error {
 	switch a.opts.format {
 	case views.FormatJSON:
 		return views.WriteJSON(w, rows)
@@ -126,10 +130,15 @@ func mdCell(s string) string {
 // fixCommand is `nksrun apply RUNBOOK` with the connection and selection
 // flags this run was given, so it runs as printed (settings from the
 // environment and config file apply to it as they did here). A built-in
-// runbook is named; a file by its path.
-func (a *app) fixCommand(path string) string {
+// runbook is named; a file by its path. In a many-cluster run kubeContext
+// is the cluster's context: apply takes one.
+func (a *app) fixCommand(path, kubeContext string) string {
 	parts := []string{"nksrun", "apply"}
 	for _, name := range []string{"kubeconfig", "context", "inventory", "identity", "user", "port", "known-hosts", "host-key-policy", "jump", "limit", "selector", "include-not-ready", "runbook-dir"} {
+		if name == "context" && kubeContext != "" {
+			parts = append(parts, "--context", quoteArg(kubeContext))
+			continue
+		}
 		f := a.fs.Lookup(name)
 		if f == nil || !f.Changed {
 			continue

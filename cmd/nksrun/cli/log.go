@@ -113,7 +113,9 @@ func (l *eventLog) event(ev engine.Event) {
 		return
 	}
 	l.mu.Lock()
-	if ev.Type == engine.EventPhaseStart {
+	// Each cluster's engine of a many-cluster run starts the same phase:
+	// the progress counts over all of them.
+	if ev.Type == engine.EventPhaseStart && (ev.Cluster == "" || ev.Phase != l.phase) {
 		l.phase = ev.Phase
 		l.count, l.bad = 0, 0
 	}
@@ -189,6 +191,9 @@ func (l *eventLog) writeLine(ev engine.Event) {
 	if ev.Phase != "" {
 		line = ev.Phase + " " + line
 	}
+	if ev.Cluster != "" {
+		line = "cluster=" + ev.Cluster + " " + line
+	}
 	if ev.Runbook != "" {
 		line += " " + ev.Runbook
 	}
@@ -242,6 +247,17 @@ func (l *eventLog) expect(n int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.total = n
+}
+
+// expectMore adds n to the targets the current phase works on (each
+// cluster of a many-cluster run adds its own once its inventory is known).
+func (l *eventLog) expectMore(n int) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total += n
 }
 
 // start writes run_start: JSON logs always, text logs only to a file (on a

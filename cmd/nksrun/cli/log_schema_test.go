@@ -16,7 +16,7 @@ import (
 // eventSchema is the JSON log schema of README "Cron" → "JSON log", version
 // 1: field → JSON type. Lines may not carry other fields.
 var eventSchema = map[string]string{
-	"v": "integer", "time": "time", "type": "string", "run": "string",
+	"v": "integer", "time": "time", "type": "string", "run": "string", "cluster": "string",
 	"phase": "string", "runbook": "string", "target": "string", "step": "string", "module": "string",
 	"status": "string", "message": "string",
 	"command": "string", "version": "string", "pid": "integer",

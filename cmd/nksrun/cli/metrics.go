@@ -65,6 +65,17 @@ func (a *app) targetCounts() map[string]int {
 				c[string(t.Status)]++
 			}
 		}
+	case a.clusters != nil:
+		for _, r := range a.clusters {
+			if r.plan == nil {
+				continue
+			}
+			for _, rp := range r.plan.Runbooks {
+				for _, t := range rp.Targets {
+					c[string(t.Status)]++
+				}
+			}
+		}
 	default:
 		return nil
 	}
@@ -80,14 +91,81 @@ func (a *app) writeMetrics(phase string, code int) {
 	if a.opts.metricsFile == "" {
 		return
 	}
-	type counts struct{ changed, failed, stale, pending, findings int }
-	per := map[string]*counts{}
-	for _, n := range a.runbooks {
-		per[n] = &counts{}
+	// One run is one series set; a many-cluster plan is one per cluster,
+	// told apart by a cluster label (the context).
+	type part struct {
+		cluster string
+		per     map[string]*metricCounts
+		ok      bool // the cluster's own outcome allows success
 	}
-	if p := a.plan; p != nil {
+	success := code == ExitOK || code == ExitChanges
+	var parts []part
+	if a.clusters != nil {
+		for _, r := range a.clusters {
+			parts = append(parts, part{r.context, runbookCounts(a.runbooks, r.plan, nil), r.err == nil && (r.code == ExitOK || r.code == ExitChanges)})
+		}
+	} else {
+		parts = append(parts, part{"", runbookCounts(a.runbooks, a.plan, a.report), success})
+	}
+	now := time.Now()
+	var ms []metricFamily
+	metric := func(name, help string, value func(p part, c *metricCounts) float64) {
+		m := metricFamily{name: name, help: help}
+		for _, p := range parts {
+			for _, n := range sortedKeys(p.per) {
+				labels := fmt.Sprintf("runbook=%q,phase=%q", n, phase)
+				if p.cluster != "" {
+					labels = fmt.Sprintf("cluster=%q,", p.cluster) + labels
+				}
+				m.series = append(m.series, fmt.Sprintf("%s{%s} %s", name, labels, strconv.FormatFloat(value(p, p.per[n]), 'f', -1, 64)))
+			}
+		}
+		ms = append(ms, m)
+	}
+	metric("nksrun_last_run_timestamp_seconds", "Unix time the last run ended.", func(part, *metricCounts) float64 { return float64(now.Unix()) })
+	metric("nksrun_last_run_duration_seconds", "How long the last run took.", func(part, *metricCounts) float64 {
+		return float64(now.Sub(a.log.startTime()).Milliseconds()) / 1000
+	})
+	metric("nksrun_last_run_success", "1 if the last run succeeded (exit code 0, or 2 = drift found by plan --detailed-exitcode).", func(p part, c *metricCounts) float64 {
+		if p.ok && c.failed == 0 {
+			return 1
+		}
+		return 0
+	})
+	metric("nksrun_last_run_exit_code", "Exit code of the last run.", func(part, *metricCounts) float64 { return float64(code) })
+	metric("nksrun_changed_targets", "Targets changed by the last apply.", func(_ part, c *metricCounts) float64 { return float64(c.changed) })
+	metric("nksrun_failed_targets", "Targets failed, unreachable, stale or not run in the last run.", func(_ part, c *metricCounts) float64 { return float64(c.failed) })
+	metric("nksrun_stale_targets", "Targets of a saved plan refused because they changed since the plan.", func(_ part, c *metricCounts) float64 { return float64(c.stale) })
+	metric("nksrun_pending_changes", "Changes the last plan found (drift).", func(_ part, c *metricCounts) float64 { return float64(c.pending) })
+	metric("nksrun_findings", "Findings of diagnose steps in the last run.", func(_ part, c *metricCounts) float64 { return float64(c.findings) })
+	replace := map[string]bool{}
+	for _, p := range parts {
+		cl := ""
+		if p.cluster != "" {
+			cl = strconv.Quote(p.cluster)
+		}
+		for n := range p.per {
+			replace[seriesKey(cl, strconv.Quote(n), strconv.Quote(phase))] = true
+		}
+	}
+	if err := mergeMetrics(a.opts.metricsFile, ms, replace); err != nil {
+		fmt.Fprintf(a.stderr, "nksrun: --metrics-file: %v\n", err)
+	}
+}
+
+// metricCounts are one runbook's numbers in the metrics.
+type metricCounts struct{ changed, failed, stale, pending, findings int }
+
+// runbookCounts is the metrics' numbers per runbook of names, from a plan
+// and an apply report (either may be nil).
+func runbookCounts(names []string, p *plans.Plan, r *plans.Report) map[string]*metricCounts {
+	per := map[string]*metricCounts{}
+	for _, n := range names {
+		per[n] = &metricCounts{}
+	}
+	if p != nil {
 		for _, rp := range p.Runbooks {
-			c := &counts{}
+			c := &metricCounts{}
 			per[rp.Name] = c
 			for _, t := range rp.Targets {
 				if t.Status == plans.StatusFailed || t.Status == plans.StatusUnreachable {
@@ -102,7 +180,7 @@ func (a *app) writeMetrics(phase string, code int) {
 			}
 		}
 	}
-	if r := a.report; r != nil {
+	if r != nil {
 		for _, c := range per {
 			c.failed = 0
 		}
@@ -122,44 +200,7 @@ func (a *app) writeMetrics(phase string, code int) {
 			}
 		}
 	}
-	names := make([]string, 0, len(per))
-	for n := range per {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	success := code == ExitOK || code == ExitChanges
-	now := time.Now()
-	var ms []metricFamily
-	metric := func(name, help string, value func(c *counts) float64) {
-		m := metricFamily{name: name, help: help}
-		for _, n := range names {
-			m.series = append(m.series, fmt.Sprintf("%s{runbook=%q,phase=%q} %s", name, n, phase, strconv.FormatFloat(value(per[n]), 'f', -1, 64)))
-		}
-		ms = append(ms, m)
-	}
-	metric("nksrun_last_run_timestamp_seconds", "Unix time the last run ended.", func(*counts) float64 { return float64(now.Unix()) })
-	metric("nksrun_last_run_duration_seconds", "How long the last run took.", func(*counts) float64 {
-		return float64(now.Sub(a.log.startTime()).Milliseconds()) / 1000
-	})
-	metric("nksrun_last_run_success", "1 if the last run succeeded (exit code 0, or 2 = drift found by plan --detailed-exitcode).", func(c *counts) float64 {
-		if success && c.failed == 0 {
-			return 1
-		}
-		return 0
-	})
-	metric("nksrun_last_run_exit_code", "Exit code of the last run.", func(*counts) float64 { return float64(code) })
-	metric("nksrun_changed_targets", "Targets changed by the last apply.", func(c *counts) float64 { return float64(c.changed) })
-	metric("nksrun_failed_targets", "Targets failed, unreachable, stale or not run in the last run.", func(c *counts) float64 { return float64(c.failed) })
-	metric("nksrun_stale_targets", "Targets of a saved plan refused because they changed since the plan.", func(c *counts) float64 { return float64(c.stale) })
-	metric("nksrun_pending_changes", "Changes the last plan found (drift).", func(c *counts) float64 { return float64(c.pending) })
-	metric("nksrun_findings", "Findings of diagnose steps in the last run.", func(c *counts) float64 { return float64(c.findings) })
-	replace := map[string]bool{}
-	for _, n := range names {
-		replace[seriesKey(strconv.Quote(n), strconv.Quote(phase))] = true
-	}
-	if err := mergeMetrics(a.opts.metricsFile, ms, replace); err != nil {
-		fmt.Fprintf(a.stderr, "nksrun: --metrics-file: %v\n", err)
-	}
+	return per
 }
 
 // metricFamily is one metric's HELP, TYPE and series lines.
@@ -169,11 +210,16 @@ type metricFamily struct {
 }
 
 var labelRe = map[string]*regexp.Regexp{
+	"cluster": regexp.MustCompile(`[{,]cluster=("(?:[^"\\]|\\.)*")`),
 	"runbook": regexp.MustCompile(`[{,]runbook=("(?:[^"\\]|\\.)*")`),
 	"phase":   regexp.MustCompile(`[{,]phase=("(?:[^"\\]|\\.)*")`),
 }
 
-func seriesKey(runbook, phase string) string { return runbook + "|" + phase }
+// seriesKey names the run a series belongs to: cluster ("" without the
+// label: a one-cluster run), runbook and phase, each as quoted in the file.
+func seriesKey(cluster, runbook, phase string) string {
+	return cluster + "|" + runbook + "|" + phase
+}
 
 // mergeMetrics writes ms into the textfile at path, keeping every series
 // of the file whose runbook and phase this run did not produce: several
@@ -233,14 +279,17 @@ func mergeMetrics(path string, ms []metricFamily, replace map[string]bool) error
 			if i := strings.IndexAny(line, "{ "); i >= 0 {
 				name = line[:i]
 			}
-			rb, ph := "", ""
+			cl, rb, ph := "", "", ""
+			if m := labelRe["cluster"].FindStringSubmatch(line); m != nil {
+				cl = m[1]
+			}
 			if m := labelRe["runbook"].FindStringSubmatch(line); m != nil {
 				rb = m[1]
 			}
 			if m := labelRe["phase"].FindStringSubmatch(line); m != nil {
 				ph = m[1]
 			}
-			if strings.HasPrefix(name, "nksrun_") && replace[seriesKey(rb, ph)] {
+			if strings.HasPrefix(name, "nksrun_") && replace[seriesKey(cl, rb, ph)] {
 				continue // this run's own series: replaced
 			}
 			fam := family(name)

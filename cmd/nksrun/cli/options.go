@@ -11,7 +11,8 @@ import (
 type options struct {
 	// cluster and inventory
 	kubeconfig      string
-	kubeContext     string
+	contexts        []string // --context, repeatable on plan and doctor
+	allContexts     bool     // --all-contexts
 	inventory       string
 	limit           []string
 	selector        string
@@ -72,11 +73,37 @@ type options struct {
 
 func clusterFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config; in-cluster config inside a pod)")
-	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
+	contextFlags(fs, o)
 	fs.StringVar(&o.inventory, "inventory", "", "static inventory YAML instead of the cluster's nodes")
 	fs.StringArrayVar(&o.limit, "limit", nil, "only these nodes, Ansible-style: 'a,b,!c' (names, globs like *-node-1, label selectors key=value; ! excludes); repeatable")
 	fs.StringVarP(&o.selector, "selector", "l", "", "only nodes with these labels, kubectl-style (-l 'key=value,key2!=value2': all must match)")
 	fs.BoolVar(&o.includeNotReady, "include-not-ready", false, "work on NotReady nodes too (skipped by default)")
+}
+
+// contextFlags are --context and --all-contexts. Every command that talks
+// to a cluster has both, so that two contexts or --all-contexts given to a
+// one-cluster command is refused with a clear reason (validate), not as an
+// unknown flag; plan and doctor (manyContexts) show and honour them.
+func contextFlags(fs *pflag.FlagSet, o *options) {
+	fs.StringArrayVar(&o.contexts, "context", nil, "`NAME` of the kubeconfig context to use")
+	fs.BoolVar(&o.allContexts, "all-contexts", false, "every context of the kubeconfig (plan and doctor only)")
+	_ = fs.MarkHidden("all-contexts")
+}
+
+// manyContexts makes --context repeatable and shows --all-contexts.
+func manyContexts(fs *pflag.FlagSet) {
+	fs.Lookup("context").Usage = "`NAME` of the kubeconfig context to use; repeatable: one run over several clusters, in parallel, one report grouped by cluster (the config file's context is the default, used when none is given)"
+	fs.Lookup("all-contexts").Usage = "every context of the kubeconfig, sorted by name, as if each were given with --context"
+	fs.Lookup("all-contexts").Hidden = false
+}
+
+// kubeContext is the one context of a one-cluster run ("" = the
+// kubeconfig's current context).
+func (o *options) kubeContext() string {
+	if len(o.contexts) == 0 {
+		return ""
+	}
+	return o.contexts[0]
 }
 
 func sshFlags(fs *pflag.FlagSet, o *options) {
@@ -106,11 +133,12 @@ func runFlags(fs *pflag.FlagSet, o *options) {
 
 func planFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
+	manyContexts(fs)
 	sshFlags(fs, o)
 	runFlags(fs, o)
-	fs.StringVar(&o.out, "out", "", "save the plan file (JSON) for \"nksrun apply FILE\" and \"nksrun show FILE\"")
+	fs.StringVar(&o.out, "out", "", "save the plan file (JSON) for \"nksrun apply FILE\" and \"nksrun show FILE\" (one cluster: refused with several contexts)")
 	outputFlag(fs, o, "text, markdown (for change reviews), json or yaml")
-	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no changes, 1 = error, 2 = changes pending")
+	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no changes, 1 = error, 2 = changes pending (several clusters: 1 if any had an error, else 2 if any has changes)")
 	signFlags(fs, o)
 }
 
@@ -139,10 +167,11 @@ func inventoryFlags(fs *pflag.FlagSet, o *options) {
 
 func doctorFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
+	manyContexts(fs)
 	sshFlags(fs, o)
 	runFlags(fs, o)
 	outputFlag(fs, o, "text, markdown, json or yaml")
-	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no problem found, 1 = error, 2 = a problem was found")
+	fs.BoolVar(&o.detailedExitcode, "detailed-exitcode", false, "exit 0 = no problem found, 1 = error, 2 = a problem was found (several clusters: the worst of them)")
 }
 
 // outputFlag is -o/--output, as in kubectl. --format, its old name, is kept

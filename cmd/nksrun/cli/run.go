@@ -69,7 +69,7 @@ func needsSSH(rbs []*runbook.Runbook) bool {
 func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, error) {
 	s := &session{}
 	o := &a.opts
-	cluster, err := connectCluster(o.kubeconfig, o.kubeContext)
+	cluster, err := connectCluster(o.kubeconfig, o.kubeContext())
 	switch {
 	case err == nil:
 		s.cluster = cluster
@@ -86,48 +86,14 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 	if err != nil {
 		return nil, err
 	}
-	if s.hosts, err = selectHosts(s.hosts, o.limit, o.selector); err != nil {
+	if s.hosts, err = a.selectHosts(s.hosts); err != nil {
 		return nil, err
-	}
-	// --port (or NKSRUN_PORT, the config file, ~/.ssh/config) sets the
-	// nodes' port; a static inventory's own ports give way only to the flag.
-	if o.port > 0 && (o.inventory == "" || a.fs.Changed("port")) {
-		for i := range s.hosts {
-			s.hosts[i].Port = o.port
-		}
-	}
-	if o.user != "" {
-		for i := range s.hosts {
-			s.hosts[i].User = o.user
-			s.hosts[i].Facts["user"] = o.user
-		}
 	}
 	var conn engine.Connector
 	if wantSSH {
-		policy, err := transport.ParseHostKeyPolicy(o.hostKeyPolicy)
-		if err != nil {
-			return nil, usageError{err.Error()}
-		}
-		maxOut, err := transport.ParseSize(o.maxOutput)
-		if err != nil || maxOut <= 0 {
-			return nil, usageError{fmt.Sprintf("--max-output %q: want a size like 16MiB", o.maxOutput)}
-		}
-		d, err := transport.NewDialer(transport.Config{
-			MaxOutput:        maxOut,
-			Identities:       o.identities,
-			UseAgent:         os.Getenv("SSH_AUTH_SOCK") != "",
-			KnownHosts:       o.knownHosts,
-			Policy:           policy,
-			Jump:             o.jump,
-			DialTimeout:      o.connectTO,
-			HandshakeTimeout: o.connectTO,
-			CommandTimeout:   o.commandTO,
-			Warn:             func(msg string) { fmt.Fprintln(a.stderr, "WARNING: "+msg) },
-		})
-		if err != nil {
+		if conn, err = a.dialer(); err != nil {
 			return nil, err
 		}
-		conn = sshConnector{d}
 	}
 	if a.log == nil {
 		if a.log, err = newEventLog(o.logFormat, o.logFile, a.stderr, a.secrets); err != nil {
@@ -148,6 +114,66 @@ func (a *app) open(ctx context.Context, wantCluster, wantSSH bool) (*session, er
 		ClosePlanned:    a.planOnly,
 	})
 	return s, nil
+}
+
+// selectHosts applies --limit, --selector, --port and --user to an inventory.
+func (a *app) selectHosts(hosts []inventory.Host) ([]inventory.Host, error) {
+	return a.selectHostsFor(&a.opts, hosts)
+}
+
+// selectHostsFor is selectHosts with o's settings (a cluster's, in a
+// many-cluster run).
+func (a *app) selectHostsFor(o *options, hosts []inventory.Host) ([]inventory.Host, error) {
+	hosts, err := selectHosts(hosts, o.limit, o.selector)
+	if err != nil {
+		return nil, err
+	}
+	// --port (or NKSRUN_PORT, the config file, ~/.ssh/config) sets the
+	// nodes' port; a static inventory's own ports give way only to the flag.
+	if o.port > 0 && (o.inventory == "" || a.fs.Changed("port")) {
+		for i := range hosts {
+			hosts[i].Port = o.port
+		}
+	}
+	if o.user != "" {
+		for i := range hosts {
+			hosts[i].User = o.user
+			hosts[i].Facts["user"] = o.user
+		}
+	}
+	return hosts, nil
+}
+
+// dialer is the run's SSH transport. One serves every cluster of a run:
+// its handshake admission and known_hosts are the process's, not per cluster.
+func (a *app) dialer() (sshConnector, error) { return a.dialerFor(&a.opts) }
+
+// dialerFor is dialer with o's settings.
+func (a *app) dialerFor(o *options) (sshConnector, error) {
+	policy, err := transport.ParseHostKeyPolicy(o.hostKeyPolicy)
+	if err != nil {
+		return sshConnector{}, usageError{err.Error()}
+	}
+	maxOut, err := transport.ParseSize(o.maxOutput)
+	if err != nil || maxOut <= 0 {
+		return sshConnector{}, usageError{fmt.Sprintf("--max-output %q: want a size like 16MiB", o.maxOutput)}
+	}
+	d, err := transport.NewDialer(transport.Config{
+		MaxOutput:        maxOut,
+		Identities:       o.identities,
+		UseAgent:         os.Getenv("SSH_AUTH_SOCK") != "",
+		KnownHosts:       o.knownHosts,
+		Policy:           policy,
+		Jump:             o.jump,
+		DialTimeout:      o.connectTO,
+		HandshakeTimeout: o.connectTO,
+		CommandTimeout:   o.commandTO,
+		Warn:             func(msg string) { fmt.Fprintln(a.stderr, "WARNING: "+msg) },
+	})
+	if err != nil {
+		return sshConnector{}, err
+	}
+	return sshConnector{d}, nil
 }
 
 // sshConnector adapts the transport to the engine.
@@ -214,6 +240,9 @@ func (a *app) viewOpts() views.Options {
 }
 
 func runPlan(ctx context.Context, a *app, args []string) error {
+	if a.opts.many() {
+		return runPlanClusters(ctx, a, args)
+	}
 	if a.opts.out != "" {
 		// Fail before contacting anything when the plan cannot be saved.
 		if st, err := os.Stat(filepath.Dir(a.opts.out)); err != nil || !st.IsDir() {

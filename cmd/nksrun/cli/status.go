@@ -30,7 +30,7 @@ func init() {
 
 func statusFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then ~/.kube/config)")
-	fs.StringVar(&o.kubeContext, "context", "", "kubeconfig context to use")
+	contextFlags(fs, o)
 	outputFlag(fs, o, "text or json")
 }
 
@@ -47,7 +47,7 @@ func runStatus(ctx context.Context, a *app, args []string) error {
 	if a.opts.format != "text" && a.opts.format != "json" {
 		return usageError{fmt.Sprintf("--format %q: want text or json", a.opts.format)}
 	}
-	cluster, err := connectCluster(a.opts.kubeconfig, a.opts.kubeContext)
+	cluster, err := connectCluster(a.opts.kubeconfig, a.opts.kubeContext())
 	if err != nil {
 		return err
 	}
@@ -123,7 +123,7 @@ func runUnlock(ctx context.Context, a *app, args []string) error {
 	if !a.opts.autoApprove && !isTerminal(a.stdin) {
 		return exitError{ExitError, "nksrun unlock: no terminal to confirm on; pass --auto-approve"}
 	}
-	cluster, err := connectCluster(a.opts.kubeconfig, a.opts.kubeContext)
+	cluster, err := connectCluster(a.opts.kubeconfig, a.opts.kubeContext())
 	if err != nil {
 		return err
 	}
@@ -170,13 +170,18 @@ func runUnlock(ctx context.Context, a *app, args []string) error {
 // that plan and doctor show next to the plan. Nil without a cluster or when
 // the state cannot be read (it is reported, never fatal).
 func (a *app) leftovers(ctx context.Context) []module.FindingInfo {
-	c := lastCluster.Load()
+	return a.leftoversOf(ctx, lastCluster.Load(), "")
+}
+
+// leftoversOf is leftovers of cluster c; where names the cluster in the
+// warning of a many-cluster run ("" for one cluster).
+func (a *app) leftoversOf(ctx context.Context, c *module.Cluster, where string) []module.FindingInfo {
 	if c == nil || ctx.Err() != nil {
 		return nil
 	}
 	fs, err := reboot.Findings(ctx, c)
 	if err != nil {
-		fmt.Fprintf(a.stderr, "WARNING: could not read what earlier rollouts left (%v); `nksrun status` shows it\n", err)
+		fmt.Fprintf(a.stderr, "WARNING: %scould not read what earlier rollouts left (%v); `nksrun status` shows it\n", where, err)
 		return nil
 	}
 	return fs

@@ -72,6 +72,11 @@ func (a *app) validate(cmd *command, fs *pflag.FlagSet) error {
 			return err
 		}
 	}
+	if has("context") {
+		if err := a.checkContexts(cmd, fs); err != nil {
+			return err
+		}
+	}
 	if o.selector != "" {
 		if _, err := labels.Parse(o.selector); err != nil {
 			return usageError{fmt.Sprintf("-l/--selector %q: %v", o.selector, err)}
