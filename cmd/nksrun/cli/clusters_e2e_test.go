@@ -91,7 +91,12 @@ func newTwoClusters(t *testing.T) *twoClusters {
 	}
 	// The keys are copied: stopping cluster b (below) removes its directory.
 	c.conn = []string{"--kubeconfig", c.kubeconfig}
-	for name, tb := range map[string]*testbed.Testbed{"a": c.a, "b": c.b} {
+	// In a fixed order: doctor's FIX line repeats the flags as given.
+	for _, k := range []struct {
+		name string
+		tb   *testbed.Testbed
+	}{{"a", c.a}, {"b", c.b}} {
+		name, tb := k.name, k.tb
 		b, err := os.ReadFile(tb.KeyPath)
 		if err != nil {
 			t.Fatal(err)
