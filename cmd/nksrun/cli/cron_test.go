@@ -504,10 +504,10 @@ func TestCronSecretParams(t *testing.T) {
 		}
 		c := container(t, manifest)
 		envs, _ := c["env"].([]any)
-		if len(envs) != 1 {
+		if len(envs) != 2 || envs[0].(map[string]any)["name"] != "GOMEMLIMIT" {
 			t.Fatalf("container env: %v", c["env"])
 		}
-		e := envs[0].(map[string]any)
+		e := envs[1].(map[string]any)
 		ref := e["valueFrom"].(map[string]any)["secretKeyRef"].(map[string]any)
 		if e["name"] != "NKSRUN_SET_TOKEN" || ref["name"] != "nksrun-secret-param-params" || ref["key"] != "token" || ref["optional"] != false {
 			t.Errorf("env: %v", e)
@@ -530,8 +530,8 @@ func TestCronSecretParams(t *testing.T) {
 		t.Fatalf("--secret-env: exit %d: %s", code, stderr)
 	}
 	envs, _ := container(t, manifest)["env"].([]any)
-	if len(envs) != 1 || envs[0].(map[string]any)["name"] != "HUB_TOKEN" ||
-		envs[0].(map[string]any)["valueFrom"].(map[string]any)["secretKeyRef"].(map[string]any)["key"] != "HUB_TOKEN" ||
+	if len(envs) != 2 || envs[1].(map[string]any)["name"] != "HUB_TOKEN" ||
+		envs[1].(map[string]any)["valueFrom"].(map[string]any)["secretKeyRef"].(map[string]any)["key"] != "HUB_TOKEN" ||
 		!strings.Contains(manifest, `#     HUB_TOKEN: ""`) {
 		t.Errorf("--secret-env HUB_TOKEN: env %v\n%s", envs, manifest)
 	}

@@ -616,8 +616,11 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := cj.Spec.JobTemplate.Spec.Template.Spec.Containers[0]
-		if len(c.Env) != 1 || c.Env[0].Name != "NKSRUN_SET_TOKEN" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.SecretKeyRef == nil ||
-			c.Env[0].ValueFrom.SecretKeyRef.Name != "nksrun-secret-param-params" || c.Env[0].ValueFrom.SecretKeyRef.Key != "token" {
+		// GOMEMLIMIT (a plain value, below the container limit), then the
+		// secret param from the Secret, never as a value.
+		if len(c.Env) != 2 || c.Env[0].Name != "GOMEMLIMIT" || c.Env[0].Value != "400MiB" ||
+			c.Env[1].Name != "NKSRUN_SET_TOKEN" || c.Env[1].Value != "" || c.Env[1].ValueFrom == nil || c.Env[1].ValueFrom.SecretKeyRef == nil ||
+			c.Env[1].ValueFrom.SecretKeyRef.Name != "nksrun-secret-param-params" || c.Env[1].ValueFrom.SecretKeyRef.Key != "token" {
 			t.Errorf("container env: %+v", c.Env)
 		}
 		for _, a := range c.Args {
