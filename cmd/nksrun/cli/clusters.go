@@ -170,30 +170,41 @@ func clusterNames(runs []*clusterRun, code int) string {
 	return strings.Join(out, ", ")
 }
 
+// planEveryCluster is what plan and doctor over several clusters share:
+// load and check the runbooks and params, resolve the contexts (all before
+// contacting anything), then plan every cluster.
+func (a *app) planEveryCluster(ctx context.Context, args []string) ([]*runbook.Runbook, []*clusterRun, error) {
+	rbs, err := a.loadRunbooks(args)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, err := a.sets(rbs)
+	if err != nil {
+		return nil, nil, err
+	}
+	refs, err := a.resolveContexts()
+	if err != nil {
+		return nil, nil, err
+	}
+	runs, err := a.planClusters(ctx, refs, rbs, set)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.clusters = runs
+	return rbs, runs, nil
+}
+
 // runPlanClusters is plan over several clusters: one report grouped by
 // cluster. Nothing is saved or sealed: --out is refused with several
 // clusters (a saved plan belongs to one cluster), so there is no checksum
 // to pin either.
 func runPlanClusters(ctx context.Context, a *app, args []string) error {
-	rbs, err := a.loadRunbooks(args)
-	if err != nil {
-		return err
-	}
-	set, err := a.sets(rbs)
-	if err != nil {
-		return err
-	}
-	refs, err := a.resolveContexts()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
-	runs, err := a.planClusters(ctx, refs, rbs, set)
+	_, runs, err := a.planEveryCluster(ctx, args)
 	if err != nil {
 		return err
 	}
-	a.clusters = runs
 	cs := make([]views.ClusterPlan, len(runs))
 	codes := make([]int, len(runs))
 	for i, r := range runs {
@@ -266,25 +277,12 @@ func foundAny(rows []doctorRow) bool {
 // runDoctorClusters is doctor over several clusters: one table per
 // cluster, then a summary; the exit code is the worst cluster's.
 func runDoctorClusters(ctx context.Context, a *app, args []string) error {
-	rbs, err := a.loadRunbooks(args)
-	if err != nil {
-		return err
-	}
-	set, err := a.sets(rbs)
-	if err != nil {
-		return err
-	}
-	refs, err := a.resolveContexts()
-	if err != nil {
-		return err
-	}
 	ctx, cancel := a.withTimeout(ctx)
 	defer cancel()
-	runs, err := a.planClusters(ctx, refs, rbs, set)
+	rbs, runs, err := a.planEveryCluster(ctx, args)
 	if err != nil {
 		return err
 	}
-	a.clusters = runs
 	out := make([]doctorCluster, len(runs))
 	codes := make([]int, len(runs))
 	var tot doctorTotals
