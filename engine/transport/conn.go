@@ -52,7 +52,7 @@ func (c *Conn) Close() error {
 	c.client, c.closed = nil, true
 	c.mu.Unlock()
 	if cl != nil {
-		return cl.Close()
+		return c.d.closeClient(cl)
 	}
 	return nil
 }
@@ -71,7 +71,7 @@ func (c *Conn) Reconnect(ctx context.Context) error {
 	c.client = nil
 	c.mu.Unlock()
 	if old != nil {
-		old.Close()
+		c.d.closeClient(old)
 	}
 
 	backoff := 250 * time.Millisecond
@@ -82,7 +82,7 @@ func (c *Conn) Reconnect(ctx context.Context) error {
 			c.mu.Lock()
 			defer c.mu.Unlock()
 			if c.closed {
-				client.Close()
+				c.d.closeClient(client)
 				return c.wrap(ErrClosed)
 			}
 			c.client = client
@@ -129,7 +129,7 @@ func (c *Conn) redial(ctx context.Context, dead *ssh.Client) (*ssh.Client, error
 	if cur != nil && cur != dead {
 		return cur, nil
 	}
-	dead.Close()
+	c.d.closeClient(dead)
 	client, err := c.d.connect(ctx, c.host, c.addr, 1, false)
 	if err != nil {
 		return nil, err
@@ -137,7 +137,7 @@ func (c *Conn) redial(ctx context.Context, dead *ssh.Client) (*ssh.Client, error
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		client.Close()
+		c.d.closeClient(client)
 		return nil, c.wrap(ErrClosed)
 	}
 	c.client = client

@@ -724,6 +724,61 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 	}
 }
 
+// TestKeepaliveOneLoop: one loop probes every connection of a Dialer; live
+// peers stay connected across many intervals, closed connections leave the
+// loop at once (nothing keeps their memory), and the loop ends with the last.
+func TestKeepaliveOneLoop(t *testing.T) {
+	e := newEnv(t)
+	addr := e.srv.listen()
+	e.trust(t, addr)
+	cfg := e.config()
+	cfg.Keepalive = 20 * time.Millisecond
+	d, err := NewDialer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	var conns []*Conn
+	for i := range 3 {
+		c, err := d.Dial(context.Background(), hostOf(t, fmt.Sprintf("n%d", i), addr))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	tracked := func() (int, bool) {
+		d.keepalive.mu.Lock()
+		defer d.keepalive.mu.Unlock()
+		return len(d.keepalive.clients), d.keepalive.running
+	}
+	if n, running := tracked(); n != 3 || !running {
+		t.Fatalf("after 3 dials: %d tracked, loop running %v", n, running)
+	}
+	time.Sleep(10 * cfg.Keepalive) // many probe rounds, answered
+	for _, c := range conns {
+		if _, err := c.Run(context.Background(), "true", module.RunOpts{}); err != nil {
+			t.Fatalf("a live peer was dropped by keepalives: %v", err)
+		}
+	}
+	conns[0].Close()
+	conns[1].Close()
+	if n, _ := tracked(); n != 1 {
+		t.Fatalf("after closing 2 of 3: %d tracked, want 1", n)
+	}
+	conns[2].Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, running := tracked()
+		if n == 0 && !running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after closing all: %d tracked, loop running %v", n, running)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func TestParseJump(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
