@@ -578,10 +578,9 @@ func (d *Dialer) closeClient(client *ssh.Client) error {
 // for all: two goroutines per connection held about 16 KB each, 16 MB at
 // 1,000 nodes. Probes themselves are short-lived goroutines.
 type keepalives struct {
-	mu       sync.Mutex
-	interval time.Duration
-	clients  map[*ssh.Client]bool // true while a probe is out
-	running  bool
+	mu      sync.Mutex
+	clients map[*ssh.Client]bool // true while a probe is out
+	running bool
 }
 
 func (k *keepalives) add(c *ssh.Client, interval time.Duration) {
@@ -593,7 +592,6 @@ func (k *keepalives) add(c *ssh.Client, interval time.Duration) {
 	if k.clients == nil {
 		k.clients = map[*ssh.Client]bool{}
 	}
-	k.interval = interval
 	k.clients[c] = false
 	if !k.running {
 		k.running = true

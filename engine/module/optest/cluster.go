@@ -172,15 +172,7 @@ func runClusterCase(t *testing.T, c *module.Cluster, m module.Module, path, ns s
 		if err != nil {
 			return pl, err
 		}
-		b, err := json.Marshal(pl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back module.Planned
-		if err := json.Unmarshal(b, &back); err != nil {
-			t.Fatal(err)
-		}
-		return back, nil
+		return plannedAsInPlan(t, pl), nil
 	}
 
 	var g strings.Builder

@@ -225,6 +225,21 @@ func AsInPlan(t testing.TB, m module.Module, params any) any {
 	return back
 }
 
+// plannedAsInPlan is a module's Planned as apply reads it back from a plan
+// file (plans travel as JSON): apply gets what a reader would.
+func plannedAsInPlan(t testing.TB, pl module.Planned) module.Planned {
+	t.Helper()
+	b, err := json.Marshal(pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back module.Planned
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	return back
+}
+
 // RunCase runs one node or any-scope case file (see Run).
 func RunCase(t testing.TB, m module.Module, path string) {
 	if abs, err := filepath.Abs(path); err == nil {
@@ -299,16 +314,7 @@ func RunCase(t testing.TB, m module.Module, path string) {
 		if err != nil {
 			return pl, err
 		}
-		// Plans travel as JSON (plan files): apply what a reader would.
-		b, err := json.Marshal(pl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var back module.Planned
-		if err := json.Unmarshal(b, &back); err != nil {
-			t.Fatal(err)
-		}
-		return back, nil
+		return plannedAsInPlan(t, pl), nil
 	}
 
 	var before string
