@@ -84,16 +84,23 @@ func New(o Options) *Engine {
 	return &Engine{o: o, conns: map[string]*connEntry{}, instances: map[string]module.Module{}}
 }
 
-// Close closes every connection the run opened.
+// Close closes every connection the run opened, all at once: closing one
+// can take a round trip (a root shell is let exit first).
 func (e *Engine) Close() {
 	e.mu.Lock()
-	defer e.mu.Unlock()
-	for _, c := range e.conns {
-		if cl, ok := c.runner.(io.Closer); ok && cl != nil {
-			_ = cl.Close()
-		}
-	}
+	conns := e.conns
 	e.conns = map[string]*connEntry{}
+	e.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			c.once.Do(func() {}) // a dial still under way ends first
+			if cl, ok := c.runner.(io.Closer); ok && cl != nil {
+				_ = cl.Close()
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func (e *Engine) emit(ev Event) {

@@ -36,6 +36,11 @@ type Conn struct {
 	mu     sync.Mutex
 	client *ssh.Client // nil while reconnecting
 	closed bool
+	// shell is the root shell (Config.RootShell), nil until the first sudo
+	// command and after it ended; guarded by mu. shellMu is held by the
+	// one command using it.
+	shell   *rootShell
+	shellMu sync.Mutex
 	// redialMu serialises redials of a connection found dead by Run.
 	redialMu sync.Mutex
 }
@@ -45,12 +50,16 @@ func (c *Conn) Host() Host { return c.host }
 
 func (c *Conn) wrap(err error) error { return &Error{Node: c.host.Name, Addr: c.addr, Err: err} }
 
-// Close closes the connection; later Runs fail with ErrClosed.
+// Close closes the connection; later Runs fail with ErrClosed. A root
+// shell is ended first, waiting (boundedly) for it to exit.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	cl := c.client
-	c.client, c.closed = nil, true
+	cl, sh := c.client, c.shell
+	c.client, c.shell, c.closed = nil, nil, true
 	c.mu.Unlock()
+	if sh != nil {
+		sh.close(shellExitWait)
+	}
 	if cl != nil {
 		return c.d.closeClient(cl)
 	}
@@ -149,7 +158,19 @@ func (c *Conn) redial(ctx context.Context, dead *ssh.Client) (*ssh.Client, error
 // in RunResult.ExitCode, not as an error. Errors are *Error wrapping
 // ErrCommandTimeout, the context's error, ErrConnectionLost, ErrClosed,
 // ErrSudoPassword or ErrSudoTTY.
+//
+// With Config.RootShell, a sudo command goes through the connection's root
+// shell when it is free (see rootshell.go), else through a session of its
+// own, as every command does without it.
 func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (module.RunResult, error) {
+	if c.d.rootShell() && opts.Sudo && opts.UserScript == "" {
+		input, ok, stdin := shellInput(opts.Stdin)
+		if ok && c.shellMu.TryLock() {
+			defer c.shellMu.Unlock()
+			return c.runInShell(ctx, command, opts, input)
+		}
+		opts.Stdin = stdin // what was read to decide, then the rest
+	}
 	// Waiting for a session slot is not charged to the command's timeout,
 	// only to the caller's context.
 	select {
@@ -159,62 +180,19 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 	}
 	defer func() { <-c.sem }()
 
-	c.mu.Lock()
-	client, closed := c.client, c.closed
-	c.mu.Unlock()
-	switch {
-	case closed:
-		return module.RunResult{}, c.wrap(ErrClosed)
-	case client == nil:
-		return module.RunResult{}, c.wrap(fmt.Errorf("%w: reconnect in progress", ErrConnectionLost))
-	}
-
-	timeout := opts.Timeout
-	if timeout <= 0 {
-		timeout = c.d.cfg.CommandTimeout
-	}
-	errTimeout := fmt.Errorf("%w after %v", ErrCommandTimeout, timeout)
-	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
-	defer cancel()
-	stopped := func() error {
-		cause := context.Cause(ctx)
-		if errors.Is(cause, ErrCommandTimeout) {
-			return c.wrap(cause)
-		}
-		return c.wrap(fmt.Errorf("command canceled: %w", cause))
-	}
-
-	sess, err := newSession(ctx, client)
-	if err != nil && ctx.Err() == nil {
-		// The connection died before the command started (the node was
-		// rebooted by another nksrun process, or an idle connection was
-		// dropped): nothing ran, so one fresh connection and one more try
-		// are safe, even for commands that are not idempotent.
-		fresh, rerr := c.redial(ctx, client)
-		if rerr != nil {
-			var e *Error
-			if errors.As(rerr, &e) {
-				rerr = e.Err
-			}
-			return module.RunResult{}, c.wrap(fmt.Errorf("%w (%v), and reconnecting failed: %w", ErrConnectionLost, err, rerr))
-		}
-		client = fresh // the clean-up session of a stopped command goes here too
-		sess, err = newSession(ctx, fresh)
-	}
+	client, err := c.current()
 	if err != nil {
-		if ctx.Err() != nil {
-			return module.RunResult{}, stopped()
-		}
-		return module.RunResult{}, c.wrap(fmt.Errorf("%w: open session: %v", ErrConnectionLost, err))
+		return module.RunResult{}, err
+	}
+	ctx, cancel, stopped := c.commandContext(ctx, opts)
+	defer cancel()
+	sess, client, err := c.openSession(ctx, client, stopped)
+	if err != nil {
+		return module.RunResult{}, err
 	}
 	defer sess.Close()
 
-	limit := opts.MaxOutput
-	if limit <= 0 {
-		limit = c.d.cfg.MaxOutput
-	}
-	budget := newOutputCap(limit)
-	stdout, stderr := &cappedBuffer{c: budget}, &cappedBuffer{c: budget}
+	budget, stdout, stderr := c.outputs(opts)
 	errFilter := newPgidFilter(stderr)
 	sess.Stdout, sess.Stderr = stdout, errFilter
 	var stdin *stdinCopy
@@ -235,50 +213,125 @@ func (c *Conn) Run(ctx context.Context, command string, opts module.RunOpts) (mo
 	}
 
 	waited := make(chan error, 1)
-	go func() { waited <- sess.Wait() }()
+	ended := make(chan struct{})
+	go func() { waited <- sess.Wait(); close(ended) }()
 	var stopErr error
 	select {
 	case err = <-waited:
 	case <-ctx.Done():
 		stopErr = stopped()
 	case <-budget.over:
-		stopErr = c.wrap(&module.OutputLimitError{Limit: limit})
+		stopErr = c.wrap(&module.OutputLimitError{Limit: budget.limit})
 	}
 	if stopErr != nil {
 		// Closing the session is not enough: sshd does not signal a command
 		// whose channel closed, and a signal request reaches only the
 		// session's first process, which under sudo belongs to root. So the
 		// command's process group is ended from a second session.
-		if kerr := c.endRemote(ctx, client, errFilter, waited, opts.Sudo); kerr != nil {
-			stopErr = fmt.Errorf("%w (and ending the command on the node failed: %v)", stopErr, kerr)
-		}
+		stopErr = c.endRemote(ctx, client, errFilter, ended, opts.Sudo, stopErr)
 		sess.Close()
 		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, stopErr
 	}
 	errFilter.flush()
+	code, lost := exitStatus(err)
+	res, err := c.result(budget, stdout, stderr, code, lost, opts.Sudo)
+	if err == nil && stdin != nil {
+		if rerr := stdin.readError(); rerr != nil {
+			return res, c.wrap(fmt.Errorf("reading stdin for the command: %w", rerr))
+		}
+	}
+	return res, err
+}
+
+// current is the connection's client, or why there is none.
+func (c *Conn) current() (*ssh.Client, error) {
+	c.mu.Lock()
+	client, closed := c.client, c.closed
+	c.mu.Unlock()
+	switch {
+	case closed:
+		return nil, c.wrap(ErrClosed)
+	case client == nil:
+		return nil, c.wrap(fmt.Errorf("%w: reconnect in progress", ErrConnectionLost))
+	}
+	return client, nil
+}
+
+// commandContext is ctx limited by the command's timeout, and stopped, the
+// error for a command that ctx ended.
+func (c *Conn) commandContext(ctx context.Context, opts module.RunOpts) (context.Context, context.CancelFunc, func() error) {
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = c.d.cfg.CommandTimeout
+	}
+	errTimeout := fmt.Errorf("%w after %v", ErrCommandTimeout, timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, timeout, errTimeout)
+	stopped := func() error {
+		cause := context.Cause(ctx)
+		if errors.Is(cause, ErrCommandTimeout) {
+			return c.wrap(cause)
+		}
+		return c.wrap(fmt.Errorf("command canceled: %w", cause))
+	}
+	return ctx, cancel, stopped
+}
+
+// openSession opens a session on client. When the connection turns out dead
+// before anything ran, it dials once more and opens the session there; the
+// client returned is the one the session is on.
+func (c *Conn) openSession(ctx context.Context, client *ssh.Client, stopped func() error) (*ssh.Session, *ssh.Client, error) {
+	sess, err := newSession(ctx, client)
+	if err != nil && ctx.Err() == nil {
+		// The connection died before the command started (the node was
+		// rebooted by another nksrun process, or an idle connection was
+		// dropped): nothing ran, so one fresh connection and one more try
+		// are safe, even for commands that are not idempotent.
+		fresh, rerr := c.redial(ctx, client)
+		if rerr != nil {
+			var e *Error
+			if errors.As(rerr, &e) {
+				rerr = e.Err
+			}
+			return nil, nil, c.wrap(fmt.Errorf("%w (%v), and reconnecting failed: %w", ErrConnectionLost, err, rerr))
+		}
+		client = fresh // the clean-up session of a stopped command goes here too
+		sess, err = newSession(ctx, fresh)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, nil, stopped()
+		}
+		return nil, nil, c.wrap(fmt.Errorf("%w: open session: %v", ErrConnectionLost, err))
+	}
+	return sess, client, nil
+}
+
+// outputs are a command's output budget and its two capped streams.
+func (c *Conn) outputs(opts module.RunOpts) (*outputCap, *cappedBuffer, *cappedBuffer) {
+	limit := opts.MaxOutput
+	if limit <= 0 {
+		limit = c.d.cfg.MaxOutput
+	}
+	budget := newOutputCap(limit)
+	return budget, &cappedBuffer{c: budget}, &cappedBuffer{c: budget}
+}
+
+// result is a finished command's result: its exit code, or lost, why its
+// session ended without one. sudo: the command ran through sudo just now,
+// so that sudo's refusal is told apart from the command's exit 1.
+func (c *Conn) result(budget *outputCap, stdout, stderr *cappedBuffer, code int, lost error, sudo bool) (module.RunResult, error) {
 	select {
 	case <-budget.over:
 		// The command exited just as it went over: nothing left to end.
-		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, c.wrap(&module.OutputLimitError{Limit: limit})
+		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, c.wrap(&module.OutputLimitError{Limit: budget.limit})
 	default:
 	}
-
-	res := module.RunResult{Stdout: stdout.final(), Stderr: stderr.final()}
-	var exitErr *ssh.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exitErr):
-		res.ExitCode = exitErr.ExitStatus()
-	default:
+	res := module.RunResult{Stdout: stdout.final(), Stderr: stderr.final(), ExitCode: code}
+	if lost != nil {
 		// ExitMissingError, EOF: the channel ended without an exit status.
-		return res, c.wrap(fmt.Errorf("%w while running command: %v", ErrConnectionLost, err))
+		return res, c.wrap(fmt.Errorf("%w while running command: %v", ErrConnectionLost, lost))
 	}
-	if stdin != nil {
-		if err := stdin.readError(); err != nil {
-			return res, c.wrap(fmt.Errorf("reading stdin for the command: %w", err))
-		}
-	}
-	if opts.Sudo && res.ExitCode == 1 {
+	if sudo && res.ExitCode == 1 {
 		if m := sudoFailure.FindSubmatch(res.Stderr); m != nil {
 			if len(m[2]) > 0 {
 				return res, c.wrap(ErrSudoTTY)
@@ -390,10 +443,10 @@ func wrapCommand(command string, sudo bool, userScript string) string {
 		run = `exec sudo -n -- sh -c "$1"`
 	}
 	if userScript == "" {
-		w := strings.ReplaceAll(groupWrapper, "RUN", run)
+		w := groupWrapperWith(run)
 		return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " " + shell.Quote(command)
 	}
-	w := strings.ReplaceAll(groupWrapper, "RUN", `( eval "$3" ) </dev/null; `+run)
+	w := groupWrapperWith(`( eval "$3" ) </dev/null; ` + run)
 	w = strings.Replace(w, `"$1" again;`, `"$1" again "$3";`, 1)
 	return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " " + shell.Quote(command) + " '' " + shell.Quote(userScript)
 }
@@ -405,6 +458,9 @@ const groupWrapper = `g=; read -r _ _ _ _ g _ </proc/$$/stat 2>/dev/null
 if [ "$g" = "$$" ]; then printf '` + pgidMarker + `%s\n' "$g" >&2; RUN; fi
 if [ -n "$g" ] && [ -z "$2" ] && command -v setsid >/dev/null 2>&1; then exec setsid sh -c "$0" "$0" "$1" again; fi
 RUN`
+
+// groupWrapperWith is groupWrapper running run.
+func groupWrapperWith(run string) string { return strings.ReplaceAll(groupWrapper, "RUN", run) }
 
 // killGroupCommand ends process group g: TERM, up to 2 s for it to go, then
 // KILL. It runs as the user the command ran as (root through sudo). It says
@@ -427,8 +483,16 @@ kill -s KILL -- -%[1]d; exit 0`, g)
 // endRemote ends a stopped command's process group on the node through a
 // second session on the same connection. It waits (boundedly) for the
 // group id if the wrapper has not reported it yet; a command whose session
-// already ended without one had nothing left to end.
-func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, f *pgidFilter, waited <-chan error, sudo bool) error {
+// already ended without one had nothing left to end. It returns stopErr,
+// with why ending the command failed if it did.
+func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, f *pgidFilter, ended <-chan struct{}, sudo bool, stopErr error) error {
+	if err := c.killGroup(ctx, client, f, ended, sudo); err != nil {
+		return fmt.Errorf("%w (and ending the command on the node failed: %v)", stopErr, err)
+	}
+	return stopErr
+}
+
+func (c *Conn) killGroup(ctx context.Context, client *ssh.Client, f *pgidFilter, ended <-chan struct{}, sudo bool) error {
 	// The caller's context is over (or about to be): the clean-up gets its
 	// own short deadline so Ctrl-C still returns within seconds.
 	kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), killTimeout)
@@ -436,7 +500,7 @@ func (c *Conn) endRemote(ctx context.Context, client *ssh.Client, f *pgidFilter,
 	var g int
 	select {
 	case g = <-f.pgid:
-	case <-waited:
+	case <-ended:
 		select {
 		case g = <-f.pgid:
 		default:

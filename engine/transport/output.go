@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"errors"
+	"io"
 	"strconv"
 	"sync"
 )
@@ -112,7 +113,7 @@ const pgidMarker = "nksrun-pgid:"
 // forge it; when it is missing (sudo refused before the wrapper ran) the
 // stream is passed through untouched.
 type pgidFilter struct {
-	dst  *cappedBuffer
+	dst  io.Writer
 	head []byte
 	done bool
 	pgid chan int // buffered (1): receives the group id once
@@ -121,7 +122,7 @@ type pgidFilter struct {
 	none chan struct{}
 }
 
-func newPgidFilter(dst *cappedBuffer) *pgidFilter {
+func newPgidFilter(dst io.Writer) *pgidFilter {
 	return &pgidFilter{dst: dst, pgid: make(chan int, 1), none: make(chan struct{})}
 }
 

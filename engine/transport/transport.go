@@ -110,6 +110,12 @@ type Config struct {
 	Keepalive time.Duration
 	// MaxSessions bounds concurrent sessions on one connection (default 8).
 	MaxSessions int
+	// RootShell keeps one root shell open per connection (one sudo per node
+	// per run) and runs the connection's sudo commands through it, one at a
+	// time, each still its own `sh -c`; see rootshell.go. For runs that make
+	// more than one sudo exec per node (apply: its read, then its change).
+	// The shell takes one of the MaxSessions; it needs at least 2.
+	RootShell bool
 	// MaxOutput caps the stdout+stderr kept for one command (default
 	// module.DefaultMaxOutput, 16 MiB; RunOpts.MaxOutput overrides it per
 	// command). A command going over fails with *module.OutputLimitError
@@ -305,11 +311,15 @@ func (d *Dialer) Dial(ctx context.Context, h Host) (*Conn, error) {
 		// net.Dial would quietly connect to localhost.
 		return nil, &Error{Node: h.Name, Err: errors.New("no address")}
 	}
+	oneShot := d.cfg.MaxSessions
+	if d.rootShell() {
+		oneShot-- // the root shell's session
+	}
 	c := &Conn{
 		d:       d,
 		host:    h,
 		addr:    net.JoinHostPort(h.Address, strconv.Itoa(h.Port)),
-		sem:     make(chan struct{}, d.cfg.MaxSessions),
+		sem:     make(chan struct{}, oneShot),
 		killSem: make(chan struct{}, 2),
 	}
 	client, err := d.connect(ctx, h, c.addr, d.cfg.HandshakeAttempts, true)
@@ -564,6 +574,10 @@ func isTimeout(err error) bool {
 
 // startKeepalive registers client with the Dialer's keepalive loop.
 func (d *Dialer) startKeepalive(client *ssh.Client) { d.keepalive.add(client, d.cfg.Keepalive) }
+
+// rootShell says whether connections keep a root shell (Config.RootShell,
+// where MaxSessions leaves room for it).
+func (d *Dialer) rootShell() bool { return d.cfg.RootShell && d.cfg.MaxSessions >= 2 }
 
 // closeClient closes a client and takes it off the keepalive loop.
 func (d *Dialer) closeClient(client *ssh.Client) error {

@@ -180,10 +180,6 @@ func TestRun(t *testing.T) {
 	})
 }
 
-type errReader struct{ err error }
-
-func (r errReader) Read([]byte) (int, error) { return 0, r.err }
-
 func TestRunConcurrentSessionsBounded(t *testing.T) {
 	e, c := connectedEnv(t, "")
 	var wg sync.WaitGroup

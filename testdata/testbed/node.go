@@ -785,6 +785,44 @@ func (n *Node) SetSudoPassword(required bool) error {
 	return os.Rename(p+".tmp", p)
 }
 
+// SudoLogFile is where sudo logs each of its runs on a node whose sudo log
+// is on (LogSudo), as the node sees the path.
+const SudoLogFile = StateDir + "/sudo.log"
+
+// LogSudo makes the node's sudo log every run of the login user to
+// SudoLogFile, one line each (as an auth log would show them), or stops it.
+// Turning it on empties the log.
+func (n *Node) LogSudo(on bool) error {
+	rules := n.sudoers(false)
+	if on {
+		if err := os.WriteFile(n.Path(SudoLogFile), nil, 0o600); err != nil {
+			return err
+		}
+		rules += fmt.Sprintf("Defaults:%s logfile=%s, loglinelen=0\n", n.User, SudoLogFile)
+	}
+	p := n.Path("/etc/sudoers.d/90-cloud-init-users")
+	if err := os.WriteFile(p+".tmp", []byte(rules), 0o440); err != nil {
+		return err
+	}
+	return os.Rename(p+".tmp", p)
+}
+
+// SudoRuns are the lines of the node's sudo log (LogSudo): one per run of
+// sudo, each with its COMMAND=.
+func (n *Node) SudoRuns() ([]string, error) {
+	b, err := os.ReadFile(n.Path(SudoLogFile))
+	if err != nil {
+		return nil, err
+	}
+	var runs []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "COMMAND=") {
+			runs = append(runs, l)
+		}
+	}
+	return runs, nil
+}
+
 // FillDisk mounts a small tmpfs over the node directory nodePath, holding a
 // copy of its files, then fills it: existing files stay readable, creating
 // files or growing them fails with ENOSPC. It lasts across restarts and

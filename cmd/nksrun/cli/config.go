@@ -41,6 +41,7 @@ var settingsTable = []setting{
 	{key: "connect_timeout", flag: "connect-timeout", env: "NKSRUN_CONNECT_TIMEOUT"},
 	{key: "command_timeout", flag: "command-timeout", env: "NKSRUN_COMMAND_TIMEOUT"},
 	{key: "forks", flag: "forks", env: "NKSRUN_FORKS"},
+	{key: "root_shell", flag: "root-shell", env: "NKSRUN_ROOT_SHELL"},
 	{key: "max_failures", flag: "max-failures", env: "NKSRUN_MAX_FAILURES"},
 	{key: "runbook_dir", flag: "runbook-dir", env: "NKSRUN_RUNBOOK_DIR", path: true},
 	{key: "max_plan_age", flag: "max-plan-age", env: "NKSRUN_MAX_PLAN_AGE"},

@@ -28,6 +28,7 @@ func cronFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringArrayVar(&o.secretEnv, "secret-env", nil, "with --kubernetes: give the container this environment variable from the Secret nksrun-RUNBOOK-params (e.g. the variables dockerhub-ratelimit's username_env/password_env name); repeatable")
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
+	rootShellFlag(fs, o)
 	// runFlags' flags, but --log-format and --log-file into cron's own
 	// fields: they are for the printed line, and Run would otherwise open
 	// the log and write cron's own run_start/run_end into it.

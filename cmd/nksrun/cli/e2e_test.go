@@ -281,6 +281,46 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 		}
 	})
 
+	t.Run("apply runs one sudo per node, as the sudo log shows", func(t *testing.T) {
+		// The root shell (apply's default): the plan's read and the
+		// install with its verify go through one sudo; --root-shell=false
+		// makes one per command, as before.
+		for _, tc := range []struct {
+			flags []string
+			sudos int
+		}{
+			{nil, 1},
+			{[]string{"--root-shell=false"}, 2},
+		} {
+			e.reset(t)
+			for _, n := range e.docker {
+				if err := n.LogSudo(true); err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { n.LogSudo(false) })
+			}
+			args := append(append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, tc.flags...), append(e.conn(), e.runbook)...)
+			if code, _, stderr := nksrun(t, args...); code != 0 {
+				t.Fatalf("apply %v: exit %d\n%s", tc.flags, code, stderr)
+			}
+			for _, n := range e.docker {
+				runs, err := n.SudoRuns()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(runs) != tc.sudos {
+					t.Errorf("apply %v: %s ran sudo %d times, want %d:\n%s", tc.flags, n.Name, len(runs), tc.sudos, strings.Join(runs, "\n"))
+				}
+				if got := e.file(t, n); got != string(e.want) {
+					t.Errorf("apply %v: %s not applied: %q", tc.flags, n.Name, got)
+				}
+				if err := n.LogSudo(false); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	})
+
 	t.Run("on-stale stop applies nothing", func(t *testing.T) {
 		e.reset(t)
 		planFile := filepath.Join(t.TempDir(), "plan.json")

@@ -24,6 +24,7 @@ type options struct {
 	user          string
 	knownHosts    string
 	hostKeyPolicy string
+	rootShell     bool
 	jump          string
 	port          int
 	connectTO     time.Duration
@@ -119,6 +120,13 @@ func sshFlags(fs *pflag.FlagSet, o *options) {
 	fs.IntVar(&o.forks, "forks", 256, "nodes worked on at once")
 }
 
+// rootShellFlag is apply's (and cron's, for the line it prints): plan and
+// doctor make one sudo exec per node, which a shell kept open would not
+// make cheaper.
+func rootShellFlag(fs *pflag.FlagSet, o *options) {
+	fs.BoolVar(&o.rootShell, "root-shell", true, "run a node's root commands, one at a time, through one sudo shell kept open for the run: one sudo per node, not one per command (the node's auth log shows that shell once); false: one sudo per command")
+}
+
 func runFlags(fs *pflag.FlagSet, o *options) {
 	fs.StringArrayVar(&o.set, "set", nil, "runbook param name=value; repeatable (secrets: --set-file or NKSRUN_SET_<NAME>, never on a command line)")
 	fs.StringArrayVar(&o.setFiles, "set-file", nil, "runbook param name=PATH: the value is the file's content (one trailing newline dropped); repeatable. NKSRUN_SET_<NAME> in the environment also sets a param")
@@ -145,6 +153,7 @@ func planFlags(fs *pflag.FlagSet, o *options) {
 func applyFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
+	rootShellFlag(fs, o)
 	runFlags(fs, o)
 	outputFlag(fs, o, "text, markdown, json or yaml (json and yaml: the apply report only)")
 	fs.BoolVar(&o.autoApprove, "auto-approve", false, "do not ask for confirmation (cron, CI); without a terminal apply refuses unless this is set")

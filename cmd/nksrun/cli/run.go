@@ -168,6 +168,7 @@ func (a *app) dialerFor(o *options) (sshConnector, error) {
 		DialTimeout:      o.connectTO,
 		HandshakeTimeout: o.connectTO,
 		CommandTimeout:   o.commandTO,
+		RootShell:        o.rootShell, // apply's flag; plan and doctor leave it false
 		Warn:             func(msg string) { fmt.Fprintln(a.stderr, "WARNING: "+msg) },
 	})
 	if err != nil {

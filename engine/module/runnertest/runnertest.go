@@ -8,7 +8,8 @@
 //   - a command's exit code is data (RunResult.ExitCode), never an error;
 //     a command killed by signal n exits 128+n, as a shell reports it;
 //   - stdout and stderr are kept apart and intact (nothing added);
-//   - RunOpts.Stdin is streamed to the command, which sees EOF after it;
+//   - RunOpts.Stdin is streamed to the command, byte for byte, which sees
+//     EOF after it;
 //   - RunOpts.Sudo runs the command as root, or fails: never silently as
 //     someone else;
 //   - RunOpts.UserScript runs first, as the login user (whoever a command
@@ -207,6 +208,16 @@ func (s suite) stdin(t *testing.T) {
 		res := run(t, ctx, r, "sha256sum; echo done >&2", module.RunOpts{Sudo: sudo, Stdin: &genReader{n: size, rng: rand.NewChaCha8(seed)}})
 		if got, _, _ := strings.Cut(string(res.Stdout), " "); got != want || string(res.Stderr) != "done\n" {
 			t.Errorf("sudo=%v: 24 MiB of stdin hashed to %q (stderr %q), want %s", sudo, res.Stdout, res.Stderr, want)
+		}
+	}
+	// Text as a config file holds it, byte for byte: shell syntax, quotes,
+	// a here-document's usual delimiter, CR, bytes that are not UTF-8 and
+	// bytes sh uses internally (dash marks quoting with 0x81-0x88).
+	text := "EOF\n$HOME `id` $(id) 'q' \"d\" \\\n\r\n\xff\x81\x82\x83\x84\x85\x86\x87\x88\n한글\n\tNKSRUN_EOF_\n"
+	for _, sudo := range s.sudoModes() {
+		res := run(t, ctx, r, "cat; echo end", module.RunOpts{Sudo: sudo, Stdin: strings.NewReader(text)})
+		if string(res.Stdout) != text+"end\n" {
+			t.Errorf("sudo=%v: text input came back as %q", sudo, res.Stdout)
 		}
 	}
 	// A command that reads only part of its input, or none, still finishes.

@@ -97,19 +97,22 @@ func costModel(tb *testbed.Testbed, floorArgs func(string) []string, src string)
 		cmd   string
 		execs int
 		stdin bool
+		then  string // a second command on the same connection (gets the stdin)
 	}{
-		{"conn + exec `true` (no sudo)", "true", 1, false},
-		{"conn + exec `sudo -n true`", "sudo -n true", 1, false},
-		{"conn + 2 × `sudo -n true`", "sudo -n true", 2, false},
-		{"conn + 3 × `sudo -n true`", "sudo -n true", 3, false},
-		{"floor plan: conn + `sudo -n sha256sum`", "sudo -n sha256sum /etc/logrotate.d/docker", 1, false},
-		{"nksrun plan exec: 7 probes", sudoSh(probeScript(planProbes)), 1, false},
-		{"nksrun verify exec: 4 built-ins + 1 fact", sudoSh(probeScript(append(append([]string{}, builtinCmds...), factCmd))), 1, false},
-		{"verify, lean: the 1 fact only", sudoSh(probeScript([]string{factCmd})), 1, false},
-		{"floor apply: conn + cat > tmp && mv", "sudo -n sh -c 'cat > /etc/logrotate.d/.floor-docker.tmp && mv -f /etc/logrotate.d/.floor-docker.tmp /etc/logrotate.d/docker'", 1, true},
-		{"nksrun install exec (validate, backup)", sudoSh(installScript(hash)), 1, true},
-		{"install, lean variant", sudoSh(leanInstallScript(hash)), 1, true},
-		{"install without `logrotate -d`", sudoSh(strings.Replace(installScript(hash), "logrotate -d", "true", 1)), 1, true},
+		{"conn + exec `true` (no sudo)", "true", 1, false, ""},
+		{"conn + exec `sudo -n true`", "sudo -n true", 1, false, ""},
+		{"conn + 2 × `sudo -n true`", "sudo -n true", 2, false, ""},
+		{"conn + 3 × `sudo -n true`", "sudo -n true", 3, false, ""},
+		{"floor plan: conn + `sudo -n sha256sum`", "sudo -n sha256sum /etc/logrotate.d/docker", 1, false, ""},
+		{"nksrun plan exec: 7 probes", sudoSh(probeScript(planProbes)), 1, false, ""},
+		{"nksrun verify exec: 4 built-ins + 1 fact", sudoSh(probeScript(append(append([]string{}, builtinCmds...), factCmd))), 1, false, ""},
+		{"verify, lean: the 1 fact only", sudoSh(probeScript([]string{factCmd})), 1, false, ""},
+		{"floor apply: conn + cat > tmp && mv", "sudo -n sh -c 'cat > /etc/logrotate.d/.floor-docker.tmp && mv -f /etc/logrotate.d/.floor-docker.tmp /etc/logrotate.d/docker'", 1, true, ""},
+		{"nksrun install exec (validate, backup)", sudoSh(installScript(hash)), 1, true, ""},
+		{"install, lean variant", sudoSh(leanInstallScript(hash)), 1, true, ""},
+		{"apply as two execs: plan exec, then install exec", sudoSh(probeScript(planProbes)), 1, true, sudoSh(installScript(hash))},
+		{"apply in one sudo: plan, then install (a root shell kept open)", sudoSh(probeScript(planProbes) + "\nsh -c " + q(installScript(hash))), 1, true, ""},
+		{"install without `logrotate -d`", sudoSh(strings.Replace(installScript(hash), "logrotate -d", "true", 1)), 1, true, ""},
 	}
 	fmt.Printf("\nCost model, %d nodes: node-side CPU (sshd, sudo, shells, commands) per node; the first rows give the price of a connection, an exec and a sudo.\n\n", len(tb.Nodes))
 	fmt.Println("| what each node runs | node CPU / node | wall |")
@@ -118,6 +121,9 @@ func costModel(tb *testbed.Testbed, floorArgs func(string) []string, src string)
 		args := append(floorArgs("plan"), "-cmd", c.cmd, "-execs", fmt.Sprint(c.execs))
 		if c.stdin {
 			args = append(args, "-stdin")
+		}
+		if c.then != "" {
+			args = append(args, "-then", c.then)
 		}
 		var cpu, wall []float64
 		for range 3 {

@@ -98,17 +98,18 @@ func main() {
 		cmd        = flag.String("cmd", "", "cost model: run this command instead of the mode's (plan-style, no stdin)")
 		execs      = flag.Int("execs", 1, "cost model: run the command this many times, one after the other, on each node's one connection")
 		withStdin  = flag.Bool("stdin", false, "cost model: stream -src to -cmd's stdin")
+		then       = flag.String("then", "", "cost model: after -cmd (run without stdin), run this command on the same connection (with -stdin, streaming -src to it)")
 		retries    = flag.Int("retries", 0, "dial a node again up to this many times when its connection or handshake failed (0: one attempt, all at once)")
 	)
 	flag.Var(&hosts, "host", "user@address[:port] (repeatable; instead of -kubeconfig)")
 	flag.Parse()
-	if err := run(*mode, *kubeconfig, hosts, *port, *user, *key, *known, *file, *src, *timeout, *cmd, *execs, *withStdin, *retries); err != nil {
+	if err := run(*mode, *kubeconfig, hosts, *port, *user, *key, *known, *file, *src, *timeout, *cmd, *then, *execs, *withStdin, *retries); err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mode, kubeconfig string, hosts []string, port int, user, key, known, file, src string, timeout time.Duration, custom string, execs int, withStdin bool, retries int) error {
+func run(mode, kubeconfig string, hosts []string, port int, user, key, known, file, src string, timeout time.Duration, custom, then string, execs int, withStdin bool, retries int) error {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -184,7 +185,7 @@ func run(mode, kubeconfig string, hosts []string, port int, user, key, known, fi
 			defer wg.Done()
 			for {
 				attempts[i]++
-				errs[i] = one(ctx, t, signer, hostKeys, command, content, execs, custom != "")
+				errs[i] = one(ctx, t, signer, hostKeys, command, then, content, execs, custom != "")
 				var ce connError
 				if errs[i] == nil || !errors.As(errs[i], &ce) || attempts[i] > retries || ctx.Err() != nil {
 					return
@@ -226,7 +227,7 @@ func run(mode, kubeconfig string, hosts []string, port int, user, key, known, fi
 }
 
 // one is the whole per-node work: connect, one exec, close.
-func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyCallback, command string, stdin []byte, execs int, custom bool) error {
+func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyCallback, command, then string, stdin []byte, execs int, custom bool) error {
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", t.addr)
 	if err != nil {
@@ -250,6 +251,12 @@ func one(ctx context.Context, t target, signer ssh.Signer, hostKeys ssh.HostKeyC
 	}
 	client := ssh.NewClient(cc, chans, reqs)
 	defer client.Close()
+	if then != "" {
+		if err := exec1(client, command, nil, custom); err != nil {
+			return err
+		}
+		return exec1(client, then, stdin, custom)
+	}
 	for range execs {
 		if err := exec1(client, command, stdin, custom); err != nil {
 			return err

@@ -1,0 +1,421 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"nksrun/engine/module"
+	"nksrun/engine/shell"
+)
+
+// The root shell (Config.RootShell) is one `sudo -n -- sh -s` per
+// connection, started by the first sudo command and kept until the
+// connection closes. Each later sudo command is written to its stdin as
+//
+//	sh -c 'COMMAND' </dev/null    (printf %s 'INPUT' | sh -c 'COMMAND')
+//	r=$?; printf '\nNONCE %d\n' "$r"; printf '\nNONCE %d\n' "$r" >&2
+//
+// so it still runs as its own `sh -c` (own $$, own exit status, an `exit`
+// or a syntax error ends only it), as root, with the same output caps,
+// timeouts and cancelling as a command in a session of its own: a stopped
+// command ends the shell's whole process group, shell included, and the
+// next sudo command starts a new one. What it saves is a session, a login
+// shell and a sudo (PAM, logging) per sudo command after the first: about
+// 10 ms of node CPU each, most of the second exec an apply makes per node
+// (its read, then its change).
+//
+// The price is in the node's auth log: sudo logs the shell once per run,
+// not each command (`--root-shell=false` keeps one sudo per command).
+//
+// Each command's output is framed by a NONCE that is random per command,
+// so neither a command nor a file it prints can end another's frame.
+// Output that arrives outside a command (a background process an earlier
+// command left writing) is dropped.
+
+// maxShellInput bounds the stdin a root shell command takes: it travels
+// inside the command text, quoted, and the node's shell holds it in memory
+// while it runs the command. Larger input, or input with a NUL byte (which
+// a shell word cannot hold), goes to a session of its own and is streamed
+// as always.
+const maxShellInput = 64 << 10
+
+// shellInput reads r to decide whether a root shell command can take it:
+// ok with input all of r (nil r: no input). Either way rest gives the
+// command's input for a session of its own: what was read, then the
+// remainder of r, read errors included.
+func shellInput(r io.Reader) (input []byte, ok bool, rest io.Reader) {
+	if r == nil {
+		return nil, true, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxShellInput+1))
+	switch {
+	case err != nil:
+		return nil, false, io.MultiReader(bytes.NewReader(b), errReader{err})
+	case len(b) > maxShellInput || bytes.IndexByte(b, 0) >= 0:
+		return nil, false, io.MultiReader(bytes.NewReader(b), r)
+	}
+	return b, true, bytes.NewReader(b)
+}
+
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) { return 0, e.err }
+
+// shellCommand is the text written to the root shell for one command. Its
+// input, if any, comes from printf, a builtin (no exec, and no temporary
+// file as bash makes for a here-document), through a pipe.
+func shellCommand(command, nonce string, input []byte, hasInput bool) []byte {
+	var b bytes.Buffer
+	b.Grow(len(command) + len(input) + 160)
+	if hasInput {
+		b.WriteString("printf %s ")
+		b.WriteString(shell.Quote(string(input)))
+		b.WriteString(" | sh -c ")
+		b.WriteString(shell.Quote(command))
+		b.WriteString("\n")
+	} else {
+		b.WriteString("sh -c ")
+		b.WriteString(shell.Quote(command))
+		b.WriteString(" </dev/null\n")
+	}
+	fmt.Fprintf(&b, "r=$?; printf '\\n%[1]s %%d\\n' \"$r\"; printf '\\n%[1]s %%d\\n' \"$r\" >&2\n", nonce)
+	return b.Bytes()
+}
+
+func newShellNonce() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return "nksrun-end-" + hex.EncodeToString(b[:])
+}
+
+// wrapShell is the remote command of a root shell session: the group
+// wrapper of wrapCommand (so that a stopped command can end the group),
+// then `sudo -n -- sh -s`, which reads its commands from the session's
+// stdin.
+func wrapShell() string {
+	w := groupWrapperWith("exec sudo -n -- sh -s")
+	return "sh -c " + shell.Quote(w) + " " + shell.Quote(w) + " ''"
+}
+
+// rootShell is one connection's root shell session.
+type rootShell struct {
+	client   *ssh.Client
+	sess     *ssh.Session
+	stdin    io.WriteCloser
+	out, err *frameSink
+	filter   *pgidFilter // takes the wrapper's group id off stderr
+	ended    chan struct{}
+	waitErr  error // how the session ended; set before ended is closed
+}
+
+func newRootShell(client *ssh.Client, sess *ssh.Session) (*rootShell, error) {
+	stdin, err := sess.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	sh := &rootShell{client: client, sess: sess, stdin: stdin, out: &frameSink{}, err: &frameSink{}, ended: make(chan struct{})}
+	sh.filter = newPgidFilter(sh.err)
+	sess.Stdout, sess.Stderr = smallCopy{sh.out}, smallCopy{sh.filter}
+	return sh, nil
+}
+
+// smallCopy makes the session's copy of a stream use a small buffer. The
+// session copies each stream with io.Copy, whose 32 KiB buffer lives as
+// long as the copy: for a root shell that is the whole run, 64 KiB per node
+// (64 MB at 1,000 nodes) for output that is mostly a few lines.
+type smallCopy struct{ w io.Writer }
+
+func (s smallCopy) Write(p []byte) (int, error) { return s.w.Write(p) }
+
+func (s smallCopy) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 4<<10)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			if _, werr := s.w.Write(buf[:k]); werr != nil {
+				return n, werr
+			}
+			n += int64(k)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+func (sh *rootShell) start() error {
+	if err := sh.sess.Start(wrapShell()); err != nil {
+		return err
+	}
+	go func() {
+		sh.waitErr = sh.sess.Wait()
+		close(sh.ended)
+	}()
+	return nil
+}
+
+func (sh *rootShell) alive() bool {
+	select {
+	case <-sh.ended:
+		return false
+	default:
+		return true
+	}
+}
+
+// close ends the shell: EOF on its stdin, then, after waiting up to wait
+// for the shell to exit, the channel. The wait matters when the connection
+// closes next: sshd does not wait for a session's processes when its
+// connection ends, so a shell still exiting would be left to init, its
+// sudo unreaped by the sshd that started it.
+func (sh *rootShell) close(wait time.Duration) {
+	sh.stdin.Close()
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		select {
+		case <-sh.ended:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	sh.sess.Close()
+}
+
+// shellExitWait bounds how long closing a connection waits for its root
+// shell to exit: a round trip and the exits of sh and sudo.
+const shellExitWait = 2 * time.Second
+
+// runInShell runs a sudo command through the connection's root shell,
+// starting one if there is none (or the one there is belongs to a dead
+// connection). The caller holds c.shellMu.
+func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOpts, input []byte) (module.RunResult, error) {
+	client, err := c.current()
+	if err != nil {
+		return module.RunResult{}, err
+	}
+	ctx, cancel, stopped := c.commandContext(ctx, opts)
+	defer cancel()
+	budget, stdout, stderr := c.outputs(opts)
+	nonce := newShellNonce()
+	marker := []byte("\n" + nonce + " ")
+
+	c.mu.Lock()
+	sh := c.shell
+	var stale *rootShell
+	if sh != nil && (sh.client != client || !sh.alive()) {
+		// Its connection was replaced (a reconnect) or it ended.
+		c.shell, sh, stale = nil, nil, sh
+	}
+	c.mu.Unlock()
+	if stale != nil {
+		stale.close(0)
+	}
+	fresh := sh == nil
+	var outEnd, errEnd <-chan string
+	if fresh {
+		sess, client, err := c.openSession(ctx, client, stopped)
+		if err != nil {
+			return module.RunResult{}, err
+		}
+		if sh, err = newRootShell(client, sess); err != nil {
+			sess.Close()
+			return module.RunResult{}, c.wrap(fmt.Errorf("stdin: %w", err))
+		}
+		// The frames are set up before the shell starts: a refused sudo
+		// says so on stderr at once, and that belongs to this command.
+		outEnd, errEnd = sh.out.begin(marker, stdout), sh.err.begin(marker, stderr)
+		if err := sh.start(); err != nil {
+			sess.Close()
+			return module.RunResult{}, c.wrap(fmt.Errorf("%w: start root shell: %v", ErrConnectionLost, err))
+		}
+		c.mu.Lock()
+		closed := c.closed
+		if !closed {
+			c.shell = sh
+		}
+		c.mu.Unlock()
+		if closed {
+			sh.close(0)
+			return module.RunResult{}, c.wrap(ErrClosed)
+		}
+	} else {
+		outEnd, errEnd = sh.out.begin(marker, stdout), sh.err.begin(marker, stderr)
+	}
+	drop := func() {
+		c.mu.Lock()
+		if c.shell == sh {
+			c.shell = nil
+		}
+		c.mu.Unlock()
+		sh.close(0)
+	}
+
+	// A hung node stops reading: the write must not hold up the timeout.
+	go func() { _, _ = sh.stdin.Write(shellCommand(command, nonce, input, opts.Stdin != nil)) }()
+
+	var status string
+	var stopErr error
+	died := false
+	for (outEnd != nil || errEnd != nil) && stopErr == nil && !died {
+		select {
+		case status = <-outEnd:
+			outEnd = nil
+		case <-errEnd:
+			errEnd = nil
+		case <-sh.ended:
+			// Output is copied before Wait returns: frames that ended
+			// with the shell are in their channels already.
+			select {
+			case status = <-outEnd:
+				outEnd = nil
+			default:
+			}
+			select {
+			case <-errEnd:
+				errEnd = nil
+			default:
+			}
+			died = outEnd != nil || errEnd != nil
+		case <-ctx.Done():
+			stopErr = stopped()
+		case <-budget.over:
+			stopErr = c.wrap(&module.OutputLimitError{Limit: budget.limit})
+		}
+	}
+	if stopErr != nil {
+		// The command runs in the shell's process group: ending the group
+		// ends both, and the next sudo command starts a new shell.
+		stopErr = c.endRemote(ctx, sh.client, sh.filter, sh.ended, true, stopErr)
+		drop()
+		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, stopErr
+	}
+	if died {
+		// The shell ended before the command's frame did: sudo refused
+		// (its message is on stderr), the connection dropped, or the
+		// command ended the shell. Its exit is reported as a session's.
+		drop()
+		sh.filter.flush()
+		code, lost := exitStatus(sh.waitErr)
+		return c.result(budget, stdout, stderr, code, lost, fresh)
+	}
+	code, err := strconv.Atoi(status)
+	if err != nil || code < 0 || code > 255 {
+		drop()
+		return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, c.wrap(fmt.Errorf("%w: the root shell sent the exit status %q", ErrConnectionLost, status))
+	}
+	return c.result(budget, stdout, stderr, code, nil, false)
+}
+
+// frameSink is one output stream of the root shell: it passes the current
+// command's bytes to its buffer up to the command's end marker and drops
+// whatever comes between commands.
+type frameSink struct {
+	mu     sync.Mutex
+	dst    io.Writer // nil between commands
+	marker []byte
+	held   []byte // a tail of the output that may be the marker's start
+	found  bool   // the marker is seen; the rest of its line follows
+	rest   []byte // the marker line after the marker (the exit status)
+	end    chan string
+}
+
+// maxMarkerRest bounds the rest of a marker line ("255").
+const maxMarkerRest = 8
+
+// begin starts the frame of a command whose output goes to dst; the
+// channel receives the rest of the marker line once the frame ends.
+func (f *frameSink) begin(marker []byte, dst io.Writer) <-chan string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dst, f.marker, f.held, f.found, f.rest = dst, marker, nil, false, nil
+	f.end = make(chan string, 1)
+	return f.end
+}
+
+func (f *frameSink) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dst == nil {
+		return len(p), nil
+	}
+	if f.found {
+		f.markerLine(p)
+		return len(p), nil
+	}
+	data := p
+	if len(f.held) > 0 {
+		data = append(f.held, p...)
+		f.held = nil
+	}
+	if i := bytes.Index(data, f.marker); i >= 0 {
+		if _, err := f.dst.Write(data[:i]); err != nil {
+			return 0, err
+		}
+		f.found = true
+		f.markerLine(data[i+len(f.marker):])
+		return len(p), nil
+	}
+	k := partialSuffix(data, f.marker)
+	if _, err := f.dst.Write(data[:len(data)-k]); err != nil {
+		return 0, err
+	}
+	if k > 0 {
+		f.held = append([]byte(nil), data[len(data)-k:]...)
+	}
+	return len(p), nil
+}
+
+// markerLine collects the marker line up to its newline, then ends the
+// frame.
+func (f *frameSink) markerLine(p []byte) {
+	i := bytes.IndexByte(p, '\n')
+	line := p
+	if i >= 0 {
+		line = p[:i]
+	}
+	f.rest = append(f.rest, line[:min(len(line), maxMarkerRest+1-len(f.rest))]...)
+	if i < 0 && len(f.rest) <= maxMarkerRest {
+		return // the line goes on in the next write
+	}
+	// Longer than any exit status: malformed, and Atoi says so.
+	f.end <- string(f.rest)
+	f.dst = nil
+}
+
+// partialSuffix is the length of the longest end of data that is the start
+// of marker (and not all of it).
+func partialSuffix(data, marker []byte) int {
+	for k := min(len(marker)-1, len(data)); k > 0; k-- {
+		if bytes.HasSuffix(data, marker[:k]) {
+			return k
+		}
+	}
+	return 0
+}
+
+// exitStatus is a session's exit code, or the error of a session that
+// ended without one.
+func exitStatus(waitErr error) (int, error) {
+	var exitErr *ssh.ExitError
+	switch {
+	case waitErr == nil:
+		return 0, nil
+	case errors.As(waitErr, &exitErr):
+		return exitErr.ExitStatus(), nil
+	}
+	return 0, waitErr
+}
