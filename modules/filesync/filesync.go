@@ -14,6 +14,7 @@ package filesync
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -270,8 +271,10 @@ const (
 // installScript is the whole apply in one exec. It reads the content on
 // stdin. It runs on every changed node, so it starts as few processes as it
 // can (parameter expansion instead of dirname/basename, the backup stamp
-// from Go instead of date).
-func installScript(p *Params, d data, planned, stamp string) string {
+// and the temp file's random name from Go instead of date and mktemp, and
+// install(1) writing the temp file with its mode and owner in one process
+// instead of cat, chown and chmod).
+func installScript(p *Params, d data, planned, stamp, tmpID string) string {
 	mode, owner, group := defaults(p)
 	var b strings.Builder
 	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", shell.Quote(p.Dest))
@@ -284,12 +287,15 @@ func installScript(p *Params, d data, planned, stamp string) string {
 		// the trap) go once they are an hour old.
 		b.WriteString(`find "$dir" -maxdepth 1 -name ".nksrun-$base.*~" -mmin +60 -delete 2>/dev/null || true` + "\n")
 	}
-	b.WriteString(`tmp=$(mktemp --suffix='~' "$dir/.nksrun-$base.XXXXXX")` + "\n")
+	// The temp name is unguessable (tmpID is random), and install(1) does
+	// not follow a link or write into a file it finds there: it replaces
+	// whatever is at the name with a new file, as mktemp's O_EXCL would
+	// refuse it.
+	fmt.Fprintf(&b, "tmp=\"$dir/.nksrun-$base.%s~\"\n", tmpID)
 	b.WriteString(`trap 'rm -f "$tmp"' EXIT` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
-	b.WriteString(`cat > "$tmp"` + "\n")
+	fmt.Fprintf(&b, "install -m %s -o %s -g %s /dev/stdin \"$tmp\"\n", shell.Quote(mode), shell.Quote(owner), shell.Quote(group))
 	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", shell.Quote(d.Hash), exitCorrupt)
-	fmt.Fprintf(&b, "chown %s:%s \"$tmp\"\nchmod %s \"$tmp\"\n", shell.Quote(owner), shell.Quote(group), shell.Quote(mode))
 	if p.Validate != "" {
 		cmd := strings.Replace(p.Validate, "%s", `"$tmp"`, 1)
 		fmt.Fprintf(&b, "if ! out=$(%s 2>&1); then printf 'validate failed: %%s\\n' \"$out\" >&2; exit %d; fi\n", cmd, exitValidate)
@@ -340,7 +346,9 @@ func (m Module) Apply(ctx context.Context, t module.Target, _ string, p *Params,
 	if sum(content) != d.Hash {
 		return module.Applied{}, fmt.Errorf("plan data for %s does not match its hash", p.Dest)
 	}
-	script := installScript(p, d, pl.Fingerprint["sha256"], time.Now().UTC().Format("20060102150405"))
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	script := installScript(p, d, pl.Fingerprint["sha256"], time.Now().UTC().Format("20060102150405"), hex.EncodeToString(id[:]))
 	res, err := t.Node.Runner.Run(ctx, script, module.RunOpts{Sudo: true, Stdin: bytes.NewReader(content)})
 	if err != nil {
 		return module.Applied{}, fmt.Errorf("installing %s: %w", p.Dest, err)

@@ -128,7 +128,7 @@ func TestTruncatedUploadLeavesNoPartialFile(t *testing.T) {
 	os.WriteFile(dest, []byte("old\n"), 0o644)
 	pl := plan(t, m, tgt, s)
 	p := s.Params.(*Params)
-	script := installScript(p, data{Hash: pl.Outputs["sha256"].(string)}, pl.Fingerprint["sha256"], "20260101000000")
+	script := installScript(p, data{Hash: pl.Outputs["sha256"].(string)}, pl.Fingerprint["sha256"], "20260101000000", "0123456789abcdef")
 	res, err := (&moduletest.LocalRunner{}).Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
 	if err != nil {
 		t.Fatal(err)

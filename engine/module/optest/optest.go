@@ -456,12 +456,16 @@ func finish(t testing.TB, path string, node *SimNode, g *strings.Builder, secret
 	if node != nil {
 		out = strings.ReplaceAll(out, node.Root, "$NODE")
 	}
-	// Backup names carry the apply's time.
+	// Backup names carry the apply's time, temp file names a random id.
 	out = stampRE.ReplaceAllString(out, "${1}YYYYMMDDhhmmss")
+	out = tempIDRE.ReplaceAllString(out, "${1}RANDOM~")
 	golden.Assert(t, strings.TrimSuffix(path, ".yaml")+".golden", []byte(out))
 }
 
-var stampRE = regexp.MustCompile(`([.-])20\d{12}`)
+var (
+	stampRE  = regexp.MustCompile(`([.-])20\d{12}`)
+	tempIDRE = regexp.MustCompile(`(\.nksrun-[^/\s"]*\.)[0-9a-f]{16}~`)
+)
 
 func writePlan(g *strings.Builder, title string, pl module.Planned) {
 	fmt.Fprintf(g, "== %s\naction: %s\nsummary: %s\n", title, pl.Action, pl.Summary)

@@ -35,26 +35,37 @@ var (
 	contentCmd  = "head -c 65537 '/etc/logrotate.d/docker'"
 )
 
-// installScript mirrors filesync.installScript (validate logrotate -d %s,
-// backup true, 0644 root:root).
+// installScript mirrors filesync.installScript before the install(1)
+// change (validate logrotate -d %s, backup true, 0644 root:root).
 func installScript(hash string) string {
 	return `set -eu
 umask 077
 dest='/etc/logrotate.d/docker'
-tmp=$(mktemp "$(dirname "$dest")/.nksrun-$(basename "$dest").XXXXXX")
+dir=${dest%/*}; dir=${dir:-/}; base=${dest##*/}
+tmp=$(mktemp --suffix='~' "$dir/.nksrun-$base.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE
 cat > "$tmp"
 got=$(sha256sum "$tmp"); if [ "${got%% *}" != ` + hash + ` ]; then echo "upload incomplete or corrupted (sha256 ${got%% *})" >&2; exit 93; fi
 chown 'root':'root' "$tmp"
-chmod 0644 "$tmp"
+chmod '0644' "$tmp"
 if ! out=$(logrotate -d "$tmp" 2>&1); then printf 'validate failed: %s\n' "$out" >&2; exit 94; fi
-cur=absent; if [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%% *}; fi
-if [ "$cur" != absent ] && [ "$cur" != ` + hash + ` ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit 95; fi
-if [ -e "$dest" ]; then cp -p "$dest" "$dest.nksrun-$(date +%Y%m%d%H%M%S).bak"; fi
+cur=absent; if [ -L "$dest" ]; then cur=symlink; elif [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%% *}; fi
+if [ "$cur" != ` + hash + ` ] && [ "$cur" != ` + hash + ` ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit 95; fi
+if [ -e "$dest" ]; then cp -p "$dest" "$dest.20260101000000.nksrun-backup~"; fi
 mv -f "$tmp" "$dest"
 trap - EXIT
 `
+}
+
+// installOneStep is installScript with install(1) writing the temp file
+// with its mode and owner (instead of mktemp, cat, chown and chmod).
+func installOneStep(hash string) string {
+	s := installScript(hash)
+	s = strings.Replace(s, `tmp=$(mktemp --suffix='~' "$dir/.nksrun-$base.XXXXXX")`, `tmp="$dir/.nksrun-$base.0123456789ab~"`, 1)
+	s = strings.Replace(s, "cat > \"$tmp\"\n", "install -m '0644' -o 'root' -g 'root' /dev/stdin \"$tmp\"\n", 1)
+	s = strings.Replace(s, "chown 'root':'root' \"$tmp\"\nchmod '0644' \"$tmp\"\n", "", 1)
+	return s
 }
 
 // leanInstallScript is the same contract with fewer processes: no
@@ -108,8 +119,9 @@ func costModel(tb *testbed.Testbed, floorArgs func(string) []string, src string)
 		{"nksrun verify exec: 4 built-ins + 1 fact", sudoSh(probeScript(append(append([]string{}, builtinCmds...), factCmd))), 1, false, ""},
 		{"verify, lean: the 1 fact only", sudoSh(probeScript([]string{factCmd})), 1, false, ""},
 		{"floor apply: conn + cat > tmp && mv", "sudo -n sh -c 'cat > /etc/logrotate.d/.floor-docker.tmp && mv -f /etc/logrotate.d/.floor-docker.tmp /etc/logrotate.d/docker'", 1, true, ""},
-		{"nksrun install exec (validate, backup)", sudoSh(installScript(hash)), 1, true, ""},
+		{"install exec before install(1): mktemp, cat, chown, chmod", sudoSh(installScript(hash)), 1, true, ""},
 		{"install, lean variant", sudoSh(leanInstallScript(hash)), 1, true, ""},
+		{"nksrun install exec (install(1), validate, backup)", sudoSh(installOneStep(hash)), 1, true, ""},
 		{"apply as two execs: plan exec, then install exec", sudoSh(probeScript(planProbes)), 1, true, sudoSh(installScript(hash))},
 		{"apply in one sudo: plan, then install (a root shell kept open)", sudoSh(probeScript(planProbes) + "\nsh -c " + q(installScript(hash))), 1, true, ""},
 		{"install without `logrotate -d`", sudoSh(strings.Replace(installScript(hash), "logrotate -d", "true", 1)), 1, true, ""},
