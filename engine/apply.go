@@ -29,6 +29,17 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) 
 			staleReason[key{s.Runbook, s.Name}] = s.Reason
 		}
 	}
+	// A node's connection goes once its last runbook is done with it: the
+	// close (a root shell's exit, sshd's teardown) then overlaps the other
+	// nodes' work instead of piling up at the end of the run.
+	lastUse := map[string]int{}
+	for i := range p.Runbooks {
+		for _, tp := range p.Runbooks[i].Targets {
+			if tp.Kind == plans.TargetNode {
+				lastUse[tp.Name] = i
+			}
+		}
+	}
 	rep := &plans.Report{Started: e.o.Now().UTC()}
 	e.emit(Event{Type: EventPhaseStart, Phase: "apply", Message: fmt.Sprintf("apply: %d runbook(s)", len(p.Runbooks))})
 	for i := range p.Runbooks {
@@ -44,6 +55,9 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) 
 		fails := &failures{limit: e.o.MaxFailures}
 		forEach(ctx, len(rp.Targets), e.slots(), func(j int) {
 			tp := &rp.Targets[j]
+			if tp.Kind == plans.TargetNode && lastUse[tp.Name] == i {
+				defer e.release(tp.Name)
+			}
 			if fails.exceeded() {
 				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
 				return

@@ -516,6 +516,54 @@ func TestVerifyOnlyFactsAtApply(t *testing.T) {
 	}
 }
 
+// TestApplyReleasesDoneNodes: apply closes a node's connection once the
+// last runbook that targets it is done with it (so closing overlaps the
+// other nodes' work), not between runbooks (which would dial again).
+func TestApplyReleasesDoneNodes(t *testing.T) {
+	nodes := []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true, file: "v2"}}
+	closed := &atomic.Int64{}
+	conn := &dialCountingConnector{closingConnector: closingConnector{closed}}
+	e, rb, _ := setupEngine(t, nodes, nil, Options{Connector: conn}, testRunbook)
+	rb2, err := runbook.Parse(filepath.Join(t.TempDir(), "t2.yaml"), []byte(strings.Replace(testRunbook, "name: t\n", "name: t2\n", 1)), e.o.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.Plan(context.Background(), []*runbook.Runbook{rb, rb2}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := closed.Load(); n != 0 {
+		t.Fatalf("%d connections closed by the end of the plan, want 0 (apply needs them)", n)
+	}
+	rep, err := e.Apply(context.Background(), p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Targets) != 4 {
+		t.Fatalf("%d results", len(rep.Targets))
+	}
+	if n := closed.Load(); n != 2 {
+		t.Errorf("%d connections closed when apply returned, want 2", n)
+	}
+	if n := conn.dials.Load(); n != 2 {
+		t.Errorf("%d dials for 2 nodes and 2 runbooks, want 2 (one per node for the whole run)", n)
+	}
+	e.Close()
+	if n := closed.Load(); n != 2 {
+		t.Errorf("%d closes after Close, want 2 (each once)", n)
+	}
+}
+
+type dialCountingConnector struct {
+	closingConnector
+	dials atomic.Int64
+}
+
+func (c *dialCountingConnector) Connect(ctx context.Context, h inventory.Host) (module.Runner, error) {
+	c.dials.Add(1)
+	return c.closingConnector.Connect(ctx, h)
+}
+
 // closingRunner is a local runner that counts its Close calls.
 type closingRunner struct {
 	*moduletest.LocalRunner

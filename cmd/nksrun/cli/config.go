@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/pflag"
 	yaml "go.yaml.in/yaml/v3"
@@ -355,7 +356,8 @@ func configFlags(fs *pflag.FlagSet, o *options) {
 	clusterFlags(fs, o)
 	sshFlags(fs, o)
 	fs.IntVar(&o.maxFailures, "max-failures", 0, "as for plan and apply")
-	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 0, "as for apply")
+	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "as for apply")
+	rootShellFlag(fs, o)
 	fs.StringVar(&o.logFormat, "log-format", "text", "as for plan and apply")
 	runbookDirFlag(fs, o)
 	outputFlag(fs, o, "text, json or yaml")
