@@ -314,25 +314,3 @@ func TestRootShellBusy(t *testing.T) {
 		t.Errorf("server saw %d concurrent sessions, want <= %d", m, DefaultMaxSessions)
 	}
 }
-
-func TestRootShellSudoRefused(t *testing.T) {
-	for _, tc := range []struct {
-		mode string
-		want error
-	}{
-		{"password", ErrSudoPassword},
-		{"tty", ErrSudoTTY},
-	} {
-		t.Run(tc.mode, func(t *testing.T) {
-			_, c, _ := rootShellPair(t, tc.mode)
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			for range 2 { // and again: a refused shell is not kept
-				res, err := c.Run(ctx, "id -u", module.RunOpts{Sudo: true})
-				if !errors.Is(err, tc.want) || res.ExitCode != 1 || len(res.Stdout) != 0 {
-					t.Fatalf("res %+v err %v, want %v", res, err, tc.want)
-				}
-			}
-		})
-	}
-}

@@ -219,20 +219,24 @@ func TestSudoFailures(t *testing.T) {
 		{"tty", ErrSudoTTY},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			_, c := connectedEnv(t, tc.mode)
+			_, shell, plain := rootShellPair(t, tc.mode)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			_, err := c.Run(ctx, "id -u", module.RunOpts{Sudo: true})
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("err = %v, want %v", err, tc.want)
-			}
-			if !strings.HasPrefix(err.Error(), "node n1 (") {
-				t.Errorf("error does not name the node: %v", err)
-			}
-			// The same failure without sudo is just an exit code.
-			res, err := c.Run(ctx, "echo 'sudo: a password is required' >&2; exit 1", module.RunOpts{})
-			if err != nil || res.ExitCode != 1 {
-				t.Fatalf("non-sudo: res %+v err %v", res, err)
+			for _, c := range []*Conn{plain, shell} {
+				for range 2 { // and again: a refused root shell is not kept
+					res, err := c.Run(ctx, "id -u", module.RunOpts{Sudo: true})
+					if !errors.Is(err, tc.want) || res.ExitCode != 1 || len(res.Stdout) != 0 {
+						t.Fatalf("root shell %v: res %+v err %v, want %v", c.d.rootShell(), res, err, tc.want)
+					}
+					if !strings.HasPrefix(err.Error(), "node n1 (") {
+						t.Errorf("error does not name the node: %v", err)
+					}
+				}
+				// The same failure without sudo is just an exit code.
+				res, err := c.Run(ctx, "echo 'sudo: a password is required' >&2; exit 1", module.RunOpts{})
+				if err != nil || res.ExitCode != 1 {
+					t.Fatalf("non-sudo: res %+v err %v", res, err)
+				}
 			}
 		})
 	}
