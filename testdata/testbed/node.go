@@ -1,6 +1,7 @@
 package testbed
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -821,6 +822,44 @@ func (n *Node) SudoRuns() ([]string, error) {
 		}
 	}
 	return runs, nil
+}
+
+// Processes are the command lines (arguments joined by spaces) of every
+// process the node's sshd started and that still runs: sessions, sudo,
+// shells, commands. A process that has exited but not been reaped yet is
+// left out.
+func (n *Node) Processes() ([]string, error) {
+	b, err := os.ReadFile(n.Path(StateDir + "/sshd.pid"))
+	if err != nil {
+		return nil, err
+	}
+	root := strings.TrimSpace(string(b))
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	parent := map[string]string{}
+	for _, e := range ents {
+		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // not a process, or gone
+		}
+		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
+		if len(f) > 1 && f[0] != "Z" {
+			parent[e.Name()] = f[1]
+		}
+	}
+	var cmds []string
+	for pid := range parent {
+		for p := parent[pid]; p != ""; p = parent[p] {
+			if p == root {
+				c, _ := os.ReadFile("/proc/" + pid + "/cmdline")
+				cmds = append(cmds, strings.TrimSpace(strings.ReplaceAll(string(c), "\x00", " ")))
+				break
+			}
+		}
+	}
+	return cmds, nil
 }
 
 // FillDisk mounts a small tmpfs over the node directory nodePath, holding a

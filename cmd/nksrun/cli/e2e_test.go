@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -485,7 +486,19 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 		}
 		p := start(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...)
 		waitLockHolder(t, e.lockFile, p)
-		time.Sleep(time.Second)
+		// A fast node, planned, holds its root shell open for the apply.
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			procs, err := e.docker[0].Processes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if slices.Contains(procs, "sh -s") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no root shell while the run waits for the slow node; processes: %q", e.docker[0].Name, procs)
+			}
+		}
 		sent := time.Now()
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)
@@ -501,6 +514,14 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 				t.Errorf("%s changed by an interrupted run", n.Name)
 			}
 		}
+		// And nothing of the run is left on the nodes: not the root shells
+		// the planned nodes had open for the apply that never came. (The
+		// slow node's session is still in the testbed's delay before its
+		// command, which was never started: the wrapper that would start
+		// it dies writing to the closed channel.)
+		waitNothingLeft(t, append(append([]*testbed.Node{}, e.docker...), e.other...), func(p string) bool {
+			return strings.HasSuffix(p, "/bin/session") || strings.HasPrefix(p, "sleep ")
+		})
 		if err := e.docker[1].SetSlow(0); err != nil {
 			t.Fatal(err)
 		}
@@ -994,4 +1015,33 @@ func waitLines(t *testing.T, path string, n int, p *proc) {
 		}
 	}
 	t.Fatalf("%s never had %d lines", path, n)
+}
+
+// waitNothingLeft waits (bounded) until no process the nodes' sshds started
+// is left but those ignore accepts: every session of a finished run has
+// ended, with what it ran.
+func waitNothingLeft(t *testing.T, nodes []*testbed.Node, ignore func(cmdline string) bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var left []string
+		for _, n := range nodes {
+			procs, err := n.Processes()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range procs {
+				if !ignore(p) {
+					left = append(left, n.Name+": "+p)
+				}
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still running on the nodes after the run ended:\n%s", strings.Join(left, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
