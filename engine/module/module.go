@@ -97,7 +97,9 @@ var ErrConflict = errors.New("conflict: object changed since the plan")
 type RunOpts struct {
 	// Sudo runs the command as root through `sudo -n` (never prompts).
 	Sudo bool
-	// Stdin, if set, is streamed to the command.
+	// Stdin, if set, is streamed to the command. A runner may read some of
+	// it before the command starts (the SSH transport's root shell takes
+	// input up to 64 KiB whole), so it must not wait on the command.
 	Stdin io.Reader
 	// Timeout overrides the transport's per-command limit (0 = default).
 	Timeout time.Duration
