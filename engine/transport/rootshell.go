@@ -20,8 +20,9 @@ import (
 
 // The root shell (Config.RootShell) is one `sudo -n -- sh -s` per
 // connection, started by the first sudo command and kept until the
-// connection closes. Each later sudo command is written to its stdin as
+// connection closes. Each sudo command is written to its stdin as
 //
+//	printf 'NONCE start\n'; printf 'NONCE start\n' >&2
 //	sh -c 'COMMAND' </dev/null    (printf %s 'INPUT' | sh -c 'COMMAND')
 //	r=$?; printf '\nNONCE %d\n' "$r"; printf '\nNONCE %d\n' "$r" >&2
 //
@@ -39,8 +40,9 @@ import (
 //
 // Each command's output is framed by a NONCE that is random per command,
 // so neither a command nor a file it prints can end another's frame.
-// Output that arrives outside a command (a background process an earlier
-// command left writing) is dropped.
+// Output outside a frame (a background process an earlier command left
+// writing) is dropped; on a new shell, what comes before the first start
+// marker (sudo's refusal) is the command's, as in a session of its own.
 
 // maxShellInput bounds the stdin a root shell command takes: it travels
 // inside the command text, quoted, and the node's shell holds it in memory
@@ -76,7 +78,8 @@ func (e errReader) Read([]byte) (int, error) { return 0, e.err }
 // file as bash makes for a here-document), through a pipe.
 func shellCommand(command, nonce string, input []byte, hasInput bool) []byte {
 	var b bytes.Buffer
-	b.Grow(len(command) + len(input) + 160)
+	b.Grow(len(command) + len(input) + 200)
+	fmt.Fprintf(&b, "printf '%[1]s\\n'; printf '%[1]s\\n' >&2\n", startMarker(nonce))
 	if hasInput {
 		b.WriteString("printf %s ")
 		b.WriteString(shell.Quote(string(input)))
@@ -91,6 +94,11 @@ func shellCommand(command, nonce string, input []byte, hasInput bool) []byte {
 	fmt.Fprintf(&b, "r=$?; printf '\\n%[1]s %%d\\n' \"$r\"; printf '\\n%[1]s %%d\\n' \"$r\" >&2\n", nonce)
 	return b.Bytes()
 }
+
+// startMarker opens a command's frame on both streams: what came before it
+// (output of a process an earlier command left behind) is not the
+// command's.
+func startMarker(nonce string) string { return nonce + " start" }
 
 func newShellNonce() string {
 	var b [16]byte
@@ -108,14 +116,21 @@ func wrapShell() string {
 }
 
 // rootShell is one connection's root shell session.
+//
+// Its output is read only while a command runs (pump): an idle shell costs
+// no goroutine of its own but the one that waits for its end. (x/crypto
+// would copy each stream in a goroutine for the session's whole life: with
+// the plan's shell held open until the change, that was about 24 KB per
+// node.)
 type rootShell struct {
-	client   *ssh.Client
-	sess     *ssh.Session
-	stdin    io.WriteCloser
-	out, err *frameSink
-	filter   *pgidFilter // takes the wrapper's group id off stderr
-	ended    chan struct{}
-	waitErr  error // how the session ended; set before ended is closed
+	client     *ssh.Client
+	sess       *ssh.Session
+	stdin      io.WriteCloser
+	outR, errR io.Reader // the session's stdout and stderr
+	out, err   *frameSink
+	filter     *pgidFilter // takes the wrapper's group id off stderr
+	ended      chan struct{}
+	waitErr    error // how the session ended; set before ended is closed
 }
 
 func newRootShell(client *ssh.Client, sess *ssh.Session) (*rootShell, error) {
@@ -123,36 +138,33 @@ func newRootShell(client *ssh.Client, sess *ssh.Session) (*rootShell, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh := &rootShell{client: client, sess: sess, stdin: stdin, out: &frameSink{}, err: &frameSink{}, ended: make(chan struct{})}
+	outR, err := sess.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	errR, err := sess.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	sh := &rootShell{client: client, sess: sess, stdin: stdin, outR: outR, errR: errR, out: &frameSink{}, err: &frameSink{}, ended: make(chan struct{})}
 	sh.filter = newPgidFilter(sh.err)
-	sess.Stdout, sess.Stderr = smallCopy{sh.out}, smallCopy{sh.filter}
 	return sh, nil
 }
 
-// smallCopy makes the session's copy of a stream use a small buffer. The
-// session copies each stream with io.Copy, whose 32 KiB buffer lives as
-// long as the copy: for a root shell that is the whole run, 64 KiB per node
-// (64 MB at 1,000 nodes) for output that is mostly a few lines.
-type smallCopy struct{ w io.Writer }
-
-func (s smallCopy) Write(p []byte) (int, error) { return s.w.Write(p) }
-
-func (s smallCopy) ReadFrom(r io.Reader) (int64, error) {
+// pump reads one stream of the shell into w until the command's frame on
+// it has ended (f), the stream ends, or w refuses more (the output cap:
+// not reading on makes the channel's flow control hold the node back).
+func pump(r io.Reader, w io.Writer, f *frameSink) {
 	buf := make([]byte, 4<<10)
-	var n int64
-	for {
-		k, err := r.Read(buf)
-		if k > 0 {
-			if _, werr := s.w.Write(buf[:k]); werr != nil {
-				return n, werr
+	for !f.idle() {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
 			}
-			n += int64(k)
-		}
-		if err == io.EOF {
-			return n, nil
 		}
 		if err != nil {
-			return n, err
+			return
 		}
 	}
 }
@@ -185,14 +197,21 @@ func (sh *rootShell) alive() bool {
 func (sh *rootShell) close(wait time.Duration) {
 	sh.stdin.Close()
 	if wait > 0 {
-		t := time.NewTimer(wait)
-		select {
-		case <-sh.ended:
-		case <-t.C:
-		}
-		t.Stop()
+		waitClosed(sh.ended, wait)
 	}
 	sh.sess.Close()
+}
+
+// waitClosed waits up to d for ch to be closed and says whether it was.
+func waitClosed(ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // shellExitWait bounds how long closing a connection waits for its root
@@ -211,7 +230,7 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 	defer cancel()
 	budget, stdout, stderr := c.outputs(opts)
 	nonce := newShellNonce()
-	marker := []byte("\n" + nonce + " ")
+	start, marker := []byte(startMarker(nonce)+"\n"), []byte("\n"+nonce+" ")
 
 	c.mu.Lock()
 	sh := c.shell
@@ -236,8 +255,10 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 			return module.RunResult{}, c.wrap(fmt.Errorf("stdin: %w", err))
 		}
 		// The frames are set up before the shell starts: a refused sudo
-		// says so on stderr at once, and that belongs to this command.
-		outEnd, errEnd = sh.out.begin(marker, stdout), sh.err.begin(marker, stderr)
+		// says so on stderr at once, before any start marker, and that
+		// belongs to this command (so does a login shell's greeting, as it
+		// would in a session of its own).
+		outEnd, errEnd = sh.out.begin(start, true, marker, stdout), sh.err.begin(start, true, marker, stderr)
 		if err := sh.start(); err != nil {
 			sess.Close()
 			return module.RunResult{}, c.wrap(fmt.Errorf("%w: start root shell: %v", ErrConnectionLost, err))
@@ -253,8 +274,13 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 			return module.RunResult{}, c.wrap(ErrClosed)
 		}
 	} else {
-		outEnd, errEnd = sh.out.begin(marker, stdout), sh.err.begin(marker, stderr)
+		outEnd, errEnd = sh.out.begin(start, false, marker, stdout), sh.err.begin(start, false, marker, stderr)
 	}
+	var pumps sync.WaitGroup
+	pumps.Go(func() { pump(sh.outR, sh.out, sh.out) })
+	pumps.Go(func() { pump(sh.errR, sh.filter, sh.err) })
+	pumped := make(chan struct{})
+	go func() { pumps.Wait(); close(pumped) }()
 	drop := func() {
 		c.mu.Lock()
 		if c.shell == sh {
@@ -277,8 +303,9 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 		case <-errEnd:
 			errEnd = nil
 		case <-sh.ended:
-			// Output is copied before Wait returns: frames that ended
-			// with the shell are in their channels already.
+			// What the shell wrote before it ended may still be on its
+			// way to the pumps: they end at the streams' end.
+			waitClosed(pumped, shellExitWait)
 			select {
 			case status = <-outEnd:
 				outEnd = nil
@@ -307,7 +334,10 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 		// The shell ended before the command's frame did: sudo refused
 		// (its message is on stderr), the connection dropped, or the
 		// command ended the shell. Its exit is reported as a session's.
-		drop()
+		drop() // the streams end: so do the pumps
+		if !waitClosed(pumped, shellExitWait) {
+			return module.RunResult{Stdout: stdout.bytes(), Stderr: stderr.bytes()}, c.wrap(fmt.Errorf("%w: the root shell ended and its output did not", ErrConnectionLost))
+		}
 		sh.filter.flush()
 		code, lost := exitStatus(sh.waitErr)
 		return c.result(budget, stdout, stderr, code, lost, fresh)
@@ -321,14 +351,16 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 }
 
 // frameSink is one output stream of the root shell: it passes the current
-// command's bytes to its buffer up to the command's end marker and drops
-// whatever comes between commands.
+// command's bytes to its buffer, from the command's start marker (when it
+// has one) up to its end marker, and drops whatever comes outside.
 type frameSink struct {
 	mu     sync.Mutex
 	dst    io.Writer // nil between commands
+	start  []byte    // the start marker still to be seen; nil once seen
+	keep   bool      // pass on what comes before the start marker too
 	marker []byte
-	held   []byte // a tail of the output that may be the marker's start
-	found  bool   // the marker is seen; the rest of its line follows
+	held   []byte // a tail of the output that may be a marker's start
+	found  bool   // the end marker is seen; the rest of its line follows
 	rest   []byte // the marker line after the marker (the exit status)
 	end    chan string
 }
@@ -336,14 +368,23 @@ type frameSink struct {
 // maxMarkerRest bounds the rest of a marker line ("255").
 const maxMarkerRest = 8
 
-// begin starts the frame of a command whose output goes to dst; the
-// channel receives the rest of the marker line once the frame ends.
-func (f *frameSink) begin(marker []byte, dst io.Writer) <-chan string {
+// begin starts the frame of a command whose output goes to dst, after
+// its start marker (or, keep, from now on, the start marker taken out) and
+// up to its end marker; the channel receives the rest of the end marker's
+// line once the frame ends.
+func (f *frameSink) begin(start []byte, keep bool, marker []byte, dst io.Writer) <-chan string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.dst, f.marker, f.held, f.found, f.rest = dst, marker, nil, false, nil
+	f.dst, f.start, f.keep, f.marker, f.held, f.found, f.rest = dst, start, keep, marker, nil, false, nil
 	f.end = make(chan string, 1)
 	return f.end
+}
+
+// idle says whether no frame is open: the last one ended.
+func (f *frameSink) idle() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.dst == nil
 }
 
 func (f *frameSink) Write(p []byte) (int, error) {
@@ -360,6 +401,25 @@ func (f *frameSink) Write(p []byte) (int, error) {
 	if len(f.held) > 0 {
 		data = append(f.held, p...)
 		f.held = nil
+	}
+	if f.start != nil {
+		i := bytes.Index(data, f.start)
+		before := data
+		if i >= 0 {
+			before = data[:i]
+		} else if k := partialSuffix(data, f.start); k > 0 {
+			before = data[:len(data)-k]
+			f.held = append([]byte(nil), data[len(data)-k:]...)
+		}
+		if f.keep {
+			if _, err := f.dst.Write(before); err != nil {
+				return 0, err
+			}
+		}
+		if i < 0 {
+			return len(p), nil
+		}
+		data, f.start = data[i+len(f.start):], nil
 	}
 	if i := bytes.Index(data, f.marker); i >= 0 {
 		if _, err := f.dst.Write(data[:i]); err != nil {

@@ -17,7 +17,7 @@ import (
 
 func TestFrameSink(t *testing.T) {
 	const nonce = "nksrun-end-0123456789abcdef"
-	marker := "\n" + nonce + " "
+	start, marker := startMarker(nonce)+"\n", "\n"+nonce+" "
 	outputs := []string{
 		"",
 		"abc",
@@ -25,18 +25,22 @@ func TestFrameSink(t *testing.T) {
 		"\n",
 		"no newline at the end",
 		"\x00\x01\xff\r\n",
-		// Starts of the marker that are not the marker stay output.
+		// Starts of the markers that are not the markers stay output.
 		"\n" + nonce[:10],
 		"\n" + nonce + "X",
 		"\n" + nonce,
+		nonce + " star\n",
 		"x\n\n" + nonce[:len(nonce)-1] + " 3\n",
 		strings.Repeat("z", 70000),
 	}
 	for _, out := range outputs {
-		stream := out + marker + "42\n" + "left behind by a background process"
+		// Before the start marker: what a process an earlier command left
+		// behind wrote (dropped), or sudo's refusal on a new shell (kept).
+		before := "left behind\n" + nonce[:5]
+		stream := before + start + out + marker + "42\n" + "left behind by a background process"
 		// Every way of cutting the stream into two writes, and byte by byte.
 		splits := [][]string{}
-		for i := 0; i <= len(stream) && i < 200; i++ {
+		for i := 0; i <= len(stream) && i < 300; i++ {
 			splits = append(splits, []string{stream[:i], stream[i:]})
 		}
 		var bytewise []string
@@ -44,25 +48,34 @@ func TestFrameSink(t *testing.T) {
 			bytewise = append(bytewise, stream[i:i+1])
 		}
 		splits = append(splits, bytewise)
-		for _, writes := range splits {
-			var f frameSink
-			var dst bytes.Buffer
-			end := f.begin([]byte(marker), &dst)
-			for _, w := range writes {
-				if n, err := f.Write([]byte(w)); err != nil || n != len(w) {
-					t.Fatalf("write %q: %d, %v", w, n, err)
-				}
+		for _, keep := range []bool{false, true} {
+			want := out
+			if keep {
+				want = before + out
 			}
-			select {
-			case status := <-end:
-				if status != "42" {
-					t.Fatalf("output %q: status %q", clip(out), status)
+			for _, writes := range splits {
+				var f frameSink
+				var dst bytes.Buffer
+				end := f.begin([]byte(start), keep, []byte(marker), &dst)
+				for _, w := range writes {
+					if n, err := f.Write([]byte(w)); err != nil || n != len(w) {
+						t.Fatalf("write %q: %d, %v", w, n, err)
+					}
 				}
-			default:
-				t.Fatalf("output %q cut as %d writes: the frame did not end", clip(out), len(writes))
-			}
-			if dst.String() != out {
-				t.Fatalf("output %q cut as %d writes: got %q", clip(out), len(writes), clip(dst.String()))
+				select {
+				case status := <-end:
+					if status != "42" {
+						t.Fatalf("output %q: status %q", clip(out), status)
+					}
+				default:
+					t.Fatalf("output %q cut as %d writes: the frame did not end", clip(out), len(writes))
+				}
+				if !f.idle() {
+					t.Fatal("the frame ended but the sink is not idle")
+				}
+				if dst.String() != want {
+					t.Fatalf("output %q cut as %d writes (keep %v): got %q", clip(out), len(writes), keep, clip(dst.String()))
+				}
 			}
 		}
 	}
@@ -73,15 +86,15 @@ func TestFrameSink(t *testing.T) {
 			t.Fatalf("%d %v", n, err)
 		}
 		var dst bytes.Buffer
-		end := f.begin([]byte(marker), &dst)
-		f.Write([]byte("mine" + marker + "0\nstray again"))
+		end := f.begin([]byte(start), false, []byte(marker), &dst)
+		f.Write([]byte("stray" + start + "mine" + marker + "0\nstray again"))
 		if <-end != "0" || dst.String() != "mine" {
 			t.Fatalf("%q", dst.String())
 		}
 		// The next frame starts clean.
 		var next bytes.Buffer
-		end = f.begin([]byte("\nother "), &next)
-		f.Write([]byte("second\nother 7\n"))
+		end = f.begin([]byte("go\n"), false, []byte("\nother "), &next)
+		f.Write([]byte("go\nsecond\nother 7\n"))
 		if <-end != "7" || next.String() != "second" || dst.String() != "mine" {
 			t.Fatalf("%q %q", next.String(), dst.String())
 		}
@@ -90,7 +103,7 @@ func TestFrameSink(t *testing.T) {
 	t.Run("malformed status line", func(t *testing.T) {
 		var f frameSink
 		var dst bytes.Buffer
-		end := f.begin([]byte(marker), &dst)
+		end := f.begin(nil, true, []byte(marker), &dst)
 		f.Write([]byte("x" + marker + strings.Repeat("9", 100)))
 		if s := <-end; len(s) != maxMarkerRest+1 {
 			t.Fatalf("status %q", s)
@@ -100,7 +113,7 @@ func TestFrameSink(t *testing.T) {
 	t.Run("over the output cap", func(t *testing.T) {
 		var f frameSink
 		dst := &cappedBuffer{c: newOutputCap(4)}
-		f.begin([]byte(marker), dst)
+		f.begin(nil, true, []byte(marker), dst)
 		if _, err := f.Write([]byte("12345")); !errors.Is(err, errOutputLimit) {
 			t.Fatalf("err = %v", err)
 		}
@@ -251,6 +264,18 @@ func TestRootShellLifecycle(t *testing.T) {
 		if p := parent(); p != first {
 			t.Fatalf("after %q the root shell is %q, was %q", cmd, p, first)
 		}
+	}
+	// Output a command's background process writes after the command
+	// ended is not the next command's.
+	if res, err := c.Run(ctx, "( sleep 0.2; echo stray; echo stray >&2 ) &", module.RunOpts{Sudo: true}); err != nil || len(res.Stdout)+len(res.Stderr) != 0 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if res, err := c.Run(ctx, "echo mine; echo mine >&2", module.RunOpts{Sudo: true}); err != nil || string(res.Stdout) != "mine\n" || string(res.Stderr) != "mine\n" {
+		t.Fatalf("the next command got %q %q (%v)", res.Stdout, res.Stderr, err)
+	}
+	if p := parent(); p != first {
+		t.Fatalf("after a background process the root shell is %q, was %q", p, first)
 	}
 	// Commands without sudo do not use it.
 	res, _ := c.Run(ctx, shellOf, module.RunOpts{})
