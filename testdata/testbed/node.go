@@ -825,39 +825,31 @@ func (n *Node) SudoRuns() ([]string, error) {
 }
 
 // Processes are the command lines (arguments joined by spaces) of every
-// process the node's sshd started and that still runs: sessions, sudo,
-// shells, commands. A process that has exited but not been reaped yet is
-// left out.
+// live process of the node but its listening sshd: sessions, sudo, shells,
+// commands, and what they left behind when sshd let them go (a process
+// whose session ended is re-parented out of sshd's tree, so the node's
+// mount namespace is what tells them apart, not their ancestry).
 func (n *Node) Processes() ([]string, error) {
-	b, err := os.ReadFile(n.Path(StateDir + "/sshd.pid"))
-	if err != nil {
-		return nil, err
-	}
-	root := strings.TrimSpace(string(b))
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	parent := map[string]string{}
-	for _, e := range ents {
-		st, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // not a process, or gone
-		}
-		f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:]))
-		if len(f) > 1 && f[0] != "Z" {
-			parent[e.Name()] = f[1]
-		}
+	n.mu.Lock()
+	inc := n.inc
+	n.mu.Unlock()
+	if inc == nil || inc.ns == "" || inc.cmd.Process == nil {
+		return nil, fmt.Errorf("testbed: node %s is not running", n.Name)
 	}
 	var cmds []string
-	for pid := range parent {
-		for p := parent[pid]; p != ""; p = parent[p] {
-			if p == root {
-				c, _ := os.ReadFile("/proc/" + pid + "/cmdline")
-				cmds = append(cmds, strings.TrimSpace(strings.ReplaceAll(string(c), "\x00", " ")))
-				break
-			}
+	for _, pid := range processesIn(map[string]bool{inc.ns: true}) {
+		if pid == inc.cmd.Process.Pid {
+			continue
 		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue // gone
+		}
+		if f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+1:])); len(f) > 0 && f[0] == "Z" {
+			continue
+		}
+		c, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cmds = append(cmds, strings.TrimSpace(strings.ReplaceAll(string(c), "\x00", " ")))
 	}
 	return cmds, nil
 }

@@ -481,9 +481,14 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 	t.Run("SIGTERM cancels cleanly", func(t *testing.T) {
 		e.reset(t)
 		// A slow node holds the plan up, so the signal arrives mid-run.
-		if err := e.docker[1].SetSlow(30 * time.Second); err != nil {
+		slow := e.docker[1]
+		if err := slow.SetSlow(30 * time.Second); err != nil {
 			t.Fatal(err)
 		}
+		if err := slow.LogSudo(true); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { slow.LogSudo(false) })
 		p := start(t, append([]string{"apply", "--auto-approve", "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...)
 		waitLockHolder(t, e.lockFile, p)
 		// A fast node, planned, holds its root shell open for the apply.
@@ -515,14 +520,22 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 			}
 		}
 		// And nothing of the run is left on the nodes: not the root shells
-		// the planned nodes had open for the apply that never came. (The
+		// the planned nodes had open for the apply that never came. The
 		// slow node's session is still in the testbed's delay before its
-		// command, which was never started: the wrapper that would start
-		// it dies writing to the closed channel.)
-		waitNothingLeft(t, append(append([]*testbed.Node{}, e.docker...), e.other...), func(p string) bool {
+		// command (nksrun waited 15 s for the command's process group and
+		// closed the session).
+		waitNothingLeft(t, append(append([]*testbed.Node{}, e.docker...), e.other...), 20*time.Second, func(p string) bool {
 			return strings.HasSuffix(p, "/bin/session") || strings.HasPrefix(p, "sleep ")
 		})
-		if err := e.docker[1].SetSlow(0); err != nil {
+		// When that delay is over, the command it held must not start
+		// (the wrapper in front of it writes its process group to the
+		// closed channel first, before it would run sudo): the node's
+		// sudo log stays empty.
+		waitNothingLeft(t, []*testbed.Node{slow}, 45*time.Second, func(string) bool { return false })
+		if runs, err := slow.SudoRuns(); err != nil || len(runs) != 0 {
+			t.Fatalf("%s: the cancelled command ran sudo after the run had ended (%v):\n%s", slow.Name, err, strings.Join(runs, "\n"))
+		}
+		if err := slow.SetSlow(0); err != nil {
 			t.Fatal(err)
 		}
 		// The lock went with the process.
@@ -1017,12 +1030,12 @@ func waitLines(t *testing.T, path string, n int, p *proc) {
 	t.Fatalf("%s never had %d lines", path, n)
 }
 
-// waitNothingLeft waits (bounded) until no process the nodes' sshds started
-// is left but those ignore accepts: every session of a finished run has
+// waitNothingLeft waits (up to bound) until no process the nodes' sshds
+// started is left but those ignore accepts: every session of a finished run has
 // ended, with what it ran.
-func waitNothingLeft(t *testing.T, nodes []*testbed.Node, ignore func(cmdline string) bool) {
+func waitNothingLeft(t *testing.T, nodes []*testbed.Node, bound time.Duration, ignore func(cmdline string) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(bound)
 	for {
 		var left []string
 		for _, n := range nodes {
