@@ -178,10 +178,7 @@ func TestShellInput(t *testing.T) {
 // rootShellPair dials the same server twice: with the root shell and
 // without.
 func rootShellPair(t *testing.T, sudoMode string) (e *env, shell, plain *Conn) {
-	e = newEnv(t)
-	e.srv.env = []string{"PATH=" + fakeSudoDir(t, sudoMode) + ":" + os.Getenv("PATH")}
-	addr := e.srv.listen()
-	e.trust(t, addr)
+	e, addr := sudoEnv(t, sudoMode)
 	cfg := e.config()
 	cfg.RootShell = true
 	return e, dial(t, cfg, hostOf(t, "n1", addr)), dial(t, e.config(), hostOf(t, "n1", addr))

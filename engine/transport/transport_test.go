@@ -115,11 +115,17 @@ func dial(t testing.TB, cfg Config, h Host) *Conn {
 
 // connectedEnv is an env with a trusted server and a dialled Conn.
 func connectedEnv(t *testing.T, sudoMode string) (*env, *Conn) {
+	e, addr := sudoEnv(t, sudoMode)
+	return e, dial(t, e.config(), hostOf(t, "n1", addr))
+}
+
+// sudoEnv is a trusted test server whose sudo is the fake in sudoMode.
+func sudoEnv(t *testing.T, sudoMode string) (*env, string) {
 	e := newEnv(t)
 	e.srv.env = []string{"PATH=" + fakeSudoDir(t, sudoMode) + ":" + os.Getenv("PATH")}
 	addr := e.srv.listen()
 	e.trust(t, addr)
-	return e, dial(t, e.config(), hostOf(t, "n1", addr))
+	return e, addr
 }
 
 func TestRun(t *testing.T) {

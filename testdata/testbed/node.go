@@ -53,16 +53,18 @@ type Node struct {
 	initialHostKey string
 	log            string
 
-	mu           sync.Mutex
-	state        nodeState
-	inc          *incarnation
-	hang         net.Listener
-	hangConns    []net.Conn
-	rebootBroken bool
-	needBoot     bool
-	fills        []string
-	hostKey      string
-	reboots      atomic.Int32
+	mu    sync.Mutex
+	state nodeState
+	inc   *incarnation
+	// sudo settings (SetSudoPassword, LogSudo), guarded by mu
+	sudoPassword, sudoLog bool
+	hang                  net.Listener
+	hangConns             []net.Conn
+	rebootBroken          bool
+	needBoot              bool
+	fills                 []string
+	hostKey               string
+	reboots               atomic.Int32
 }
 
 type nodeState int
@@ -292,7 +294,7 @@ func (n *Node) setupFiles() error {
 		{"/etc/os-release", osRel, 0o644},
 		{"/etc/machine-id", n.machineID + "\n", 0o444},
 		{"/etc/default/grub", grub, 0o644},
-		{"/etc/sudoers.d/90-cloud-init-users", n.sudoers(false), 0o440},
+		{"/etc/sudoers.d/90-cloud-init-users", n.sudoers(), 0o440},
 		{"/proc/cmdline", "", 0o444},
 		{"/proc/sys/kernel/random/boot_id", "", 0o444},
 		{StateDir + "/node", fmt.Sprintf("NAME=%s\nFAMILY=%s\nKERNEL=%s\nRUNTIME=%s\nOS_PRETTY=%s\nROOT_UUID=%s\n",
@@ -433,12 +435,18 @@ func (n *Node) privatize(dir string) error {
 	return os.MkdirAll(n.Path(dir), 0o755)
 }
 
-func (n *Node) sudoers(password bool) string {
+// sudoers is the node's sudoers file for its sudo settings (n.mu held, or
+// the node not started yet).
+func (n *Node) sudoers() string {
 	rule := "NOPASSWD:ALL"
-	if password {
+	if n.sudoPassword {
 		rule = "ALL"
 	}
-	return fmt.Sprintf("# nksrun testbed: written as cloud-init does on NKS nodes\n%s ALL=(ALL) %s\n", n.User, rule)
+	rules := fmt.Sprintf("# nksrun testbed: written as cloud-init does on NKS nodes\n%s ALL=(ALL) %s\n", n.User, rule)
+	if n.sudoLog {
+		rules += fmt.Sprintf("Defaults:%s logfile=%s, loglinelen=0\n", n.User, SudoLogFile)
+	}
+	return rules
 }
 
 func (n *Node) sshdConfig() string {
@@ -779,8 +787,20 @@ func (n *Node) ChangeHostKey() error {
 // SetSudoPassword makes sudo ask for a password (so sudo -n fails with
 // "a password is required"), or restores NOPASSWD.
 func (n *Node) SetSudoPassword(required bool) error {
+	n.mu.Lock()
+	n.sudoPassword = required
+	n.mu.Unlock()
+	return n.writeSudoers()
+}
+
+// writeSudoers replaces the node's sudoers file with the rules its sudo
+// settings (SetSudoPassword, LogSudo) make, in one rename.
+func (n *Node) writeSudoers() error {
+	n.mu.Lock()
+	rules := n.sudoers()
+	n.mu.Unlock()
 	p := n.Path("/etc/sudoers.d/90-cloud-init-users")
-	if err := os.WriteFile(p+".tmp", []byte(n.sudoers(required)), 0o440); err != nil {
+	if err := os.WriteFile(p+".tmp", []byte(rules), 0o440); err != nil {
 		return err
 	}
 	return os.Rename(p+".tmp", p)
@@ -794,18 +814,15 @@ const SudoLogFile = StateDir + "/sudo.log"
 // SudoLogFile, one line each (as an auth log would show them), or stops it.
 // Turning it on empties the log.
 func (n *Node) LogSudo(on bool) error {
-	rules := n.sudoers(false)
 	if on {
 		if err := os.WriteFile(n.Path(SudoLogFile), nil, 0o600); err != nil {
 			return err
 		}
-		rules += fmt.Sprintf("Defaults:%s logfile=%s, loglinelen=0\n", n.User, SudoLogFile)
 	}
-	p := n.Path("/etc/sudoers.d/90-cloud-init-users")
-	if err := os.WriteFile(p+".tmp", []byte(rules), 0o440); err != nil {
-		return err
-	}
-	return os.Rename(p+".tmp", p)
+	n.mu.Lock()
+	n.sudoLog = on
+	n.mu.Unlock()
+	return n.writeSudoers()
 }
 
 // SudoRuns are the lines of the node's sudo log (LogSudo): one per run of
