@@ -34,6 +34,9 @@ type testServer struct {
 	// keepOrphans makes the server behave like sshd with sudo: neither a
 	// closed channel nor a signal request ends the command's processes.
 	keepOrphans bool
+	// onConn, when set, runs (on its own goroutine) once a connection's
+	// handshake is done: a node that talks first.
+	onConn func(*ssh.ServerConn)
 
 	mu        sync.Mutex
 	listeners []net.Listener
@@ -129,6 +132,9 @@ func (s *testServer) handleConn(c net.Conn) {
 	defer sc.Close()
 	s.connCount.Add(1)
 	go ssh.DiscardRequests(reqs) // answers keepalives with "failure", like OpenSSH
+	if s.onConn != nil {
+		go s.onConn(sc)
+	}
 	for nc := range chans {
 		switch nc.ChannelType() {
 		case "session":

@@ -564,7 +564,41 @@ func (d *Dialer) handshake(ctx context.Context, raw net.Conn, addr, user string)
 		return nil, err
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return ssh.NewClient(sc, chans, reqs), nil
+	return newClient(sc, chans, reqs), nil
+}
+
+// newClient is ssh.NewClient with one goroutine instead of three.
+// ssh.NewClient serves the node's channel opens and global requests from
+// a goroutine each and waits for the end in a third, for port forwarding,
+// which nksrun never asks for. Here one goroutine refuses every channel the
+// node opens and answers every global request (OpenSSH's hostkeys-00, its
+// keepalives) with false, as ssh.NewClient does; NewSession, Dial and Wait
+// need nothing more. Measured at 1,000 held connections (apply between its
+// plan and its change), where every goroutine's stack counts.
+func newClient(sc ssh.Conn, chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) *ssh.Client {
+	go serveClient(chans, reqs)
+	return &ssh.Client{Conn: sc}
+}
+
+// serveClient answers the node until the connection ends (both channels
+// are closed then).
+func serveClient(chans <-chan ssh.NewChannel, reqs <-chan *ssh.Request) {
+	for chans != nil || reqs != nil {
+		select {
+		case r, ok := <-reqs:
+			if !ok {
+				reqs = nil
+				continue
+			}
+			_ = r.Reply(false, nil) // a no-op where no reply is wanted
+		case ch, ok := <-chans:
+			if !ok {
+				chans = nil
+				continue
+			}
+			_ = ch.Reject(ssh.UnknownChannelType, "nksrun opens no channels for the node: "+ch.ChannelType())
+		}
+	}
 }
 
 func isTimeout(err error) bool {

@@ -733,6 +733,63 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 // TestKeepaliveOneLoop: one loop probes every connection of a Dialer; live
 // peers stay connected across many intervals, closed connections leave the
 // loop at once (nothing keeps their memory), and the loop ends with the last.
+// TestNodeTalksFirst: a node may send global requests (OpenSSH sends
+// hostkeys-00 after login) and open channels to the client. nksrun's client
+// answers the requests with false and refuses the channels, and the
+// connection goes on working.
+func TestNodeTalksFirst(t *testing.T) {
+	e := newEnv(t)
+	type outcome struct {
+		replied, ok bool
+		reqErr      error
+		chanErr     error
+	}
+	got := make(chan outcome, 1)
+	e.srv.onConn = func(sc *ssh.ServerConn) {
+		var o outcome
+		o.ok, _, o.reqErr = sc.SendRequest("probe@nksrun.test", true, nil)
+		o.replied = o.reqErr == nil
+		if _, _, err := sc.SendRequest("hostkeys-00@openssh.com", false, nil); err != nil {
+			o.reqErr = err
+		}
+		ch, _, err := sc.OpenChannel("forwarded-tcpip", nil)
+		if err == nil {
+			ch.Close()
+		}
+		o.chanErr = err
+		got <- o
+	}
+	addr := e.srv.listen()
+	e.trust(t, addr)
+	d, err := NewDialer(e.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	c, err := d.Dial(context.Background(), hostOf(t, "n1", addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var o outcome
+	select {
+	case o = <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the client never answered the node's request or channel")
+	}
+	if !o.replied || o.ok || o.reqErr != nil {
+		t.Errorf("global request: replied %v, ok %v, err %v; want a reply of false", o.replied, o.ok, o.reqErr)
+	}
+	var oce *ssh.OpenChannelError
+	if !errors.As(o.chanErr, &oce) || oce.Reason != ssh.UnknownChannelType {
+		t.Errorf("channel the node opened: %v; want it refused as an unknown channel type", o.chanErr)
+	}
+	res, err := c.Run(context.Background(), "echo still-working", module.RunOpts{})
+	if err != nil || strings.TrimSpace(string(res.Stdout)) != "still-working" {
+		t.Fatalf("after the node talked first: %q, %v", res.Stdout, err)
+	}
+}
+
 func TestKeepaliveOneLoop(t *testing.T) {
 	e := newEnv(t)
 	addr := e.srv.listen()
