@@ -73,6 +73,17 @@ func (s *Secrets) add(v string, lines bool) {
 	sort.Slice(s.sorted, func(i, j int) bool { return len(s.sorted[i]) > len(s.sorted[j]) })
 }
 
+// None says whether no secret is registered (yet): Redact changes nothing
+// then, so a caller may skip the work of preparing text for it.
+func (s *Secrets) None() bool {
+	if s == nil {
+		return true
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.sorted) == 0
+}
+
 // Redact returns text with every registered secret replaced.
 func (s *Secrets) Redact(text string) string {
 	if s == nil {

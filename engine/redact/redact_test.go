@@ -21,3 +21,19 @@ func TestSecretsRedact(t *testing.T) {
 		t.Errorf("short value was redacted: %q", got)
 	}
 }
+
+func TestSecretsNone(t *testing.T) {
+	var nilSecrets *Secrets
+	s := &Secrets{}
+	if !nilSecrets.None() || !s.None() {
+		t.Fatal("no secrets registered, but None is false")
+	}
+	s.AddSecret("short") // below MinLen: not registered
+	if !s.None() {
+		t.Fatal("a value below MinLen counted as a secret")
+	}
+	s.AddSecret("hunter2-password")
+	if s.None() {
+		t.Fatal("a registered secret, but None is true")
+	}
+}

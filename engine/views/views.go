@@ -45,7 +45,7 @@ func (r redactingWriter) Write(p []byte) (int, error) {
 // still found; everything else, key order and indentation included, is left
 // byte for byte.
 func RedactJSON(doc []byte, s *redact.Secrets) []byte {
-	if s == nil {
+	if s.None() {
 		return doc
 	}
 	out, _ := mapJSONStrings(doc, s.Redact, false)
@@ -116,6 +116,11 @@ func isKey(rest []byte) bool {
 // a secret's value can blank a sentence, never change what the plan says
 // it will do.
 func redactedPlan(p *plans.Plan, s *redact.Secrets) (*plans.Plan, error) {
+	if s.None() {
+		// Nothing to hide: no copy. At 1,000 nodes the copy through JSON
+		// was about 10 MB, made while apply holds every node's connection.
+		return p, nil
+	}
 	b, err := json.Marshal(p)
 	if err != nil {
 		return nil, err
@@ -207,6 +212,9 @@ func short(h string) string {
 
 // redactedReport is redactedPlan for an apply report.
 func redactedReport(r *plans.Report, s *redact.Secrets) (*plans.Report, error) {
+	if s.None() {
+		return r, nil
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, err
