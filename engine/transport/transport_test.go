@@ -730,9 +730,6 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 	}
 }
 
-// TestKeepaliveOneLoop: one loop probes every connection of a Dialer; live
-// peers stay connected across many intervals, closed connections leave the
-// loop at once (nothing keeps their memory), and the loop ends with the last.
 // TestNodeTalksFirst: a node may send global requests (OpenSSH sends
 // hostkeys-00 after login) and open channels to the client. nksrun's client
 // answers the requests with false and refuses the channels, and the
@@ -761,16 +758,7 @@ func TestNodeTalksFirst(t *testing.T) {
 	}
 	addr := e.srv.listen()
 	e.trust(t, addr)
-	d, err := NewDialer(e.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	c, err := d.Dial(context.Background(), hostOf(t, "n1", addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dial(t, e.config(), hostOf(t, "n1", addr))
 	var o outcome
 	select {
 	case o = <-got:
@@ -790,6 +778,9 @@ func TestNodeTalksFirst(t *testing.T) {
 	}
 }
 
+// TestKeepaliveOneLoop: one loop probes every connection of a Dialer; live
+// peers stay connected across many intervals, closed connections leave the
+// loop at once (nothing keeps their memory), and the loop ends with the last.
 func TestKeepaliveOneLoop(t *testing.T) {
 	e := newEnv(t)
 	addr := e.srv.listen()
