@@ -48,44 +48,82 @@ func (e *Engine) Apply(ctx context.Context, p *plans.Plan, stale []StaleTarget) 
 		if err != nil {
 			return nil, err
 		}
-		// Kubernetes facts for verify are listed once per runbook (by the
-		// first target to verify), never once per node.
-		k8sFacts := sync.OnceValues(func() (map[string]any, error) { return gather.Kubernetes(ctx, e.o.Cluster, rb) })
-		results := make([]plans.TargetResult, len(rp.Targets))
-		fails := &failures{limit: e.o.MaxFailures}
+		ra := e.newRunbookApply(ctx, rp, rb, len(rp.Targets))
+		// A target a re-check of a saved plan decided is not applied.
+		decided := func(tp *plans.TargetPlan) (plans.TargetResult, bool) {
+			if why, ok := appliedReason[key{rp.Name, tp.Name}]; ok {
+				return plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusOK, Reason: why}, true
+			}
+			if why, ok := staleReason[key{rp.Name, tp.Name}]; ok {
+				return plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusStale, Reason: why}, true
+			}
+			return plans.TargetResult{}, false
+		}
 		forEach(ctx, len(rp.Targets), e.slots(), func(j int) {
 			tp := &rp.Targets[j]
 			if tp.Kind == plans.TargetNode && lastUse[tp.Name] == i {
 				defer e.release(tp.Name)
 			}
-			if fails.exceeded() {
-				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
-				return
-			}
-			if why, ok := appliedReason[key{rp.Name, tp.Name}]; ok {
-				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusOK, Reason: why}
-				return
-			}
-			if why, ok := staleReason[key{rp.Name, tp.Name}]; ok {
-				results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusStale, Reason: why}
-				fails.add()
-				return
-			}
-			results[j] = e.applyTarget(ctx, rb, rp, tp, k8sFacts)
-			switch results[j].Status {
-			case plans.StatusFailed, plans.StatusUnreachable, plans.StatusStale:
-				fails.add()
-			}
-			e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: string(results[j].Status), Message: results[j].Reason})
-		}, func(j int, v any) {
-			tp := &rp.Targets[j]
-			results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusFailed, Reason: fmt.Sprintf("internal error (nothing further done on this target): %v", v)}
-			fails.add()
-		})
-		rep.Targets = append(rep.Targets, results...)
+			e.applyOne(ctx, ra, j, tp, decided)
+		}, func(j int, v any) { ra.panicked(j, &rp.Targets[j], v) })
+		rep.Targets = append(rep.Targets, ra.results...)
 	}
 	rep.Finished = e.o.Now().UTC()
 	return rep, nil
+}
+
+// runbookApply is one runbook's apply: its results by target index and its
+// failures, which --max-failures counts per runbook.
+type runbookApply struct {
+	rp      *plans.RunbookPlan
+	rb      *runbook.Runbook
+	results []plans.TargetResult
+	fails   *failures
+	// Kubernetes facts for verify are listed once per runbook (by the
+	// first target to verify), never once per node.
+	k8sFacts func() (map[string]any, error)
+}
+
+func (e *Engine) newRunbookApply(ctx context.Context, rp *plans.RunbookPlan, rb *runbook.Runbook, targets int) *runbookApply {
+	return &runbookApply{
+		rp: rp, rb: rb,
+		results:  make([]plans.TargetResult, targets),
+		fails:    &failures{limit: e.o.MaxFailures},
+		k8sFacts: sync.OnceValues(func() (map[string]any, error) { return gather.Kubernetes(ctx, e.o.Cluster, rb) }),
+	}
+}
+
+// applyOne applies target tp, result j of ra, unless the failure limit is
+// reached or decided (may be nil) already has its result.
+func (e *Engine) applyOne(ctx context.Context, ra *runbookApply, j int, tp *plans.TargetPlan, decided func(*plans.TargetPlan) (plans.TargetResult, bool)) {
+	rp := ra.rp
+	if ra.fails.exceeded() {
+		ra.results[j] = plans.TargetResult{Runbook: rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusNotRun, Reason: "not applied: failure limit (--max-failures) reached"}
+		return
+	}
+	if decided != nil {
+		if r, ok := decided(tp); ok {
+			ra.results[j] = r
+			if r.Status == plans.StatusStale {
+				ra.fails.add()
+			}
+			return
+		}
+	}
+	r := e.applyTarget(ctx, ra.rb, rp, tp, ra.k8sFacts)
+	ra.results[j] = r
+	switch r.Status {
+	case plans.StatusFailed, plans.StatusUnreachable, plans.StatusStale:
+		ra.fails.add()
+	}
+	e.emit(Event{Type: EventTarget, Phase: "apply", Runbook: rp.Name, Target: tp.Name, Status: string(r.Status), Message: r.Reason})
+}
+
+// panicked fails target j of ra after a panic while applying it: that
+// target only, never the run or the other targets.
+func (ra *runbookApply) panicked(j int, tp *plans.TargetPlan, v any) {
+	ra.results[j] = plans.TargetResult{Runbook: ra.rp.Name, Kind: tp.Kind, Name: tp.Name, Address: tp.Address, Status: plans.StatusFailed, Reason: fmt.Sprintf("internal error (nothing further done on this target): %v", v)}
+	ra.fails.add()
 }
 
 func hostOf(tp *plans.TargetPlan, facts map[string]any) inventory.Host {

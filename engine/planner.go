@@ -73,20 +73,31 @@ type runbookRun struct {
 // connection and one exec for the facts of all runbooks together (doctor
 // plans all 13 with the round trips of one).
 func (e *Engine) planRunbooks(ctx context.Context, rbs []*runbook.Runbook, set map[string]string) ([]plans.RunbookPlan, error) {
+	runs, onNodes, err := e.startRunbooks(ctx, rbs, set)
+	if err != nil {
+		return nil, err
+	}
+	e.planNodes(ctx, onNodes, nil)
+	return collectRuns(runs), nil
+}
+
+// startRunbooks resolves each runbook's params, lists its Kubernetes facts
+// and plans its cluster target; onNodes are the runs with node steps, for
+// planNodes.
+func (e *Engine) startRunbooks(ctx context.Context, rbs []*runbook.Runbook, set map[string]string) (runs, onNodes []*runbookRun, err error) {
 	cluster := e.clusterEnv(ctx)
-	runs := make([]*runbookRun, 0, len(rbs))
-	var onNodes []*runbookRun
+	runs = make([]*runbookRun, 0, len(rbs))
 	for _, rb := range rbs {
 		params, err := paramsFor(rb, set)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := e.registerSecrets(rb, params); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		k8sFacts, err := gather.Kubernetes(ctx, e.o.Cluster, rb)
 		if err != nil {
-			return nil, fmt.Errorf("runbook %s: %w", rb.Name, err)
+			return nil, nil, fmt.Errorf("runbook %s: %w", rb.Name, err)
 		}
 		r := &runbookRun{rb: rb, params: params, k8sFacts: k8sFacts, fails: &failures{limit: e.o.MaxFailures}, rp: &plans.RunbookPlan{
 			Name: rb.Name, Title: rb.Title, Section: rb.Section, Path: rb.Path,
@@ -101,23 +112,39 @@ func (e *Engine) planRunbooks(ctx context.Context, rbs []*runbook.Runbook, set m
 		}
 		runs = append(runs, r)
 	}
-	if len(onNodes) > 0 {
-		hosts := e.o.Hosts
-		forEach(ctx, len(hosts), e.slots(), func(i int) {
-			e.planHost(ctx, onNodes, cluster, hosts[i], i)
-		}, func(i int, v any) {
-			for _, r := range onNodes {
-				r.targets[i] = nodeTarget(hosts[i], plans.StatusFailed, fmt.Sprintf("internal error while planning: %v", v))
-				r.fails.add()
-			}
-		})
+	return runs, onNodes, nil
+}
+
+// planNodes plans every node for the runs with node steps, at most --forks
+// at once. then (may be nil) is called on each node once it is planned,
+// still within its slot.
+func (e *Engine) planNodes(ctx context.Context, onNodes []*runbookRun, then func(i int)) {
+	if len(onNodes) == 0 {
+		return
 	}
+	cluster := e.clusterEnv(ctx)
+	hosts := e.o.Hosts
+	forEach(ctx, len(hosts), e.slots(), func(i int) {
+		e.planHost(ctx, onNodes, cluster, hosts[i], i)
+		if then != nil {
+			then(i)
+		}
+	}, func(i int, v any) {
+		for _, r := range onNodes {
+			r.targets[i] = nodeTarget(hosts[i], plans.StatusFailed, fmt.Sprintf("internal error while planning: %v", v))
+			r.fails.add()
+		}
+	})
+}
+
+// collectRuns is the plan of each run: its cluster target, then its nodes.
+func collectRuns(runs []*runbookRun) []plans.RunbookPlan {
 	out := make([]plans.RunbookPlan, 0, len(runs))
 	for _, r := range runs {
 		r.rp.Targets = append(r.rp.Targets, r.targets...)
 		out = append(out, *r.rp)
 	}
-	return out, nil
+	return out
 }
 
 // planHost plans one node for every runbook that has node steps: all their
@@ -127,6 +154,12 @@ func (e *Engine) planHost(ctx context.Context, runs []*runbookRun, cluster *runb
 	works := make([]*nodeWork, len(runs))
 	var pending []int
 	for j, r := range runs {
+		if ctx.Err() != nil {
+			// Interrupted before this node was started: nothing was
+			// read or run here (a dial would fail as "canceled").
+			r.targets[i] = nodeTarget(h, plans.StatusNotRun, "not planned: interrupted")
+			continue
+		}
 		if r.fails.exceeded() {
 			r.targets[i] = nodeTarget(h, plans.StatusNotRun, "not planned: failure limit (--max-failures) reached")
 			continue
@@ -155,7 +188,7 @@ func (e *Engine) planHost(ctx context.Context, runs []*runbookRun, cluster *runb
 		if tp.Status == plans.StatusFailed || tp.Status == plans.StatusUnreachable {
 			r.fails.add()
 		}
-		e.emit(Event{Type: EventTarget, Runbook: r.rb.Name, Target: h.Name, Status: string(tp.Status), Message: tp.Reason})
+		e.emit(Event{Type: EventTarget, Phase: "plan", Runbook: r.rb.Name, Target: h.Name, Status: string(tp.Status), Message: tp.Reason})
 	}
 }
 

@@ -348,18 +348,26 @@ func TestInterruptAtEachPhase(t *testing.T) {
 	t.Run("reboot sent", func(t *testing.T) {
 		before := reboots()
 		r := startApply(t, tb)
-		var first *testbed.Node
-		waitFor(t, bound, "a node going down", func() bool {
-			for _, n := range tb.Nodes {
-				if !n.Up() {
-					first = n
-					return true
-				}
-			}
-			return false
-		})
+		first := waitNodeDown(t, tb, bound)
 		r.cancel()
 		check(t, r, first, before, true)
+	})
+
+	t.Run("reboot sent, node by node (--forks 1)", func(t *testing.T) {
+		// More nodes than --forks: apply plans and applies one node at a
+		// time. Ctrl-C while the first reboots sees it through; the
+		// other is not even planned.
+		before := reboots()
+		r := startApply(t, tb, "--forks", "1")
+		first := waitNodeDown(t, tb, bound)
+		r.cancel()
+		check(t, r, first, before, true)
+		second := otherNode(tb, first.Name)
+		for _, tr := range r.report(t).Targets {
+			if tr.Name == second.Name && (tr.Status != plans.StatusNotRun || tr.Reason != "not planned: interrupted") {
+				t.Errorf("%s: %s (%s), want not-run: not planned: interrupted", tr.Name, tr.Status, tr.Reason)
+			}
+		}
 	})
 
 	t.Run("waiting for Ready", func(t *testing.T) {
@@ -370,16 +378,7 @@ func TestInterruptAtEachPhase(t *testing.T) {
 		}
 		before := reboots()
 		r := startApply(t, tb)
-		var first *testbed.Node
-		waitFor(t, bound, "a node going down", func() bool {
-			for _, n := range tb.Nodes {
-				if !n.Up() {
-					first = n
-					return true
-				}
-			}
-			return false
-		})
+		first := waitNodeDown(t, tb, bound)
 		old := getNode(t, tb, first.Name).Status.NodeInfo.BootID
 		// Start fails while the stand-in is still taking the node down.
 		waitFor(t, bound, "the node startable", func() bool { return first.Start() == nil })
@@ -409,6 +408,22 @@ func TestInterruptAtEachPhase(t *testing.T) {
 			t.Errorf("%s: boot id unchanged", first.Name)
 		}
 	})
+}
+
+// waitNodeDown waits (bounded) for a node of tb to go down and returns it.
+func waitNodeDown(t *testing.T, tb *testbed.Testbed, bound time.Duration) *testbed.Node {
+	t.Helper()
+	var down *testbed.Node
+	waitFor(t, bound, "a node going down", func() bool {
+		for _, n := range tb.Nodes {
+			if !n.Up() {
+				down = n
+				return true
+			}
+		}
+		return false
+	})
+	return down
 }
 
 // holdSlot makes a live holder of the reboot slot (another nksrun process):

@@ -292,6 +292,7 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 		}{
 			{nil, 1},
 			{[]string{"--root-shell=false"}, 2},
+			{[]string{"--forks", "1"}, 1}, // each node applied once planned
 		} {
 			e.reset(t)
 			for _, n := range e.docker {
@@ -319,6 +320,59 @@ func TestE2EChangeReviewAndCron(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+		}
+	})
+
+	t.Run("more nodes than --forks: each node is applied once planned", func(t *testing.T) {
+		// With more nodes than --forks and nobody to review in between,
+		// apply changes each node right after planning it and lets its
+		// connection go: at most --forks held, however large the cluster.
+		e.reset(t)
+		healthy := e.docker[1]
+		if err := os.WriteFile(healthy.Path("/etc/logrotate.d/docker"), e.want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		log := filepath.Join(t.TempDir(), "apply.log")
+		code, out, stderr := nksrun(t, append([]string{"apply", "--auto-approve", "--forks", "1", "--format", "json", "--log-format", "json", "--log-file", log, "--lock-file", e.lockFile}, append(e.conn(), e.runbook)...)...)
+		if code != 0 {
+			t.Fatalf("apply --forks 1: exit %d\n%s", code, stderr)
+		}
+		rep := reportOf(t, out)
+		for _, n := range e.docker {
+			want := plans.StatusChanged
+			if n == healthy {
+				want = plans.StatusOK
+			}
+			r := rep[n.Name]
+			if r.Status != want || len(r.Verify) == 0 || !r.Verify[0].OK {
+				t.Errorf("%s: %s (%s), verify %+v; want %s, verified", n.Name, r.Status, r.Reason, r.Verify, want)
+			}
+			if got := e.file(t, n); got != string(e.want) {
+				t.Errorf("%s not applied: %q", n.Name, got)
+			}
+		}
+		if r := rep[e.other[0].Name]; r.Status != plans.StatusOK {
+			t.Errorf("containerd node: %s, want ok (nothing applied)", r.Status)
+		}
+		// Node by node: each node's apply result follows its plan result
+		// before the next node is planned.
+		var order []string
+		for _, l := range readLog(t, log) {
+			if l["type"] == "host_result" {
+				order = append(order, fmt.Sprint(l["phase"], "/", l["target"]))
+			}
+		}
+		if len(order) != 2*len(e.tb.Nodes) {
+			t.Fatalf("%d host_result lines, want a plan and an apply one per node: %v", len(order), order)
+		}
+		for k := 0; k < len(order); k += 2 {
+			node, ok := strings.CutPrefix(order[k], "plan/")
+			if !ok || order[k+1] != "apply/"+node {
+				t.Fatalf("host_result order %v: want plan/N, apply/N node after node", order)
+			}
+		}
+		if code, _, _ := nksrun(t, append([]string{"plan", "--detailed-exitcode"}, append(e.conn(), e.runbook)...)...); code != 0 {
+			t.Errorf("plan after apply --forks 1: exit %d, want 0 (nothing left to change)", code)
 		}
 	})
 

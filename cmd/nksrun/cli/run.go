@@ -395,7 +395,21 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	}
 	a.deferClose(s.close)
 	plan := saved
-	if plan == nil {
+	var rep *plans.Report
+	switch {
+	case plan == nil && a.opts.autoApprove && s.engine.Streams(rbs):
+		// No review between plan and apply, and more nodes than --forks:
+		// each node is applied as soon as it is planned, so no more than
+		// --forks connections are held (see engine.PlanAndApply).
+		a.log.expect(2 * expectedTargets(rbs, len(s.hosts)))
+		plan, rep, err = s.engine.PlanAndApply(ctx, rbs, set)
+		a.log.done()
+		if err != nil {
+			return err
+		}
+		absPlanPaths(plan)
+		a.plan = plan
+	case plan == nil:
 		a.log.expect(expectedTargets(rbs, len(s.hosts)))
 		plan, err = s.engine.Plan(ctx, rbs, set)
 		a.log.done()
@@ -411,39 +425,10 @@ func runApply(ctx context.Context, a *app, args []string) error {
 			return err
 		}
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("interrupted before apply: %w", context.Cause(ctx))
-	}
-	var stale []engine.StaleTarget
-	if saved != nil && plan.HasChanges() {
-		// Nothing in a plan file is trusted as an instruction: every
-		// pending change is planned again from the plan's own runbook over
-		// the node's facts as they are now. An edited plan is refused whole;
-		// a target whose facts moved on is stale.
-		if stale, err = s.engine.Rederive(ctx, plan); err != nil {
+	if rep == nil {
+		if rep, err = a.applyPlan(ctx, s, plan, saved != nil); err != nil {
 			return err
 		}
-		if engine.Stale(stale) > 0 && a.opts.onStale == "stop" {
-			a.log.done()
-			rep := engine.StoppedReport(plan, stale, time.Now())
-			a.report = rep
-			if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
-				return err
-			}
-			return exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", engine.Stale(stale))}
-		}
-	}
-	if plan.HasChanges() && !a.opts.autoApprove {
-		ok, err := confirm(a.stdin, a.stderr)
-		if err != nil || !ok {
-			return exitError{ExitError, "apply canceled; nothing was changed"}
-		}
-	}
-	a.log.expect(planTargets(plan))
-	rep, err := s.engine.Apply(ctx, plan, stale)
-	a.log.done()
-	if err != nil {
-		return err
 	}
 	a.report = rep
 	if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
@@ -459,6 +444,45 @@ func runApply(ctx context.Context, a *app, args []string) error {
 		return exitError{ExitError, "nksrun apply: some targets failed (see the recap)"}
 	}
 	return nil
+}
+
+// applyPlan re-checks a saved plan, asks for confirmation unless
+// --auto-approve, and applies plan.
+func (a *app) applyPlan(ctx context.Context, s *session, plan *plans.Plan, saved bool) (*plans.Report, error) {
+	format, vo := a.opts.format, a.viewOpts()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("interrupted before apply: %w", context.Cause(ctx))
+	}
+	var stale []engine.StaleTarget
+	if saved && plan.HasChanges() {
+		// Nothing in a plan file is trusted as an instruction: every
+		// pending change is planned again from the plan's own runbook over
+		// the node's facts as they are now. An edited plan is refused whole;
+		// a target whose facts moved on is stale.
+		var err error
+		if stale, err = s.engine.Rederive(ctx, plan); err != nil {
+			return nil, err
+		}
+		if engine.Stale(stale) > 0 && a.opts.onStale == "stop" {
+			a.log.done()
+			rep := engine.StoppedReport(plan, stale, time.Now())
+			a.report = rep
+			if err := views.RenderReportOpts(a.stdout, rep, format, a.secrets, vo); err != nil {
+				return nil, err
+			}
+			return nil, exitError{ExitError, fmt.Sprintf("nksrun apply: %d target(s) changed since the plan; nothing was applied (--on-stale stop). Make a new plan.", engine.Stale(stale))}
+		}
+	}
+	if plan.HasChanges() && !a.opts.autoApprove {
+		ok, err := confirm(a.stdin, a.stderr)
+		if err != nil || !ok {
+			return nil, exitError{ExitError, "apply canceled; nothing was changed"}
+		}
+	}
+	a.log.expect(planTargets(plan))
+	rep, err := s.engine.Apply(ctx, plan, stale)
+	a.log.done()
+	return rep, err
 }
 
 func isTerminal(r any) bool {
