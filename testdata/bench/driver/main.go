@@ -71,6 +71,9 @@ var (
 )
 
 func main() {
+	if len(os.Args) > 2 && os.Args[1] == spawnArg {
+		os.Exit(spawn(os.Args[2:]))
+	}
 	flag.Parse()
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: FAILED:", err)
