@@ -156,7 +156,7 @@ func applyFlags(fs *pflag.FlagSet, o *options) {
 	rootShellFlag(fs, o)
 	runFlags(fs, o)
 	outputFlag(fs, o, "text, markdown, json or yaml (json and yaml: the apply report only)")
-	fs.BoolVar(&o.autoApprove, "auto-approve", false, "do not ask for confirmation (cron, CI); without a terminal apply refuses unless this is set")
+	fs.BoolVar(&o.autoApprove, "auto-approve", false, "do not ask for confirmation (cron, CI); without a terminal apply refuses unless this is set. Over more nodes than --forks (runbooks without cluster steps), each node is then applied as soon as it is planned: at most --forks connections open")
 	fs.DurationVar(&o.maxPlanAge, "max-plan-age", 24*time.Hour, "refuse a saved plan older than this (0 = no limit)")
 	fs.StringVar(&o.lockFile, "lock-file", "", "lock that keeps two applies from overlapping (default one per runbook: ~/.cache/nksrun/RUNBOOK.lock, else $XDG_RUNTIME_DIR/nksrun)")
 	fs.BoolVar(&o.noLock, "no-lock", false, "do not take the lock")
