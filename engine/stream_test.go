@@ -240,3 +240,32 @@ func TestPlanAndApplyInterrupted(t *testing.T) {
 		t.Errorf("connections: %d at most, %d left open; want 1 and 0 (b and c never dialled)", n, conn.open.Load())
 	}
 }
+
+// TestPlanAndApplyPanic: a module that panics while planning one node fails
+// that node (at plan time, never applied) and no other.
+func TestPlanAndApplyPanic(t *testing.T) {
+	nodes := []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true, file: "v1"}}
+	src := strings.Replace(testRunbook, "want: !expr params.want", "want: !expr params.want\n      panic: !expr node.name == \"a\"", 1)
+	conn := &openCounter{}
+	e, rb, paths := setupEngine(t, nodes, nil, Options{Connector: conn, Forks: 1}, src)
+	_, rep, err := e.PlanAndApply(context.Background(), []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]plans.TargetResult{}
+	for _, r := range rep.Targets {
+		got[r.Name] = r
+	}
+	if r := got["a"]; r.Status != plans.StatusFailed || !strings.Contains(r.Reason, "at plan time: internal error") {
+		t.Errorf("a: %s (%s), want failed at plan time with the internal error", r.Status, r.Reason)
+	}
+	if r := got["b"]; r.Status != plans.StatusChanged {
+		t.Errorf("b: %s (%s), want changed", r.Status, r.Reason)
+	}
+	if b, _ := os.ReadFile(paths["a"]); string(b) != "v1" {
+		t.Errorf("a's file: %q, want v1 untouched", b)
+	}
+	if n := conn.open.Load(); n != 0 {
+		t.Errorf("%d connections left open (a's must be let go too)", n)
+	}
+}
