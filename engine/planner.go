@@ -117,7 +117,8 @@ func (e *Engine) startRunbooks(ctx context.Context, rbs []*runbook.Runbook, set 
 
 // planNodes plans every node for the runs with node steps, at most --forks
 // at once. then (may be nil) is called on each node once it is planned,
-// still within its slot.
+// still within its slot; also on a node whose planning panicked (its
+// targets failed then).
 func (e *Engine) planNodes(ctx context.Context, onNodes []*runbookRun, then func(i int)) {
 	if len(onNodes) == 0 {
 		return
@@ -133,6 +134,9 @@ func (e *Engine) planNodes(ctx context.Context, onNodes []*runbookRun, then func
 		for _, r := range onNodes {
 			r.targets[i] = nodeTarget(hosts[i], plans.StatusFailed, fmt.Sprintf("internal error while planning: %v", v))
 			r.fails.add()
+		}
+		if then != nil {
+			then(i)
 		}
 	})
 }

@@ -89,14 +89,9 @@ func (e *Engine) planAndApply(ctx context.Context, rbs []*runbook.Runbook, set m
 			}()
 		}
 	}
-	e.planNodes(ctx, onNodes, applyHost)
-	// A node whose planning panicked never reached applyHost: its targets
+	// A node whose planning panicked reaches applyHost too: its targets
 	// failed at plan time, and apply reports that (without connecting).
-	for i := range e.o.Hosts {
-		if applies[0].results[i].Status == "" {
-			applyHost(i)
-		}
-	}
+	e.planNodes(ctx, onNodes, applyHost)
 	for _, ra := range applies {
 		rep.Targets = append(rep.Targets, ra.results...)
 	}
