@@ -396,22 +396,18 @@ func runApply(ctx context.Context, a *app, args []string) error {
 	a.deferClose(s.close)
 	plan := saved
 	var rep *plans.Report
-	switch {
-	case plan == nil && a.opts.autoApprove && s.engine.Streams(rbs):
-		// No review between plan and apply, and more nodes than --forks:
-		// each node is applied as soon as it is planned, so no more than
-		// --forks connections are held (see engine.PlanAndApply).
-		a.log.expect(2 * expectedTargets(rbs, len(s.hosts)))
-		plan, rep, err = s.engine.PlanAndApply(ctx, rbs, set)
-		a.log.done()
-		if err != nil {
-			return err
+	if plan == nil {
+		if a.opts.autoApprove && s.engine.Streams(rbs) {
+			// No review between plan and apply, and more nodes than
+			// --forks: each node is applied as soon as it is planned, so
+			// no more than --forks connections are held (see
+			// engine.PlanAndApply).
+			a.log.expect(2 * expectedTargets(rbs, len(s.hosts)))
+			plan, rep, err = s.engine.PlanAndApply(ctx, rbs, set)
+		} else {
+			a.log.expect(expectedTargets(rbs, len(s.hosts)))
+			plan, err = s.engine.Plan(ctx, rbs, set)
 		}
-		absPlanPaths(plan)
-		a.plan = plan
-	case plan == nil:
-		a.log.expect(expectedTargets(rbs, len(s.hosts)))
-		plan, err = s.engine.Plan(ctx, rbs, set)
 		a.log.done()
 		if err != nil {
 			return err
