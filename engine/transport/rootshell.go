@@ -131,6 +131,31 @@ type rootShell struct {
 	filter     *pgidFilter // takes the wrapper's group id off stderr
 	ended      chan struct{}
 	waitErr    error // how the session ended; set before ended is closed
+
+	// stdinMu is held while a command's text is written to stdin, and
+	// while close sends EOF: x/crypto's channel reads its sent-EOF flag
+	// in Write without a lock, so an EOF must never be sent while a write
+	// is in flight (a shell that ended before reading its command, a hung
+	// node). eof says it was sent; no write follows it.
+	stdinMu sync.Mutex
+	eof     bool
+}
+
+// testHookBeforeShellWrite, when set (by tests only), runs in the goroutine
+// that writes a command to the shell, before it writes: it lets a test hold
+// the write back until the shell has ended and been dropped.
+var testHookBeforeShellWrite func(*rootShell)
+
+// write sends a command's text to the shell, unless close sent EOF first.
+func (sh *rootShell) write(text []byte) {
+	if h := testHookBeforeShellWrite; h != nil {
+		h(sh)
+	}
+	sh.stdinMu.Lock()
+	defer sh.stdinMu.Unlock()
+	if !sh.eof {
+		_, _ = sh.stdin.Write(text)
+	}
 }
 
 func newRootShell(client *ssh.Client, sess *ssh.Session) (*rootShell, error) {
@@ -194,10 +219,18 @@ func (sh *rootShell) alive() bool {
 // closes next: sshd does not wait for a session's processes when its
 // connection ends, so a shell still exiting would be left to init, its
 // sudo unreaped by the sshd that started it.
+//
+// A command's text still being written (its shell ended or hung before
+// reading it) gets no EOF after it: closing the channel ends the shell as
+// well, and there is no clean exit to wait for.
 func (sh *rootShell) close(wait time.Duration) {
-	sh.stdin.Close()
-	if wait > 0 {
-		waitClosed(sh.ended, wait)
+	if sh.stdinMu.TryLock() {
+		sh.eof = true
+		sh.stdin.Close()
+		sh.stdinMu.Unlock()
+		if wait > 0 {
+			waitClosed(sh.ended, wait)
+		}
 	}
 	sh.sess.Close()
 }
@@ -291,7 +324,7 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 	}
 
 	// A hung node stops reading: the write must not hold up the timeout.
-	go func() { _, _ = sh.stdin.Write(shellCommand(command, nonce, input, opts.Stdin != nil)) }()
+	go sh.write(shellCommand(command, nonce, input, opts.Stdin != nil))
 
 	var status string
 	var stopErr error

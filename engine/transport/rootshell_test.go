@@ -336,3 +336,41 @@ func TestRootShellBusy(t *testing.T) {
 		t.Errorf("server saw %d concurrent sessions, want <= %d", m, DefaultMaxSessions)
 	}
 }
+
+// TestRefusedShellBeforeItsCommandIsWritten: sudo refuses at once, before
+// the shell reads its command; the goroutine writing that command is held
+// back until the shell has ended, so the refusal is handled (the shell
+// dropped, its channel closed) while the write is still to come. Under
+// -race this failed when the drop sent EOF on a stdin being written (CI,
+// round 6). The write finds EOF sent and does not happen; the next
+// command starts a new shell and is refused the same way.
+func TestRefusedShellBeforeItsCommandIsWritten(t *testing.T) {
+	_, sh, _ := rootShellPair(t, "password")
+	writes := make(chan *rootShell, 4)
+	testHookBeforeShellWrite = func(s *rootShell) {
+		<-s.ended
+		writes <- s
+	}
+	t.Cleanup(func() { testHookBeforeShellWrite = nil })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 2 {
+		res, err := sh.Run(ctx, "id -u", module.RunOpts{Sudo: true})
+		if !errors.Is(err, ErrSudoPassword) || res.ExitCode != 1 || len(res.Stdout) != 0 {
+			t.Fatalf("run %d: res %+v err %v, want %v", i, res, err, ErrSudoPassword)
+		}
+		var s *rootShell
+		select {
+		case s = <-writes:
+		case <-ctx.Done():
+			t.Fatalf("run %d: the command's write never came", i)
+		}
+		// The write goroutine may still be on its way to the lock.
+		s.stdinMu.Lock()
+		eof := s.eof
+		s.stdinMu.Unlock()
+		if !eof {
+			t.Errorf("run %d: the refused shell was dropped without EOF on its stdin", i)
+		}
+	}
+}
