@@ -43,6 +43,11 @@ type Conn struct {
 	shellMu sync.Mutex
 	// redialMu serialises redials of a connection found dead by Run.
 	redialMu sync.Mutex
+
+	// beforeShellWrite, set by tests only (before the first Run), runs in
+	// the goroutine that writes a command to the root shell, before it
+	// writes: a test holds the write back until the shell has ended.
+	beforeShellWrite func(*rootShell)
 }
 
 // Host returns the node this Conn talks to, with defaults filled in.

@@ -132,27 +132,25 @@ type rootShell struct {
 	ended      chan struct{}
 	waitErr    error // how the session ended; set before ended is closed
 
-	// stdinMu is held while a command's text is written to stdin, and
-	// while close sends EOF: x/crypto's channel reads its sent-EOF flag
-	// in Write without a lock, so an EOF must never be sent while a write
-	// is in flight (a shell that ended before reading its command, a hung
-	// node). eof says it was sent; no write follows it.
-	stdinMu sync.Mutex
-	eof     bool
+	// stdinTurn is taken (a send) while a command's text is written to
+	// stdin, and while close sends EOF: x/crypto's channel reads its
+	// sent-EOF flag in Write without a lock, so an EOF must never be sent
+	// while a write is in flight (a shell that ended before reading its
+	// command, a hung node). A channel rather than a mutex so that a
+	// graceful close can wait for a write that is just ending, and no
+	// longer. eof says EOF was sent; no write follows it.
+	stdinTurn chan struct{}
+	eof       bool
 }
 
-// testHookBeforeShellWrite, when set (by tests only), runs in the goroutine
-// that writes a command to the shell, before it writes: it lets a test hold
-// the write back until the shell has ended and been dropped.
-var testHookBeforeShellWrite func(*rootShell)
-
 // write sends a command's text to the shell, unless close sent EOF first.
-func (sh *rootShell) write(text []byte) {
-	if h := testHookBeforeShellWrite; h != nil {
-		h(sh)
+// before, if not nil (Conn.beforeShellWrite, tests only), runs first.
+func (sh *rootShell) write(before func(*rootShell), text []byte) {
+	if before != nil {
+		before(sh)
 	}
-	sh.stdinMu.Lock()
-	defer sh.stdinMu.Unlock()
+	sh.stdinTurn <- struct{}{}
+	defer func() { <-sh.stdinTurn }()
 	if !sh.eof {
 		_, _ = sh.stdin.Write(text)
 	}
@@ -171,7 +169,7 @@ func newRootShell(client *ssh.Client, sess *ssh.Session) (*rootShell, error) {
 	if err != nil {
 		return nil, err
 	}
-	sh := &rootShell{client: client, sess: sess, stdin: stdin, outR: outR, errR: errR, out: &frameSink{}, err: &frameSink{}, ended: make(chan struct{})}
+	sh := &rootShell{client: client, sess: sess, stdin: stdin, outR: outR, errR: errR, out: &frameSink{}, err: &frameSink{}, ended: make(chan struct{}), stdinTurn: make(chan struct{}, 1)}
 	sh.filter = newPgidFilter(sh.err)
 	return sh, nil
 }
@@ -224,15 +222,36 @@ func (sh *rootShell) alive() bool {
 // reading it) gets no EOF after it: closing the channel ends the shell as
 // well, and there is no clean exit to wait for.
 func (sh *rootShell) close(wait time.Duration) {
-	if sh.stdinMu.TryLock() {
+	if sh.takeStdin(wait) {
 		sh.eof = true
 		sh.stdin.Close()
-		sh.stdinMu.Unlock()
+		<-sh.stdinTurn
 		if wait > 0 {
 			waitClosed(sh.ended, wait)
 		}
 	}
 	sh.sess.Close()
+}
+
+// takeStdin takes the stdin turn, waiting up to d for a write in flight to
+// end: after a command that completed, its write may not have let go yet.
+func (sh *rootShell) takeStdin(d time.Duration) bool {
+	select {
+	case sh.stdinTurn <- struct{}{}:
+		return true
+	default:
+	}
+	if d <= 0 {
+		return false
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case sh.stdinTurn <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // waitClosed waits up to d for ch to be closed and says whether it was.
@@ -324,7 +343,7 @@ func (c *Conn) runInShell(ctx context.Context, command string, opts module.RunOp
 	}
 
 	// A hung node stops reading: the write must not hold up the timeout.
-	go sh.write(shellCommand(command, nonce, input, opts.Stdin != nil))
+	go sh.write(c.beforeShellWrite, shellCommand(command, nonce, input, opts.Stdin != nil))
 
 	var status string
 	var stopErr error

@@ -338,39 +338,83 @@ func TestRootShellBusy(t *testing.T) {
 }
 
 // TestRefusedShellBeforeItsCommandIsWritten: sudo refuses at once, before
-// the shell reads its command; the goroutine writing that command is held
-// back until the shell has ended, so the refusal is handled (the shell
-// dropped, its channel closed) while the write is still to come. Under
-// -race this failed when the drop sent EOF on a stdin being written (CI,
-// round 6). The write finds EOF sent and does not happen; the next
-// command starts a new shell and is refused the same way.
+// the shell reads its command, and the goroutine writing that command is
+// held back:
+//
+//   - until the shell has ended, so the refusal is handled (the shell
+//     dropped) while the write may be starting. Under -race this failed
+//     when the drop sent EOF on a stdin being written (CI, round 6); now
+//     either the drop sends EOF first and the write is not made, or the
+//     write holds the stdin turn and the drop closes the channel only.
+//   - until the refusal was reported: the drop found no write in flight and
+//     sent EOF, and the write, coming after, is not made.
+//
+// Each time the next command starts a new shell and is refused the same
+// way.
 func TestRefusedShellBeforeItsCommandIsWritten(t *testing.T) {
-	_, sh, _ := rootShellPair(t, "password")
-	writes := make(chan *rootShell, 4)
-	testHookBeforeShellWrite = func(s *rootShell) {
-		<-s.ended
-		writes <- s
+	for _, untilReported := range []bool{false, true} {
+		t.Run(fmt.Sprintf("held until reported %v", untilReported), func(t *testing.T) {
+			_, sh, _ := rootShellPair(t, "password")
+			writes := make(chan *rootShell, 4)
+			reported := make(chan struct{})
+			sh.beforeShellWrite = func(s *rootShell) {
+				<-s.ended
+				if untilReported {
+					<-reported
+				}
+				writes <- s
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for i := range 2 {
+				res, err := sh.Run(ctx, "id -u", module.RunOpts{Sudo: true})
+				if !errors.Is(err, ErrSudoPassword) || res.ExitCode != 1 || len(res.Stdout) != 0 {
+					t.Fatalf("run %d: res %+v err %v, want %v", i, res, err, ErrSudoPassword)
+				}
+				if untilReported {
+					reported <- struct{}{}
+				}
+				var s *rootShell
+				select {
+				case s = <-writes:
+				case <-ctx.Done():
+					t.Fatalf("run %d: the command's write never came", i)
+				}
+				if !untilReported {
+					continue
+				}
+				// The write goroutine may still be on its way to the turn.
+				s.stdinTurn <- struct{}{}
+				eof := s.eof
+				<-s.stdinTurn
+				if !eof {
+					t.Errorf("run %d: the refused shell was dropped without EOF on its stdin", i)
+				}
+			}
+		})
 	}
-	t.Cleanup(func() { testHookBeforeShellWrite = nil })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for i := range 2 {
-		res, err := sh.Run(ctx, "id -u", module.RunOpts{Sudo: true})
-		if !errors.Is(err, ErrSudoPassword) || res.ExitCode != 1 || len(res.Stdout) != 0 {
-			t.Fatalf("run %d: res %+v err %v, want %v", i, res, err, ErrSudoPassword)
-		}
-		var s *rootShell
-		select {
-		case s = <-writes:
-		case <-ctx.Done():
-			t.Fatalf("run %d: the command's write never came", i)
-		}
-		// The write goroutine may still be on its way to the lock.
-		s.stdinMu.Lock()
-		eof := s.eof
-		s.stdinMu.Unlock()
-		if !eof {
-			t.Errorf("run %d: the refused shell was dropped without EOF on its stdin", i)
-		}
+}
+
+// TestTakeStdin: close sends EOF only with the stdin turn: at once when no
+// write holds it; a graceful close waits (boundedly) for a write that is
+// ending; a drop (no wait) and a hung write get no EOF.
+func TestTakeStdin(t *testing.T) {
+	sh := &rootShell{stdinTurn: make(chan struct{}, 1)}
+	if !sh.takeStdin(0) {
+		t.Fatal("a free turn was not taken")
+	}
+	// Held (as by a write in flight): no wait, or a short one, fails.
+	if sh.takeStdin(0) {
+		t.Fatal("a held turn was taken without waiting")
+	}
+	if sh.takeStdin(10 * time.Millisecond) {
+		t.Fatal("a turn held throughout was taken")
+	}
+	// Let go while (or before) a graceful close waits: it gets the turn.
+	got := make(chan bool)
+	go func() { got <- sh.takeStdin(time.Minute) }()
+	<-sh.stdinTurn
+	if !<-got {
+		t.Fatal("a turn let go during the wait was not taken")
 	}
 }
