@@ -718,7 +718,10 @@ func TestKeepaliveDetectsDeadPeer(t *testing.T) {
 	p := newFreezeProxy(t, target)
 	e.trust(t, p.addr)
 	cfg := e.config()
-	cfg.Keepalive = 100 * time.Millisecond
+	// A peer is dropped after 3 intervals without an answer: long enough
+	// that a live peer on a loaded machine (race detector, other packages'
+	// tests) always answers in time.
+	cfg.Keepalive = 500 * time.Millisecond
 	c := dial(t, cfg, hostOf(t, "n1", p.addr))
 	if _, err := c.Run(context.Background(), "true", module.RunOpts{}); err != nil {
 		t.Fatal(err)
@@ -786,7 +789,9 @@ func TestKeepaliveOneLoop(t *testing.T) {
 	addr := e.srv.listen()
 	e.trust(t, addr)
 	cfg := e.config()
-	cfg.Keepalive = 20 * time.Millisecond
+	// 3 intervals (0.9 s) for a live peer to answer, even on a loaded
+	// machine.
+	cfg.Keepalive = 300 * time.Millisecond
 	d, err := NewDialer(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -222,7 +222,7 @@ func TestDrainNamesBlockingPDB(t *testing.T) {
 		err.ErrStatus.Details.Causes = append(err.ErrStatus.Details.Causes, metav1.StatusCause{Type: policyv1.DisruptionBudgetCause, Message: "The disruption budget web-pdb needs 2 healthy pods and has 2 currently"})
 		return true, nil, err
 	})
-	_, err := drain(context.Background(), cs, "n1", drainOpts{deadline: time.Now().Add(300 * time.Millisecond), retry: 50 * time.Millisecond, logf: t.Logf})
+	_, err := drain(context.Background(), cs, "n1", drainOpts{deadline: time.Now().Add(time.Second), retry: 50 * time.Millisecond, logf: t.Logf}) // 20 rounds: "at least 4 attempts" holds on a loaded machine
 	if err == nil {
 		t.Fatal("drain succeeded")
 	}
