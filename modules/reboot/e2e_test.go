@@ -363,10 +363,18 @@ func TestInterruptAtEachPhase(t *testing.T) {
 		r.cancel()
 		check(t, r, first, before, true)
 		second := otherNode(tb, first.Name)
+		seen := false
 		for _, tr := range r.report(t).Targets {
-			if tr.Name == second.Name && (tr.Status != plans.StatusNotRun || tr.Reason != "not planned: interrupted") {
+			if tr.Name != second.Name {
+				continue
+			}
+			seen = true
+			if tr.Status != plans.StatusNotRun || tr.Reason != "not planned: interrupted" {
 				t.Errorf("%s: %s (%s), want not-run: not planned: interrupted", tr.Name, tr.Status, tr.Reason)
 			}
+		}
+		if !seen {
+			t.Errorf("the report has no result for %s", second.Name)
 		}
 	})
 
