@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 
 	"nksrun/engine/gather"
@@ -272,7 +273,9 @@ func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan, env map[string]any) (
 	}
 	var probes []module.Probe
 	if tp.Kind == plans.TargetNode && len(checks) > 0 {
-		if uses[runbook.EnvHost] {
+		// A follow-up read's condition may read host.*: the first read
+		// then carries it (shell builtins only, no process on the node).
+		if uses[runbook.EnvHost] || (uses[runbook.EnvFacts] && rb.FollowUpVars() != nil) {
 			probes = append(probes, gather.BuiltinProbes...)
 		}
 		if uses[runbook.EnvFacts] {
@@ -280,6 +283,20 @@ func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan, env map[string]any) (
 		}
 	}
 	return checks, probes
+}
+
+// readFollowUps reads, in one more exec, the follow-up facts whose
+// condition holds on env's first read (none: no exec).
+func (e *Engine) readFollowUps(ctx context.Context, r module.Runner, rb *runbook.Runbook, env *runbook.Env) error {
+	probes, err := followUpProbes(rb, env, nil)
+	if err != nil || len(probes) == 0 {
+		return err
+	}
+	more, err := gather.Run(ctx, r, probes)
+	if err != nil {
+		return err
+	}
+	return gather.ParseFacts(rb, more, env.Facts)
 }
 
 // verify evaluates the runbook's verify conditions for this target on freshly
@@ -305,12 +322,15 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.Runb
 		if err == nil {
 			err = gather.ParseFacts(rb, results, facts)
 		}
-		if err != nil {
-			res.Status, res.Reason = plans.StatusFailed, "verify: gathering facts: "+err.Error()
-			return
+		if err == nil {
+			if _, ok := results[gather.BuiltinProbes[0].Key]; ok {
+				env.Host = gather.HostFacts(results)
+			}
+			err = e.readFollowUps(ctx, t.Node.Runner, rb, env)
 		}
-		if _, ok := results[gather.BuiltinProbes[0].Key]; ok {
-			env.Host = gather.HostFacts(results)
+		if err != nil {
+			res.Status, res.Reason = plans.StatusFailed, "verify: gathering facts: "+strings.TrimPrefix(err.Error(), "gathering facts: ")
+			return
 		}
 	}
 	// Vars are derived from facts: computed again from the fresh ones.

@@ -485,6 +485,73 @@ func TestFactWhen(t *testing.T) {
 	}
 }
 
+// TestFollowUpFacts: a fact whose when reads other facts (here through a
+// var) is read in a second exec, only on the nodes where the first read
+// says it is needed; elsewhere it is nil and the node makes one exec.
+// Apply's verify decides it the same way on its fresh read.
+func TestFollowUpFacts(t *testing.T) {
+	mark := filepath.Join(t.TempDir(), "ran")
+	facts := fmt.Sprintf(`facts:
+  need:
+    when: node.name == "a"
+    command: echo need
+  second:
+    when: vars.needs_second
+    command: echo x >> %s; echo 2nd
+vars:
+  needs_second: facts.need != nil
+nodes:
+`, mark)
+	src := strings.Replace(testRunbook, "nodes:\n", facts, 1)
+	src = strings.Replace(src, "title: done", `title: !expr '"done " + (facts.second ?? "none")'`, 1)
+	src += "verify:\n  - that: '(facts.second ?? \"none\") == (node.name == \"a\" ? \"2nd\" : \"none\")'\n    message: the follow-up read ran where needed\n"
+	runners := &sync.Map{}
+	e, rb, _ := setupEngine(t, []node{{name: "a", ready: true, file: "v1"}, {name: "b", ready: true, file: "v1"}}, nil, Options{Connector: localConnector{runners: runners}}, src)
+	if !rb.FollowUp("second") || rb.FollowUp("need") {
+		t.Fatalf("follow-up: second %v, need %v; want true, false", rb.FollowUp("second"), rb.FollowUp("need"))
+	}
+	ctx := context.Background()
+	p, err := e.Plan(ctx, []*runbook.Runbook{rb}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	titles := map[string]string{}
+	for _, tp := range p.Runbooks[0].Targets {
+		for _, sp := range tp.Steps {
+			if sp.ID == "note" {
+				titles[tp.Name] = sp.Summary
+			}
+		}
+	}
+	if !strings.Contains(titles["a"], "done 2nd") || !strings.Contains(titles["b"], "done none") {
+		t.Errorf("titles: %q", titles)
+	}
+	for n, want := range map[string]int64{"a": 2, "b": 1} {
+		r, ok := runners.Load(n)
+		if !ok {
+			t.Fatalf("%s: never connected", n)
+		}
+		if calls := r.(*moduletest.LocalRunner).Calls.Load(); calls != want {
+			t.Errorf("%s: %d execs, want %d", n, calls, want)
+		}
+	}
+	if b, _ := os.ReadFile(mark); strings.Count(string(b), "x") != 1 {
+		t.Fatalf("the follow-up fact ran %d times at plan, want once (node a)", strings.Count(string(b), "x"))
+	}
+	rep, err := e.Apply(ctx, p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Targets {
+		if r.Status != plans.StatusChanged || len(r.Verify) != 1 || !r.Verify[0].OK {
+			t.Errorf("apply %s: %s %q verify %+v", r.Name, r.Status, r.Reason, r.Verify)
+		}
+	}
+	if b, _ := os.ReadFile(mark); strings.Count(string(b), "x") != 2 {
+		t.Errorf("the follow-up fact ran %d times after apply's verify, want twice (node a, plan and verify)", strings.Count(string(b), "x"))
+	}
+}
+
 // TestVerifyOnlyFactsAtApply: a fact only verify reads costs nothing at
 // plan time; apply's verify reads it fresh after the change.
 func TestVerifyOnlyFactsAtApply(t *testing.T) {

@@ -315,30 +315,92 @@ func (e *Engine) gatherAndFinish(ctx context.Context, ws []*nodeWork) {
 		return
 	}
 	host := gather.HostFacts(all)
+	results := make([]map[string]module.ProbeResult, len(ws))
+	var followUps []module.Probe
 	for k, w := range ws {
-		prefix := fmt.Sprintf("rb%d/", k)
-		results := map[string]module.ProbeResult{}
-		for key, r := range all {
-			if rest, ok := strings.CutPrefix(key, prefix); ok {
-				results[rest] = r
+		results[k] = unprefixed(all, k)
+		for _, p := range e.readNode(w, host, results[k]) {
+			p.Key = fmt.Sprintf("rb%d/%s", k, p.Key)
+			followUps = append(followUps, p)
+		}
+	}
+	// Follow-up reads (facts whose condition is decided on the first read)
+	// of every runbook, in one more exec; a node that needs none makes none.
+	if len(followUps) > 0 {
+		more, err := gather.Run(ctx, ws[0].runner, followUps)
+		for k, w := range ws {
+			if w.done {
+				continue
+			}
+			if err == nil {
+				err = gather.ParseFacts(w.rb, unprefixed(more, k), w.env.Facts)
+			}
+			if err != nil {
+				status := plans.StatusFailed
+				if isTransport(err) {
+					status = plans.StatusUnreachable
+				}
+				w.finish(status, fmt.Sprintf("gathering facts (follow-up read): %v", strings.TrimPrefix(err.Error(), "gathering facts: ")))
 			}
 		}
-		e.finishNode(ctx, w, host, results)
+	}
+	for k, w := range ws {
+		if !w.done {
+			e.finishNode(ctx, w, results[k])
+		}
 	}
 }
 
-// finishNode plans a node's steps once its facts are read.
-func (e *Engine) finishNode(ctx context.Context, w *nodeWork, host map[string]any, results map[string]module.ProbeResult) {
-	rb, env, t := w.rb, w.env, w.t
+// unprefixed is the results of the k-th runbook of a node's exec.
+func unprefixed(all map[string]module.ProbeResult, k int) map[string]module.ProbeResult {
+	prefix := fmt.Sprintf("rb%d/", k)
+	results := map[string]module.ProbeResult{}
+	for key, r := range all {
+		if rest, ok := strings.CutPrefix(key, prefix); ok {
+			results[rest] = r
+		}
+	}
+	return results
+}
+
+// readNode takes in a node's first read: it checks the host's identity,
+// parses the facts and returns the follow-up reads their conditions ask
+// for. A failure finishes w.
+func (e *Engine) readNode(w *nodeWork, host map[string]any, results map[string]module.ProbeResult) []module.Probe {
 	if why := gather.IdentityMismatch(w.h.Facts, host); why != "" {
 		w.finish(plans.StatusFailed, why)
-		return
+		return nil
 	}
-	if err := gather.ParseFacts(rb, results, env.Facts); err != nil {
+	if err := gather.ParseFacts(w.rb, results, w.env.Facts); err != nil {
 		w.finish(plans.StatusFailed, fmt.Sprintf("gathering facts: %v", err))
-		return
+		return nil
 	}
-	env.Host = host
+	w.env.Host = host
+	planFacts, _ := w.rb.PlanReads()
+	probes, err := followUpProbes(w.rb, w.env, planFacts)
+	if err != nil {
+		w.finish(plans.StatusFailed, fmt.Sprintf("gathering facts: deciding the follow-up reads: %v", err))
+		return nil
+	}
+	return probes
+}
+
+// followUpProbes are rb's follow-up reads (runbook.FollowUp) that env, the
+// first read's facts and host, asks for; only narrows them as in
+// gather.FactProbes.
+func followUpProbes(rb *runbook.Runbook, env *runbook.Env, only map[string]bool) ([]module.Probe, error) {
+	if rb.FollowUpVars() == nil {
+		return nil, nil
+	}
+	if err := env.EvalVarsOnly(rb, rb.FollowUpVars()); err != nil {
+		return nil, err
+	}
+	return gather.FollowUpProbes(rb, env.Map(), only), nil
+}
+
+// finishNode plans a node's steps once its facts are read.
+func (e *Engine) finishNode(ctx context.Context, w *nodeWork, results map[string]module.ProbeResult) {
+	rb, env, t := w.rb, w.env, w.t
 	_, planVars := rb.PlanReads()
 	if err := env.EvalVarsOnly(rb, planVars); err != nil {
 		w.finish(plans.StatusFailed, err.Error())

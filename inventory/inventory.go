@@ -140,8 +140,24 @@ func FromNode(n *corev1.Node) Host {
 		"bootID":     info.BootID,
 		"machineID":  info.MachineID,
 		"systemUUID": info.SystemUUID,
+		// The kubelet's report of the node's image store (see
+		// runbook.NodeFields): what §3 reads instead of listing the
+		// store on every node.
+		"images": reportedImages(n.Status.Images),
 	}
 	return h
+}
+
+// reportedImages is every name of a Node's status.images, in the kubelet's
+// order.
+func reportedImages(images []corev1.ContainerImage) []any {
+	out := []any{}
+	for _, img := range images {
+		for _, name := range img.Names {
+			out = append(out, name)
+		}
+	}
+	return out
 }
 
 func stringMap(m map[string]string) map[string]any {
@@ -231,7 +247,7 @@ func FromFile(file string) ([]Host, error) {
 			"labels": stringMap(s.Labels), "nodegroup": s.Labels[LabelNodeGroup], "role": s.Labels[LabelRole],
 			"osImage": "", "osFamily": "", "kernel": "", "runtime": "", "runtimeVersion": "", "kubelet": "",
 			"ready": true, "unschedulable": false, "user": s.User, "static": true,
-			"bootID": "", "machineID": "", "systemUUID": "",
+			"bootID": "", "machineID": "", "systemUUID": "", "images": []any{},
 		}
 		for k, v := range s.Facts {
 			h.Facts[k] = v

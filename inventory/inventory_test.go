@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -50,6 +51,17 @@ func TestFromNode(t *testing.T) {
 	}
 	if h2 := FromNode(node("n", "10.0.0.1", false, nil, "docker://20.10.7")); h2.Ready() || h2.Facts["runtime"] != "docker" {
 		t.Fatalf("NotReady docker node = %+v", h2)
+	}
+	if got := fmt.Sprint(f["images"]); got != "[]" {
+		t.Errorf("images of a Node that reports none = %s, want []", got)
+	}
+	n := node("n", "10.0.0.1", true, nil, "containerd://1.7.13")
+	n.Status.Images = []corev1.ContainerImage{
+		{Names: []string{"docker.io/calico/node@sha256:aa", "docker.io/calico/node:v3.26.1"}, SizeBytes: 300 << 20},
+		{Names: []string{"registry.k8s.io/pause:3.9"}, SizeBytes: 1 << 20},
+	}
+	if got := fmt.Sprint(FromNode(n).Facts["images"]); got != "[docker.io/calico/node@sha256:aa docker.io/calico/node:v3.26.1 registry.k8s.io/pause:3.9]" {
+		t.Errorf("images = %s, want every name in the kubelet's order", got)
 	}
 }
 

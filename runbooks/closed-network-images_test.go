@@ -77,6 +77,13 @@ type closedNetworkNode struct {
 	// title/reason must contain these; notTitle must not.
 	title, reason []string
 	notTitle      []string
+	// unreported: the Node's status.images is empty (a kubelet reporting
+	// none); the testbed otherwise reports the node's store, as a kubelet
+	// does.
+	unreported bool
+	// listed: the node's image store is listed (the kubelet's report does
+	// not show every image the node needs).
+	listed bool
 }
 
 var closedNetworkNodes = []closedNetworkNode{{
@@ -85,17 +92,27 @@ var closedNetworkNodes = []closedNetworkNode{{
 	// nginx is not a default image: never required.
 	images: []string{"nginx:1.27"},
 	action: module.Finding, title: []string{"is missing default image(s): pause"}, notTitle: []string{"kube-proxy", "nginx"},
+	listed: true,
 }, {
 	name:   "containerd node: same repository, other tag (compared with the tag); kube-proxy not run: not required",
 	spec:   withImages(nbRocky, "registry.k8s.io/pause:3.9", "docker.io/coredns/coredns:1.10.1", "docker.io/calico/node:v3.25.0"),
 	images: []string{"docker.io/calico/node:v3.26.1", "coredns/coredns:1.10.1"},
 	action: module.Finding, title: []string{"missing default image(s): docker.io/calico/node:v3.26.1"},
 	notTitle: []string{"pause", "kube-proxy", "coredns"},
+	listed:   true,
 }, {
 	name:   "healthy node: every image its pods use, by any spelling",
 	spec:   withImages(nbUbuntu, "registry.k8s.io/pause:3.9", "registry.k8s.io/kube-proxy:v1.29.3", "docker.io/calico/node:v3.26.1"),
 	images: []string{"registry.k8s.io/kube-proxy:v1.29.3", "calico/node:v3.26.1"},
-	action: module.NoOp,
+	action: module.NoOp, title: []string{"as its kubelet reports them"},
+}, {
+	name:       "healthy docker node whose kubelet reports no images: the store is listed",
+	spec:       withImages(nbCentOS, "k8s.gcr.io/pause:3.2", "calico/node:v3.26.1"),
+	images:     []string{"calico/node:v3.26.1"},
+	unreported: true,
+	action:     module.NoOp, title: []string{"holds the default images it needs (docker.io/calico/node:v3.26.1)"},
+	notTitle: []string{"kubelet reports"},
+	listed:   true,
 }, {
 	name: "configured sandbox image: registry.k8s.io/pause:3.9 does not stand in for k8s.gcr.io/pause:3.2",
 	spec: func() testbed.NodeSpec {
@@ -104,11 +121,13 @@ var closedNetworkNodes = []closedNetworkNode{{
 		return s
 	}(),
 	action: module.Finding, title: []string{"missing default image(s): k8s.gcr.io/pause:3.2"},
+	listed: true,
 }, {
 	name:   "image pinned by digest, store lists no digests: unknown, not healthy",
 	spec:   withImages(nbRocky, "registry.k8s.io/pause:3.9", "registry.k8s.io/coredns/coredns:v1.11.1"),
 	images: []string{"registry.k8s.io/coredns/coredns@sha256:1eeb4c7316bacb1d4c8ead65571cd92dd21e27359f0d4917f1a5822a73b75db1"},
 	action: module.Unknown, reason: []string{"pinned by digest", "registry.k8s.io/coredns/coredns@sha256:1eeb"},
+	listed: true,
 }}
 
 func withImages(s testbed.NodeSpec, images ...string) testbed.NodeSpec {
@@ -158,6 +177,22 @@ func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
 	event(pods[0], "Warning", "FailedCreatePodSandBox", `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image "k8s.gcr.io/pause:3.2": failed to pull image "k8s.gcr.io/pause:3.2": dial tcp 142.250.1.82:443: i/o timeout`)
 	event(pods[len(pods)-2], "Normal", "Pulled", `Successfully pulled image "registry.k8s.io/pause:3.9" in 1.2s`)
 
+	// The stand-ins touch their store each time they list it: its mtime
+	// tells which nodes were listed.
+	storeTimes := map[string]time.Time{}
+	for i, c := range closedNetworkNodes {
+		n := tb.Nodes[i]
+		if c.unreported {
+			if err := n.SetReportedImages(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st, err := os.Stat(n.Path(testbed.StateDir + "/images"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		storeTimes[n.Name] = st.ModTime()
+	}
 	before := nbSnapshot(t, tb)
 	p := nbPlan(t, tb, "closed-network-images.yaml")
 	code, rep := nbApply(t, tb, "closed-network-images.yaml")
@@ -193,6 +228,13 @@ func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			tp := targets[tb.Nodes[i].Name]
 			step := stepOf(tp, "images")
+			st, err := os.Stat(tb.Nodes[i].Path(testbed.StateDir + "/images"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if listed := !st.ModTime().Equal(storeTimes[tb.Nodes[i].Name]); listed != c.listed {
+				t.Errorf("image store listed: %v, want %v", listed, c.listed)
+			}
 			if step.Action != c.action {
 				t.Errorf("images: %s (%s; %s), want %s", step.Action, step.Summary, step.Reason, c.action)
 			}

@@ -202,14 +202,28 @@ func HostFacts(res map[string]module.ProbeResult) map[string]any {
 	return h
 }
 
-// FactProbes are the declared command facts of a runbook, as probes.
-// env (params, node, cluster) decides facts with a when; nil reads them all.
-// only, if not nil, narrows them to those names (runbook.PlanReads).
+// FactProbes are the declared command facts of a runbook's first read, as
+// probes. env (params, node, cluster) decides facts with a when; nil reads
+// them all. only, if not nil, narrows them to those names
+// (runbook.PlanReads). Follow-up facts are left to FollowUpProbes.
 func FactProbes(rb *runbook.Runbook, env map[string]any, only map[string]bool) []module.Probe {
+	return factProbes(rb, env, only, false)
+}
+
+// FollowUpProbes are the follow-up facts (runbook.FollowUp) whose when
+// holds in env, which must hold the first read's facts, host and
+// runbook.FollowUpVars. A condition that cannot be evaluated reads the
+// fact: reading too much costs CPU, deciding on an error could hide a
+// problem.
+func FollowUpProbes(rb *runbook.Runbook, env map[string]any, only map[string]bool) []module.Probe {
+	return factProbes(rb, env, only, true)
+}
+
+func factProbes(rb *runbook.Runbook, env map[string]any, only map[string]bool, followUps bool) []module.Probe {
 	var out []module.Probe
 	for _, name := range sortedKeys(rb.Facts) {
 		f := rb.Facts[name]
-		if f.Command == "" || (only != nil && !only[name]) {
+		if f.Command == "" || (only != nil && !only[name]) || rb.FollowUp(name) != followUps {
 			continue
 		}
 		if f.When.IsSet() && env != nil {

@@ -16,3 +16,28 @@ func Split(image string) (repo, tag, digest string) {
 	}
 	return repo, tag, digest
 }
+
+// Full is image as a full reference, the way container runtimes store it:
+// the registry host docker.io when the first part names none, library/ for
+// a Docker Hub image without an owner, and :latest when neither a tag nor a
+// digest is given. "nginx" → "docker.io/library/nginx:latest",
+// "calico/node:v3.26.1" → "docker.io/calico/node:v3.26.1"; a reference that
+// names a registry ("registry.k8s.io/pause:3.9", "localhost:5000/x") keeps
+// it. "" stays "".
+func Full(image string) string {
+	if image == "" {
+		return ""
+	}
+	first, _, found := strings.Cut(image, "/")
+	switch {
+	case !found:
+		image = "docker.io/library/" + image
+	case strings.ContainsAny(first, ".:") || first == "localhost":
+	default:
+		image = "docker.io/" + image
+	}
+	if _, tag, digest := Split(image); tag == "" && digest == "" {
+		image += ":latest"
+	}
+	return image
+}

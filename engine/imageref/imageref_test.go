@@ -16,3 +16,25 @@ func TestSplit(t *testing.T) {
 		}
 	}
 }
+
+func TestFull(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"", ""},
+		{"nginx", "docker.io/library/nginx:latest"},
+		{"nginx:1.27", "docker.io/library/nginx:1.27"},
+		{"calico/node:v3.26.1", "docker.io/calico/node:v3.26.1"},
+		{"docker.io/calico/node:v3.26.1", "docker.io/calico/node:v3.26.1"},
+		{"registry.k8s.io/pause:3.9", "registry.k8s.io/pause:3.9"},
+		{"registry.k8s.io/pause", "registry.k8s.io/pause:latest"},
+		{"localhost/pause:3.9", "localhost/pause:3.9"},
+		{"localhost:5000/team/app", "localhost:5000/team/app:latest"},
+		{"registry.k8s.io/coredns/coredns@sha256:1eeb", "registry.k8s.io/coredns/coredns@sha256:1eeb"},
+		{"coredns/coredns@sha256:1eeb", "docker.io/coredns/coredns@sha256:1eeb"},
+		{"k8s.gcr.io/pause:3.2@sha256:927d", "k8s.gcr.io/pause:3.2@sha256:927d"},
+	}
+	for _, tc := range tests {
+		if got := Full(tc.in); got != tc.want {
+			t.Errorf("Full(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

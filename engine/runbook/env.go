@@ -141,6 +141,14 @@ var NodeFields = map[string]types.Type{
 	"bootID":     types.String,
 	"machineID":  types.String,
 	"systemUUID": types.String,
+	// images is every name in the Node's status.images, the kubelet's own
+	// report of the node's image store: digests then tags, at most 5 names
+	// per image, of at most 50 images (kubelet's --node-status-max-images),
+	// largest first, refreshed within about a minute while the node is
+	// Ready. Evidence of presence only: a name listed was in the store at
+	// the last report; one not listed may still be there. [] for a static
+	// inventory.
+	"images": types.Array(types.String),
 }
 
 // HostFields are the host.* names, read over SSH (gather.BuiltinProbes).
@@ -185,6 +193,10 @@ func complete(m map[string]any, fields map[string]types.Type) map[string]any {
 			}
 		case types.Bool:
 			out[k] = false
+		case nodeFields["images"]:
+			if !present || v == nil {
+				out[k] = []any{}
+			}
 		default:
 			if !present || v == nil {
 				out[k] = map[string]any{}

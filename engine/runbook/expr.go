@@ -64,7 +64,7 @@ var (
 )
 
 // functionNames are the helpers above, for "did you mean".
-var functionNames = []string{"versionCompare", "versionAtLeast", "versionMajor", "versionMinor", "sha256", "hasWord", "imageTag", "imageRepo", "matches"}
+var functionNames = []string{"versionCompare", "versionAtLeast", "versionMajor", "versionMinor", "sha256", "hasWord", "imageTag", "imageRepo", "imageRef", "matches"}
 
 // functions are the helpers available in every expression.
 var functions = []expr.Option{
@@ -99,6 +99,9 @@ var functions = []expr.Option{
 	expr.Function("imageRepo", func(p ...any) (any, error) {
 		repo, _, _ := imageref.Split(p[0].(string))
 		return repo, nil
+	}, new(func(string) string)),
+	expr.Function("imageRef", func(p ...any) (any, error) {
+		return imageref.Full(p[0].(string)), nil
 	}, new(func(string) string)),
 	expr.Function("matches", func(p ...any) (any, error) {
 		re, err := regexp.Compile(p[1].(string))

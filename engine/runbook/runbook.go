@@ -50,7 +50,22 @@ type Runbook struct {
 
 	// planFacts, planVars: see PlanReads.
 	planFacts, planVars map[string]bool
+	// followUps, followUpVars: see FollowUp and FollowUpVars.
+	followUps, followUpVars map[string]bool
 }
+
+// FollowUp reports whether the command fact name is a follow-up read: its
+// `when` reads facts, vars or host, so it is decided on what the node's
+// first read returned, and read (in a second exec) only on the nodes where
+// it holds. §3 lists a node's image store only where the kubelet's own
+// report (node.images) does not already show every image the node needs.
+func (rb *Runbook) FollowUp(name string) bool { return rb.followUps[name] }
+
+// FollowUpVars are the vars that follow-up facts' conditions read, directly
+// or through other vars: computed from the first read before the follow-up
+// reads are decided. None of them reads a follow-up fact (the loader
+// refuses such a runbook).
+func (rb *Runbook) FollowUpVars() map[string]bool { return rb.followUpVars }
 
 // PlanReads is what planning a node needs beyond params, node and host:
 // the facts and vars that its node steps' conditions and parameters read,
@@ -86,11 +101,23 @@ func (rb *Runbook) computePlanReads() {
 		}
 	}
 	// A var reads only vars above it: walking up closes the set.
-	for i := len(rb.Vars) - 1; i >= 0; i-- {
-		if vars[rb.Vars[i].Name] {
-			take(&rb.Vars[i].Expr)
+	closeVars := func() {
+		for i := len(rb.Vars) - 1; i >= 0; i-- {
+			if vars[rb.Vars[i].Name] {
+				take(&rb.Vars[i].Expr)
+			}
 		}
 	}
+	closeVars()
+	// A follow-up fact needs what its condition reads; that reads no
+	// follow-up fact (validateFactConditions), so one more pass closes it.
+	for name := range rb.followUps {
+		if facts[name] {
+			w := rb.Facts[name].When
+			take(&w)
+		}
+	}
+	closeVars()
 	if all {
 		return
 	}
@@ -356,17 +383,8 @@ func (v *validator) validate(root *yaml.Node) {
 	for i := range rb.Nodes.Skip {
 		v.compile(&rb.Nodes.Skip[i].If, v.env.skipScope(), true)
 	}
-	for name, f := range rb.Facts {
-		if f.When.IsSet() {
-			if f.K8s != nil {
-				v.d.Errorf(keyNode(keyNode(factsNode, name), "when"), "fact %q: when applies to command facts only", name)
-				continue
-			}
-			v.compile(&f.When, v.env.skipScope(), true)
-			rb.Facts[name] = f
-		}
-	}
 	v.validateVars()
+	v.validateFactConditions(factsNode)
 	stepsNode := keyNode(root, "steps")
 	ids := map[string]bool{}
 	for i := range rb.Steps {
@@ -383,6 +401,77 @@ func (v *validator) validate(root *yaml.Node) {
 		}
 		v.compile(&c.That, v.env.targetScope(c.Target(rb)), true)
 	}
+}
+
+// validateFactConditions compiles command facts' `when`. One over params,
+// node and cluster only is decided before the node is read; one that reads
+// facts, vars or host makes a follow-up read, decided on the first read,
+// which therefore must not depend on a follow-up read itself.
+func (v *validator) validateFactConditions(factsNode *yaml.Node) {
+	rb := v.rb
+	for name, f := range rb.Facts {
+		if !f.When.IsSet() {
+			continue
+		}
+		if f.K8s != nil {
+			v.d.Errorf(keyNode(keyNode(factsNode, name), "when"), "fact %q: when applies to command facts only", name)
+			continue
+		}
+		v.compile(&f.When, v.env.varScope(), true)
+		rb.Facts[name] = f
+		if f.When.Uses[EnvFacts] || f.When.Uses[EnvVars] || f.When.Uses[EnvHost] {
+			if rb.followUps == nil {
+				rb.followUps, rb.followUpVars = map[string]bool{}, map[string]bool{}
+			}
+			rb.followUps[name] = true
+		}
+	}
+	for _, name := range sortedNames(rb.followUps) {
+		when := rb.Facts[name].When
+		facts, vars := rb.reads(&when)
+		if facts["*"] || vars["*"] {
+			v.errAt(when.Pos, "fact %q: when reads facts or vars by a computed name; a follow-up read's condition must name what it reads", name)
+			continue
+		}
+		for _, other := range sortedNames(facts) {
+			if rb.followUps[other] {
+				v.errAt(when.Pos, "fact %q: when reads facts.%s (directly or through vars), which is itself a follow-up read (its when reads facts, vars or host); a follow-up read's condition can use only what the first read returns", name, other)
+			}
+		}
+		for n := range vars {
+			rb.followUpVars[n] = true
+		}
+	}
+}
+
+// reads is what e reads under facts and vars, closed over the vars it
+// reads (a var reads only vars above it); "*" when a whole map is read.
+func (rb *Runbook) reads(e *Expr) (facts, vars map[string]bool) {
+	facts, vars = map[string]bool{}, map[string]bool{}
+	take := func(e *Expr) {
+		for n := range e.Members[EnvFacts] {
+			facts[n] = true
+		}
+		for n := range e.Members[EnvVars] {
+			vars[n] = true
+		}
+	}
+	take(e)
+	for i := len(rb.Vars) - 1; i >= 0; i-- {
+		if vars[rb.Vars[i].Name] || vars["*"] {
+			take(&rb.Vars[i].Expr)
+		}
+	}
+	return facts, vars
+}
+
+func sortedNames(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 func (v *validator) validateVars() {

@@ -114,6 +114,7 @@ func (n *Node) fillStatus(st *corev1.NodeStatus, ready bool) {
 		corev1.ResourceEphemeralStorage: resource.MustParse("40Gi"),
 	}
 	st.Capacity, st.Allocatable = res, res.DeepCopy()
+	st.Images = n.reportedImages()
 	cond := func(t corev1.NodeConditionType, s corev1.ConditionStatus, reason, msg string) corev1.NodeCondition {
 		c := corev1.NodeCondition{Type: t, Status: s, Reason: reason, Message: msg, LastHeartbeatTime: now, LastTransitionTime: now}
 		for _, old := range st.Conditions {
@@ -146,6 +147,40 @@ func (n *Node) createObject(ctx context.Context) error {
 		return fmt.Errorf("testbed: setting status of Node %s: %w", n.Name, err)
 	}
 	return nil
+}
+
+// reportedImages is the node's image store as a kubelet reports it in
+// status.images: one entry per image (the stand-ins' store has one name per
+// image, as it lists them), at most 50 (kubelet's --node-status-max-images
+// default; the testbed keeps the store's order, where kubelet sorts by size).
+func (n *Node) reportedImages() []corev1.ContainerImage {
+	var out []corev1.ContainerImage
+	for _, ref := range n.Images() {
+		if len(out) == 50 {
+			break
+		}
+		out = append(out, corev1.ContainerImage{Names: []string{ref}, SizeBytes: int64(len(ref)) << 20})
+	}
+	return out
+}
+
+// SetReportedImages sets the Node's status.images to names (one image
+// each) whatever the node's store holds: a kubelet whose report lags the
+// store, or (nil) one that reports none.
+func (n *Node) SetReportedImages(ctx context.Context, names []string) error {
+	c := n.tb.kube().CoreV1().Nodes()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		obj, err := c.Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		obj.Status.Images = nil
+		for _, name := range names {
+			obj.Status.Images = append(obj.Status.Images, corev1.ContainerImage{Names: []string{name}})
+		}
+		_, err = c.UpdateStatus(ctx, obj, metav1.UpdateOptions{})
+		return err
+	})
 }
 
 // SetReady sets the Node's Ready condition (and nodeInfo.bootID) the way the

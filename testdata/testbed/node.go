@@ -973,13 +973,21 @@ func (n *Node) Images() []string {
 	return out
 }
 
-// SetImages replaces the node's image list.
-func (n *Node) SetImages(images []string) error {
+// SetImages replaces the node's image list and, as a kubelet would within
+// a minute, the Node's status.images.
+func (n *Node) SetImages(ctx context.Context, images []string) error {
 	c := strings.Join(images, "\n")
 	if c != "" {
 		c += "\n"
 	}
-	return os.WriteFile(n.Path(StateDir+"/images"), []byte(c), 0o644)
+	if err := os.WriteFile(n.Path(StateDir+"/images"), []byte(c), 0o644); err != nil {
+		return err
+	}
+	var names []string
+	for _, img := range n.reportedImages() {
+		names = append(names, img.Names...)
+	}
+	return n.SetReportedImages(ctx, names)
 }
 
 func (n *Node) knob(p string, on bool) error {

@@ -52,7 +52,7 @@ type NodeSpec struct {
 	NotReady      bool              // Ready condition False from the start
 	Unschedulable bool
 	Units         map[string]bool // systemd stand-in units -> active; nil: rpc-statd, rpcbind, kubelet and the runtime, all active
-	Images        []string        // what the crictl/docker stand-ins list; nil: a few k8s images
+	Images        []string        // what the crictl/docker stand-ins list and the Node's status.images reports; nil: a few k8s images
 	GrubCmdline   string          // GRUB_CMDLINE_LINUX of /etc/default/grub; default per flavour
 	// BLS: the RHEL/Rocky 8+ boot layout (RHEL family only): GRUB_ENABLE_BLSCFG=true,
 	// one entry per kernel in /boot/loader/entries whose options the boot
