@@ -195,7 +195,7 @@ func complete(m map[string]any, fields map[string]types.Type) map[string]any {
 			out[k] = false
 		case nodeFields["images"]:
 			if !present || v == nil {
-				out[k] = []any{}
+				out[k] = []string{}
 			}
 		default:
 			if !present || v == nil {
