@@ -67,6 +67,7 @@ var (
 	logsDir      = flag.String("logs", "", "where the output of a failed run is kept (default: a new directory under $TMPDIR)")
 	verbose      = flag.Bool("v", false, "log testbed progress")
 	costmod      = flag.Bool("costmodel", false, "after the warm-up (first size only), price execs, sudo and nksrun's scripts on the nodes (node CPU per node) instead of the comparison")
+	unreported   = flag.Bool("unreported-images", false, "the Nodes' status.images is emptied after the testbed starts (kubelets that report no images): doctor then lists every node's image store, in a follow-up exec")
 	hold         = flag.Bool("hold", false, "after the warm-up (first size only), print how to reach the testbed and wait for Ctrl-C instead of measuring (for profiling by hand)")
 )
 
@@ -218,6 +219,14 @@ func (b *bench) run(ctx context.Context) (*sizeResult, error) {
 		b.names = append(b.names, n.Name)
 	}
 	logf("testbed of %d nodes up in %s", b.n, tb.StartTime.Round(time.Millisecond))
+	if *unreported {
+		for _, n := range tb.Nodes {
+			if err := n.SetReportedImages(ctx, nil); err != nil {
+				return nil, fmt.Errorf("emptying status.images of %s: %w", n.Name, err)
+			}
+		}
+		logf("every Node's status.images emptied (-unreported-images)")
+	}
 	if port := tb.Nodes[0].Port; port != 22 {
 		// Node objects carry no port; the testbed only moves off 22 when
 		// the host's own sshd holds *:22.
