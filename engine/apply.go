@@ -287,7 +287,7 @@ func verifyPlan(rb *runbook.Runbook, tp *plans.TargetPlan, env map[string]any) (
 
 // readFollowUps reads, in one more exec, the follow-up facts whose
 // condition holds on env's first read (none: no exec).
-func (e *Engine) readFollowUps(ctx context.Context, r module.Runner, rb *runbook.Runbook, env *runbook.Env) error {
+func readFollowUps(ctx context.Context, r module.Runner, rb *runbook.Runbook, env *runbook.Env) error {
 	probes, err := followUpProbes(rb, env, nil)
 	if err != nil || len(probes) == 0 {
 		return err
@@ -326,7 +326,7 @@ func (e *Engine) verify(ctx context.Context, rb *runbook.Runbook, rp *plans.Runb
 			if _, ok := results[gather.BuiltinProbes[0].Key]; ok {
 				env.Host = gather.HostFacts(results)
 			}
-			err = e.readFollowUps(ctx, t.Node.Runner, rb, env)
+			err = readFollowUps(ctx, t.Node.Runner, rb, env)
 		}
 		if err != nil {
 			res.Status, res.Reason = plans.StatusFailed, "verify: gathering facts: "+strings.TrimPrefix(err.Error(), "gathering facts: ")

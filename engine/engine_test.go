@@ -552,6 +552,48 @@ nodes:
 	}
 }
 
+// TestFollowUpParseErrorStaysWithItsRunbook: two runbooks' follow-up reads
+// share a node's second exec; a fact of one that does not parse fails that
+// runbook's target only.
+func TestFollowUpParseErrorStaysWithItsRunbook(t *testing.T) {
+	withFollowUp := func(name, out, parse string) string {
+		src := strings.Replace(testRunbook, "name: t\n", "name: "+name+"\n", 1)
+		src = strings.Replace(src, "nodes:\n", fmt.Sprintf(`facts:
+  first:
+    command: echo yes
+  second:
+    when: facts.first == "yes"
+    command: echo %s
+    parse: %s
+nodes:
+`, out, parse), 1)
+		return strings.Replace(src, "title: done", `title: !expr '"done " + string(facts.second)'`, 1)
+	}
+	e, bad, _ := setupEngine(t, []node{{name: "a", ready: true, file: "v2"}}, nil, Options{}, withFollowUp("bad", "abc", "int"))
+	reg := module.Registry{"line": func() module.Module { return lineModule{} }, "report": report.New}
+	good, err := runbook.Parse(filepath.Join(t.TempDir(), "good.yaml"), []byte(withFollowUp("good", "7", "int")), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.Plan(context.Background(), []*runbook.Runbook{bad, good}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rp := range p.Runbooks {
+		tp := rp.Targets[0]
+		switch rp.Name {
+		case "bad":
+			if tp.Status != plans.StatusFailed || !strings.Contains(tp.Reason, "follow-up read") || !strings.Contains(tp.Reason, "not an integer") {
+				t.Errorf("bad: %s %q, want failed on its follow-up read", tp.Status, tp.Reason)
+			}
+		case "good":
+			if tp.Status == plans.StatusFailed || len(tp.Steps) < 2 || !strings.Contains(tp.Steps[1].Summary, "done 7") {
+				t.Errorf("good: %s %q %+v, want planned with its follow-up fact", tp.Status, tp.Reason, tp.Steps)
+			}
+		}
+	}
+}
+
 // TestVerifyOnlyFactsAtApply: a fact only verify reads costs nothing at
 // plan time; apply's verify reads it fresh after the change.
 func TestVerifyOnlyFactsAtApply(t *testing.T) {

@@ -319,7 +319,7 @@ func (e *Engine) gatherAndFinish(ctx context.Context, ws []*nodeWork) {
 	var followUps []module.Probe
 	for k, w := range ws {
 		results[k] = unprefixed(all, k)
-		for _, p := range e.readNode(w, host, results[k]) {
+		for _, p := range readNode(w, host, results[k]) {
 			p.Key = fmt.Sprintf("rb%d/%s", k, p.Key)
 			followUps = append(followUps, p)
 		}
@@ -327,11 +327,12 @@ func (e *Engine) gatherAndFinish(ctx context.Context, ws []*nodeWork) {
 	// Follow-up reads (facts whose condition is decided on the first read)
 	// of every runbook, in one more exec; a node that needs none makes none.
 	if len(followUps) > 0 {
-		more, err := gather.Run(ctx, ws[0].runner, followUps)
+		more, runErr := gather.Run(ctx, ws[0].runner, followUps)
 		for k, w := range ws {
 			if w.done {
 				continue
 			}
+			err := runErr
 			if err == nil {
 				err = gather.ParseFacts(w.rb, unprefixed(more, k), w.env.Facts)
 			}
@@ -366,7 +367,7 @@ func unprefixed(all map[string]module.ProbeResult, k int) map[string]module.Prob
 // readNode takes in a node's first read: it checks the host's identity,
 // parses the facts and returns the follow-up reads their conditions ask
 // for. A failure finishes w.
-func (e *Engine) readNode(w *nodeWork, host map[string]any, results map[string]module.ProbeResult) []module.Probe {
+func readNode(w *nodeWork, host map[string]any, results map[string]module.ProbeResult) []module.Probe {
 	if why := gather.IdentityMismatch(w.h.Facts, host); why != "" {
 		w.finish(plans.StatusFailed, why)
 		return nil
