@@ -277,7 +277,7 @@ const (
 func installScript(p *Params, d data, planned, stamp, tmpID string) string {
 	mode, owner, group := defaults(p)
 	var b strings.Builder
-	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\n", shell.Quote(p.Dest))
+	fmt.Fprintf(&b, "set -eu\numask 077\ndest=%s\nnl='\n'\n", shell.Quote(p.Dest))
 	// Temp and backup names end in "~" and contain a ".": directories read
 	// as a whole (logrotate.d, sudoers.d, cron.d) skip such files, so they
 	// never see a half-written temp file or a second copy of the config.
@@ -295,14 +295,21 @@ func installScript(p *Params, d data, planned, stamp, tmpID string) string {
 	b.WriteString(`trap 'rm -f "$tmp"' EXIT` + "\n")
 	b.WriteString(`trap 'rm -f "$tmp"; exit 1' HUP INT TERM PIPE` + "\n")
 	fmt.Fprintf(&b, "install -m %s -o %s -g %s /dev/stdin \"$tmp\"\n", shell.Quote(mode), shell.Quote(owner), shell.Quote(group))
-	fmt.Fprintf(&b, `got=$(sha256sum "$tmp"); if [ "${got%%%% *}" != %s ]; then echo "upload incomplete or corrupted (sha256 ${got%%%% *})" >&2; exit %d; fi`+"\n", shell.Quote(d.Hash), exitCorrupt)
+	corrupt := fmt.Sprintf(`if [ "$got" != %s ]; then echo "upload incomplete or corrupted (sha256 $got)" >&2; exit %d; fi`, shell.Quote(d.Hash), exitCorrupt)
 	if p.Validate != "" {
+		// The validator only reads the temp file, so it runs before the
+		// upload's hash is checked; when it fails, the hash says whether
+		// the upload or the content is at fault.
 		cmd := strings.Replace(p.Validate, "%s", `"$tmp"`, 1)
-		fmt.Fprintf(&b, "if ! out=$(%s 2>&1); then printf 'validate failed: %%s\\n' \"$out\" >&2; exit %d; fi\n", cmd, exitValidate)
+		fmt.Fprintf(&b, "if ! out=$(%s 2>&1); then\n got=$(sha256sum \"$tmp\"); got=${got%%%% *}; %s\n printf 'validate failed: %%s\\n' \"$out\" >&2; exit %d\nfi\n", cmd, corrupt, exitValidate)
 	}
-	// Re-check, right before the rename, that the node still has what the
-	// plan saw; anything else is someone else's change, not ours to overwrite.
-	fmt.Fprintf(&b, `cur=absent; if [ -L "$dest" ]; then cur=symlink; elif [ -e "$dest" ]; then cur=$(sha256sum "$dest"); cur=${cur%%%% *}; fi`+"\n")
+	// Right before the rename, one sha256sum checks the upload and
+	// re-checks that the node still has what the plan saw (anything else is
+	// someone else's change, not ours to overwrite). sha256sum follows
+	// links: a symlink at dest is not hashed.
+	b.WriteString(`if [ -L "$dest" ]; then cur=symlink; set -- "$tmp"; elif [ -e "$dest" ]; then cur=; set -- "$tmp" "$dest"; else cur=absent; set -- "$tmp"; fi` + "\n")
+	b.WriteString(`sums=$(sha256sum "$@"); got=${sums%% *}; if [ -z "$cur" ]; then cur=${sums#*"$nl"}; cur=${cur%% *}; fi` + "\n")
+	b.WriteString(corrupt + "\n")
 	fmt.Fprintf(&b, `if [ "$cur" != %s ] && [ "$cur" != %s ]; then echo "destination changed since the plan (sha256 $cur)" >&2; exit %d; fi`+"\n", shell.Quote(planned), shell.Quote(d.Hash), exitStale)
 	if p.Backup {
 		fmt.Fprintf(&b, `if [ -e "$dest" ]; then cp -p "$dest" "$dest.%s.nksrun-backup~"; fi`+"\n", stamp)
