@@ -77,10 +77,11 @@ type closedNetworkNode struct {
 	// title/reason must contain these; notTitle must not.
 	title, reason []string
 	notTitle      []string
-	// unreported: the Node's status.images is empty (a kubelet reporting
-	// none); the testbed otherwise reports the node's store, as a kubelet
-	// does.
-	unreported bool
+	// reported, when setReport: the Node's status.images (nil: a kubelet
+	// reporting none); the testbed otherwise reports the node's store, as a
+	// kubelet does.
+	reported  []string
+	setReport bool
 	// listed: the node's image store is listed (the kubelet's report does
 	// not show every image the node needs).
 	listed bool
@@ -106,12 +107,24 @@ var closedNetworkNodes = []closedNetworkNode{{
 	images: []string{"registry.k8s.io/kube-proxy:v1.29.3", "calico/node:v3.26.1"},
 	action: module.NoOp, title: []string{"as its kubelet reports them"},
 }, {
-	name:       "healthy docker node whose kubelet reports no images: the store is listed",
-	spec:       withImages(nbCentOS, "k8s.gcr.io/pause:3.2", "calico/node:v3.26.1"),
-	images:     []string{"calico/node:v3.26.1"},
-	unreported: true,
-	action:     module.NoOp, title: []string{"holds the default images it needs (docker.io/calico/node:v3.26.1)"},
+	name:      "healthy docker node whose kubelet reports no images: the store is listed",
+	spec:      withImages(nbCentOS, "k8s.gcr.io/pause:3.2", "calico/node:v3.26.1"),
+	images:    []string{"calico/node:v3.26.1"},
+	setReport: true,
+	action:    module.NoOp, title: []string{"holds the default images it needs (docker.io/calico/node:v3.26.1)"},
 	notTitle: []string{"kubelet reports"},
+	listed:   true,
+}, {
+	// Partly fixed: the missing image was loaded by hand and the kubelet
+	// has not reported it yet. A report lacking an image is no evidence of
+	// absence: the store is listed and the node is healthy.
+	name:      "pause loaded by hand, the kubelet's report not updated yet: the store is listed",
+	spec:      withImages(nbRocky, "registry.k8s.io/pause:3.9", "docker.io/calico/node:v3.26.1"),
+	images:    []string{"calico/node:v3.26.1"},
+	reported:  []string{"docker.io/calico/node:v3.26.1"},
+	setReport: true,
+	action:    module.NoOp, title: []string{"holds the default images it needs (docker.io/calico/node:v3.26.1)"},
+	notTitle: []string{"kubelet reports", "missing"},
 	listed:   true,
 }, {
 	name: "configured sandbox image: registry.k8s.io/pause:3.9 does not stand in for k8s.gcr.io/pause:3.2",
@@ -173,7 +186,7 @@ func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
 		}
 	}
 	// Cluster: one pod whose sandbox cannot be created (Warning), and a
-	// pod on the healthy node whose pause pull succeeded (Normal).
+	// pod whose pause pull succeeded (Normal).
 	event(pods[0], "Warning", "FailedCreatePodSandBox", `Failed to create pod sandbox: rpc error: code = Unknown desc = failed to get sandbox image "k8s.gcr.io/pause:3.2": failed to pull image "k8s.gcr.io/pause:3.2": dial tcp 142.250.1.82:443: i/o timeout`)
 	event(pods[len(pods)-2], "Normal", "Pulled", `Successfully pulled image "registry.k8s.io/pause:3.9" in 1.2s`)
 
@@ -182,8 +195,8 @@ func TestClosedNetworkImagesDiagnoseOnly(t *testing.T) {
 	storeTimes := map[string]time.Time{}
 	for i, c := range closedNetworkNodes {
 		n := tb.Nodes[i]
-		if c.unreported {
-			if err := n.SetReportedImages(ctx, nil); err != nil {
+		if c.setReport {
+			if err := n.SetReportedImages(ctx, c.reported); err != nil {
 				t.Fatal(err)
 			}
 		}

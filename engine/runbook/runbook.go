@@ -10,10 +10,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -426,14 +428,14 @@ func (v *validator) validateFactConditions(factsNode *yaml.Node) {
 			rb.followUps[name] = true
 		}
 	}
-	for _, name := range sortedNames(rb.followUps) {
+	for _, name := range slices.Sorted(maps.Keys(rb.followUps)) {
 		when := rb.Facts[name].When
 		facts, vars := rb.reads(&when)
 		if facts["*"] || vars["*"] {
 			v.errAt(when.Pos, "fact %q: when reads facts or vars by a computed name; a follow-up read's condition must name what it reads", name)
 			continue
 		}
-		for _, other := range sortedNames(facts) {
+		for _, other := range slices.Sorted(maps.Keys(facts)) {
 			if rb.followUps[other] {
 				v.errAt(when.Pos, "fact %q: when reads facts.%s (directly or through vars), which is itself a follow-up read (its when reads facts, vars or host); a follow-up read's condition can use only what the first read returns", name, other)
 			}
@@ -463,15 +465,6 @@ func (rb *Runbook) reads(e *Expr) (facts, vars map[string]bool) {
 		}
 	}
 	return facts, vars
-}
-
-func sortedNames(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func (v *validator) validateVars() {

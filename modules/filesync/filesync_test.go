@@ -122,46 +122,34 @@ func TestValidateFailureLeavesFileUntouched(t *testing.T) {
 }
 
 // TestTruncatedUploadLeavesNoPartialFile feeds the install script less than
-// the planned content, as a dropped connection would.
+// the planned content, as a dropped connection would. With a validator that
+// fails on the truncated content (it runs before the upload's hash is
+// checked), the failure is still reported as the upload's, not the
+// content's.
 func TestTruncatedUploadLeavesNoPartialFile(t *testing.T) {
-	m, tgt, s, dest := setup(t, strings.Repeat("line\n", 1000), "")
-	os.WriteFile(dest, []byte("old\n"), 0o644)
-	pl := plan(t, m, tgt, s)
-	p := s.Params.(*Params)
-	script := installScript(p, data{Hash: pl.Outputs["sha256"].(string)}, pl.Fingerprint["sha256"], "20260101000000", "0123456789abcdef")
-	res, err := (&moduletest.LocalRunner{}).Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct{ name, content, validate string }{
+		{"no validator", strings.Repeat("line\n", 1000), ""},
+		{"validator fails on the truncated content", strings.Repeat("line\n", 999) + "rotate 5\n", "grep -q rotate %s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, tgt, s, dest := setup(t, tc.content, tc.validate)
+			os.WriteFile(dest, []byte("old\n"), 0o644)
+			pl := plan(t, m, tgt, s)
+			p := s.Params.(*Params)
+			script := installScript(p, data{Hash: pl.Outputs["sha256"].(string)}, pl.Fingerprint["sha256"], "20260101000000", "0123456789abcdef")
+			res, err := (&moduletest.LocalRunner{}).Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.ExitCode != exitCorrupt || !strings.Contains(string(res.Stderr), "upload incomplete") {
+				t.Fatalf("exit = %d (%s), want %d: upload incomplete", res.ExitCode, res.Stderr, exitCorrupt)
+			}
+			if b, _ := os.ReadFile(dest); string(b) != "old\n" {
+				t.Fatalf("partial upload replaced the file: %q", b)
+			}
+			assertNoTemp(t, filepath.Dir(dest))
+		})
 	}
-	if res.ExitCode != exitCorrupt {
-		t.Fatalf("exit = %d (%s), want %d", res.ExitCode, res.Stderr, exitCorrupt)
-	}
-	if b, _ := os.ReadFile(dest); string(b) != "old\n" {
-		t.Fatalf("partial upload replaced the file: %q", b)
-	}
-	assertNoTemp(t, filepath.Dir(dest))
-}
-
-// TestTruncatedUploadFailingValidation: the validator runs before the
-// upload's hash is checked; when it fails on a truncated upload, the
-// failure is reported as the upload's, not the content's.
-func TestTruncatedUploadFailingValidation(t *testing.T) {
-	m, tgt, s, dest := setup(t, strings.Repeat("line\n", 999)+"rotate 5\n", "grep -q rotate %s")
-	os.WriteFile(dest, []byte("old\n"), 0o644)
-	pl := plan(t, m, tgt, s)
-	p := s.Params.(*Params)
-	script := installScript(p, data{Hash: pl.Outputs["sha256"].(string)}, pl.Fingerprint["sha256"], "20260101000000", "0123456789abcdef")
-	res, err := (&moduletest.LocalRunner{}).Run(context.Background(), script, module.RunOpts{Stdin: strings.NewReader(strings.Repeat("line\n", 10))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.ExitCode != exitCorrupt || !strings.Contains(string(res.Stderr), "upload incomplete") {
-		t.Fatalf("exit = %d (%s), want %d: upload incomplete", res.ExitCode, res.Stderr, exitCorrupt)
-	}
-	if b, _ := os.ReadFile(dest); string(b) != "old\n" {
-		t.Fatalf("partial upload replaced the file: %q", b)
-	}
-	assertNoTemp(t, filepath.Dir(dest))
 }
 
 func TestBackup(t *testing.T) {
